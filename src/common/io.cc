@@ -1,0 +1,48 @@
+#include "common/io.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace hc {
+
+Status FdSink::Write(std::span<const uint8_t> data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd_, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write", errno);
+    }
+    data = data.subspan(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+Result<size_t> FdSource::Read(std::span<uint8_t> data) {
+  for (;;) {
+    ssize_t n = ::read(fd_, data.data(), data.size());
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno != EINTR) return ErrnoStatus("read", errno);
+  }
+}
+
+Result<size_t> StringSource::Read(std::span<uint8_t> data) {
+  size_t n = std::min(data.size(), in_.size() - pos_);
+  std::memcpy(data.data(), in_.data() + pos_, n);
+  pos_ += n;
+  return n;
+}
+
+Result<size_t> ReadFull(ByteSource& src, std::span<uint8_t> data) {
+  size_t got = 0;
+  while (got < data.size()) {
+    HC_ASSIGN_OR_RETURN(size_t n, src.Read(data.subspan(got)));
+    if (n == 0) break;
+    got += n;
+  }
+  return got;
+}
+
+}  // namespace hc

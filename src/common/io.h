@@ -1,0 +1,75 @@
+// Byte sinks and sources: how streams leave and enter the storage engine.
+//
+// A sink or source is borrowed (passed as a reference) for the duration of a
+// call and is used from the calling thread only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+
+namespace hc {
+
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;
+  // Writes all of `data` or returns an error.
+  virtual Status Write(std::span<const uint8_t> data) = 0;
+};
+
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Reads up to data.size() bytes; returns 0 only at end of stream.
+  virtual Result<size_t> Read(std::span<uint8_t> data) = 0;
+};
+
+// Writes to a file descriptor it does not own (a pipe, a socket, a file).
+class FdSink : public ByteSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  Status Write(std::span<const uint8_t> data) override;
+
+ private:
+  int fd_;
+};
+
+// Reads from a file descriptor it does not own.
+class FdSource : public ByteSource {
+ public:
+  explicit FdSource(int fd) : fd_(fd) {}
+  Result<size_t> Read(std::span<uint8_t> data) override;
+
+ private:
+  int fd_;
+};
+
+// Collects everything in memory (tests, small reads).
+class StringSink : public ByteSink {
+ public:
+  Status Write(std::span<const uint8_t> data) override {
+    out.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return Status::Ok();
+  }
+  std::string out;
+};
+
+// Serves a string it does not own.
+class StringSource : public ByteSource {
+ public:
+  explicit StringSource(std::string_view in) : in_(in) {}
+  Result<size_t> Read(std::span<uint8_t> data) override;
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+// Reads exactly data.size() bytes. Returns the number read, which is less
+// than data.size() only at end of stream.
+Result<size_t> ReadFull(ByteSource& src, std::span<uint8_t> data);
+
+}  // namespace hc

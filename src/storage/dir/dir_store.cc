@@ -1,0 +1,913 @@
+#include "storage/dir/dir_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "common/fs.h"
+#include "storage/dir/chunk_store.h"
+#include "storage/dir/tree.h"
+#include "storage/dir/tree_ops.h"
+#include "storage/stream_format.h"
+
+namespace hc::storage {
+namespace {
+
+using dir::ChunkKind;
+using dir::ChunkReader;
+using dir::ChunkStore;
+using dir::DigestSet;
+using dir::SnapshotRecord;
+using dir::StatCache;
+using dir::StoredChunk;
+
+constexpr char kFormatLine[] = "hc-dir-store 1\n";
+
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+std::atomic<uint64_t> g_seq{0};
+std::string Unique() {
+  return std::to_string(::getpid()) + "-" + std::to_string(g_seq.fetch_add(1));
+}
+
+struct Snap {
+  SnapshotRecord rec;
+  Digest id{};
+  SnapshotInfo Info() const {
+    return {rec.name, ToHex(id), rec.created_unix_ns, rec.logical_bytes, rec.file_count};
+  }
+};
+
+struct Meta {
+  bool read_only = false;
+  std::string origin;
+};
+
+std::string EncodeMeta(const Meta& m) {
+  return std::string("read_only ") + (m.read_only ? "1" : "0") + "\norigin " + m.origin + "\n";
+}
+
+Meta DecodeMeta(const std::string& s) {
+  Meta m;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find('\n', i);
+    if (j == std::string::npos) j = s.size();
+    std::string line = s.substr(i, j - i);
+    if (line.rfind("read_only ", 0) == 0) m.read_only = line.substr(10) == "1";
+    if (line.rfind("origin ", 0) == 0) m.origin = line.substr(7);
+    i = j + 1;
+  }
+  return m;
+}
+
+// Reads chunks from the store or, first, from a receive's staging area.
+class StagedReader : public ChunkReader {
+ public:
+  StagedReader(const ChunkStore& store, std::string staging, const DigestSet& staged)
+      : ChunkReader(store), staging_(std::move(staging)), staged_(staged) {}
+  std::string PathOf(const Digest& id) const override {
+    if (staged_.count(id)) {
+      std::string hex = ToHex(id);
+      return staging_ + "/" + hex.substr(0, 2) + "/" + hex;
+    }
+    return store_.PathOf(id);
+  }
+
+ private:
+  std::string staging_;
+  const DigestSet& staged_;
+};
+
+class DirStore final : public Store {
+ public:
+  DirStore(std::string root, bool sync)
+      : root_(std::move(root)),
+        sync_(sync),
+        chunks_(root_ + "/chunks", root_ + "/tmp"),
+        reader_(chunks_) {}
+
+  Status Init() {
+    for (const char* sub : {"", "/chunks", "/tmp", "/volumes", "/locks"}) {
+      HC_RETURN_IF_ERROR(MakeDirs(root_ + sub, 0755));
+    }
+    std::string fmt = root_ + "/format";
+    if (PathExists(fmt)) {
+      HC_ASSIGN_OR_RETURN(std::string s, ReadFileToString(fmt));
+      if (s != kFormatLine) {
+        return InvalidArgument(root_ + " is not a HybridCluster dir store of a version this "
+                               "build understands (format file says '" + s.substr(0, 40) + "')");
+      }
+    } else {
+      HC_RETURN_IF_ERROR(WriteFileAtomic(fmt, kFormatLine, sync_));
+    }
+    return Status::Ok();
+  }
+
+  std::string backend() const override { return "dir"; }
+
+  Status CreateVolume(const std::string& v) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+    if (PathExists(VolDir(v))) return AlreadyExists("volume '" + v + "' already exists");
+    std::string tmp = root_ + "/volumes/.new-" + Unique();
+    HC_RETURN_IF_ERROR(MakeDirs(tmp + "/live", 0755));
+    HC_RETURN_IF_ERROR(MakeDirs(tmp + "/snapshots", 0755));
+    HC_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/meta", EncodeMeta({}), sync_));
+    return Publish(tmp, v);
+  }
+
+  Status DestroyVolume(const std::string& v) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    {
+      HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+      HC_RETURN_IF_ERROR(MustExist(v));
+      // Move it out of sight first so a crash never leaves half a volume.
+      std::string doomed = root_ + "/tmp/destroy-" + Unique();
+      if (::rename(VolDir(v).c_str(), doomed.c_str()) != 0) {
+        return ErrnoStatus("destroy volume '" + v + "'", errno);
+      }
+      HC_RETURN_IF_ERROR(RemoveTree(doomed));
+    }
+    return CollectGarbage();
+  }
+
+  Result<std::vector<VolumeInfo>> ListVolumes() override {
+    std::vector<VolumeInfo> out;
+    HC_ASSIGN_OR_RETURN(auto names, ListNames(root_ + "/volumes"));
+    for (const auto& n : names) {
+      if (n.empty() || n[0] == '.') continue;
+      auto info = GetVolume(n);
+      if (info.ok()) out.push_back(std::move(*info));
+    }
+    return out;
+  }
+
+  Result<VolumeInfo> GetVolume(const std::string& v) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    Meta m = ReadMeta(v);
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    return VolumeInfo{v, LiveDir(v), m.read_only, m.origin, snaps.size()};
+  }
+
+  Result<std::string> LivePath(const std::string& v) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    return LiveDir(v);
+  }
+
+  Status SetReadOnly(const std::string& v, bool ro) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    Meta m = ReadMeta(v);
+    m.read_only = ro;
+    return WriteFileAtomic(VolDir(v) + "/meta", EncodeMeta(m), sync_);
+  }
+
+  Result<SnapshotInfo> Snapshot(const std::string& v, const std::string& name,
+                                const SnapshotOptions& opts) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_RETURN_IF_ERROR(ValidateName("snapshot", name));
+    HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    if (ReadMeta(v).read_only) {
+      return PermissionDenied("volume '" + v +
+                              "' is a read-only replica; snapshots arrive by receive");
+    }
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    return TakeSnapshot(v, name, snaps, opts);
+  }
+
+  Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& v) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    std::vector<SnapshotInfo> out;
+    for (const auto& s : snaps) out.push_back(s.Info());
+    return out;
+  }
+
+  Result<std::vector<DiffEntry>> Diff(const std::string& v, const std::string& from,
+                                      const std::string& to) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    HC_ASSIGN_OR_RETURN(const Snap* a, Find(v, snaps, from));
+    HC_ASSIGN_OR_RETURN(const Snap* b, Find(v, snaps, to));
+    std::vector<DiffEntry> out;
+    HC_RETURN_IF_ERROR(dir::DiffTrees(reader_, &a->rec.tree, b->rec.tree,
+                                      [&](const DiffEntry& e) { out.push_back(e); }));
+    return out;
+  }
+
+  Status Send(const std::string& v, const std::optional<std::string>& from,
+              const std::string& to, ByteSink& out) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    HC_ASSIGN_OR_RETURN(const Snap* b, Find(v, snaps, to));
+    const Snap* a = nullptr;
+    if (from) {
+      HC_ASSIGN_OR_RETURN(a, Find(v, snaps, *from));
+      if (a == b) return InvalidArgument("cannot send from snapshot '" + to + "' to itself");
+      if (a->rec.created_unix_ns > b->rec.created_unix_ns) {
+        return InvalidArgument("snapshot '" + *from + "' is newer than '" + to +
+                               "'; the base of an incremental send must be older");
+      }
+    }
+    StreamHeader h;
+    h.backend = "dir";
+    h.volume = v;
+    if (a) {
+      h.from_id = ToHex(a->id);
+      h.from_name = a->rec.name;
+    }
+    h.to_id = ToHex(b->id);
+    h.to_name = b->rec.name;
+    h.to_created_unix_ns = b->rec.created_unix_ns;
+    StreamWriter w(out);
+    HC_RETURN_IF_ERROR(w.Begin(h));
+    HC_RETURN_IF_ERROR(dir::NewObjects(
+        reader_, a ? &a->rec.tree : nullptr, b->rec.tree,
+        [&](const Digest& id, ChunkKind kind) -> Status {
+          HC_ASSIGN_OR_RETURN(StoredChunk c, chunks_.ReadStored(id));
+          if (c.kind != kind) return Corrupt("chunk " + ToHex(id) + " has the wrong kind");
+          uint8_t head[38];
+          std::memcpy(head, id.data(), 32);
+          head[32] = static_cast<uint8_t>(c.kind);
+          head[33] = static_cast<uint8_t>(c.codec);
+          for (int i = 0; i < 4; ++i) head[34 + i] = static_cast<uint8_t>(c.raw_len >> (8 * i));
+          std::span<const uint8_t> parts[2] = {head, c.stored};
+          return w.Write(kRecordChunk, parts);
+        }));
+    std::string rec = dir::EncodeSnapshotRecord(b->rec);
+    HC_RETURN_IF_ERROR(w.Write(kRecordSnapshot, AsBytes(rec)));
+    return w.Finish();
+  }
+
+  Result<ReceiveResult> Receive(const std::string& v, ByteSource& in,
+                                const ReceiveOptions& opts) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+    StreamReader reader(in);
+    HC_ASSIGN_OR_RETURN(StreamHeader h, reader.Begin());
+    if (h.backend != "dir") {
+      return InvalidArgument("this is a '" + h.backend + "' stream; receive it into a '" +
+                             h.backend + "' store");
+    }
+    ReceiveResult result;
+    result.volume = v;
+    bool exists = PathExists(VolDir(v));
+    std::vector<Snap> snaps;
+    const Snap* base = nullptr;
+    if (exists) {
+      HC_ASSIGN_OR_RETURN(snaps, LoadSnaps(v));
+      for (const auto& s : snaps) {
+        if (ToHex(s.id) == h.to_id) {
+          // Idempotent: a repeated or resumed transfer changes nothing.
+          HC_RETURN_IF_ERROR(Drain(reader));
+          result.snapshot = s.Info();
+          result.already_present = true;
+          result.stream_bytes = reader.bytes_read();
+          return result;
+        }
+      }
+    }
+    if (h.from_id.empty()) {
+      if (exists) {
+        return Conflict("volume '" + v + "' already exists; a full stream (of snapshot '" +
+                        h.to_name + "') only creates new volumes. Receive it under another "
+                        "name, or send incrementally from a snapshot both sides have");
+      }
+    } else {
+      if (!exists) {
+        return Conflict("volume '" + v + "' does not exist, and this is an incremental stream "
+                        "from snapshot '" + h.from_name + "'; send a full stream first");
+      }
+      for (const auto& s : snaps) {
+        if (ToHex(s.id) == h.from_id) base = &s;
+      }
+      if (base == nullptr) {
+        return Conflict("volume '" + v + "' has no snapshot with identity " + h.from_id +
+                        " (the stream's base '" + h.from_name + "'); send from a snapshot "
+                        "both sides have");
+      }
+      if (base != &snaps.back()) {
+        std::string newer;
+        for (auto it = snaps.begin() + (base - snaps.data()) + 1; it != snaps.end(); ++it) {
+          newer += (newer.empty() ? "" : ", ") + it->rec.name;
+        }
+        return Conflict("volume '" + v + "' has diverged: it has snapshots newer than the "
+                        "stream's base '" + h.from_name + "' (" + newer + "); nothing was "
+                        "changed. Roll it back to '" + base->rec.name + "' (keeping a branch) "
+                        "before receiving");
+      }
+      HC_ASSIGN_OR_RETURN(auto live, dir::ScanLive(LiveDir(v), ReadCache(v), nullptr));
+      if (live.root != base->rec.tree) {
+        return Conflict("volume '" + v + "' has writes since its newest snapshot '" +
+                        base->rec.name + "' that the sender lacks; nothing was changed. "
+                        "Snapshot or roll back the volume first");
+      }
+    }
+
+    // Stage verified chunks outside the store until the whole stream checks out.
+    std::string staging = root_ + "/tmp/recv-" + Unique();
+    HC_RETURN_IF_ERROR(MakeDirs(staging, 0755));
+    struct Cleanup {
+      std::string dir;
+      ~Cleanup() {
+        if (!dir.empty()) (void)RemoveTree(dir);
+      }
+    } cleanup{staging};
+    DigestSet staged, verified;
+    std::optional<SnapshotRecord> rec;
+    for (;;) {
+      HC_ASSIGN_OR_RETURN(StreamRecord r, reader.Next());
+      if (r.type == kRecordEnd) break;
+      if (r.type == kRecordChunk) {
+        Decoder d(r.payload);
+        Digest id;
+        auto idb = d.Bytes(32);
+        uint8_t kind = d.U8(), codec = d.U8();
+        uint32_t raw_len = d.U32();
+        if (!d.ok() || kind < 1 || kind > 2 || codec > 1 || raw_len > (16u << 20)) {
+          return Corrupt("stream has a malformed chunk record");
+        }
+        std::memcpy(id.data(), idb.data(), 32);
+        StoredChunk c;
+        c.kind = static_cast<ChunkKind>(kind);
+        c.codec = static_cast<dir::Codec>(codec);
+        c.raw_len = raw_len;
+        auto body = d.Bytes(d.remaining());
+        c.stored.assign(body.begin(), body.end());
+        HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, nullptr).Annotate("stream"));
+        verified.insert(id);
+        if (!chunks_.Has(id) && staged.insert(id).second) {
+          HC_RETURN_IF_ERROR(ChunkStore::WriteTo(staging, root_ + "/tmp", id, c));
+        }
+      } else if (r.type == kRecordSnapshot) {
+        if (rec) return Corrupt("stream has two snapshot records");
+        HC_ASSIGN_OR_RETURN(SnapshotRecord sr, dir::DecodeSnapshotRecord(r.payload));
+        if (ToHex(dir::SnapshotId(sr)) != h.to_id || sr.name != h.to_name) {
+          return Corrupt("stream's snapshot record does not match its header");
+        }
+        rec = std::move(sr);
+      } else {
+        return Corrupt("stream has a record of unexpected type " + std::to_string(r.type));
+      }
+    }
+    if (!rec) return Corrupt("stream has no snapshot record");
+    StagedReader staged_reader(chunks_, staging, staged);
+    // Everything the new snapshot refers to must now be present.
+    HC_RETURN_IF_ERROR(dir::NewObjects(
+                           staged_reader, base ? &base->rec.tree : nullptr, rec->tree,
+                           [&](const Digest& id, ChunkKind) -> Status {
+                             if (!staged_reader.Has(id)) {
+                               return Corrupt("stream lacks chunk " + ToHex(id) +
+                                              " that its snapshot needs");
+                             }
+                             return Status::Ok();
+                           })
+                           .Annotate("receive into '" + v + "'"));
+
+    // Commit: chunks into the store, then the live data, then the record.
+    std::string hex_dir_made;
+    for (const auto& id : staged) {
+      std::string from = staged_reader.PathOf(id);
+      std::string to = chunks_.PathOf(id);
+      if (::rename(from.c_str(), to.c_str()) != 0) {
+        if (errno != ENOENT) return ErrnoStatus("store chunk " + to, errno);
+        HC_RETURN_IF_ERROR(MakeDirs(to.substr(0, to.rfind('/'))));
+        if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus("store chunk " + to, errno);
+      }
+    }
+    staged.clear();
+    std::string target = exists ? VolDir(v) : root_ + "/volumes/.recv-" + Unique();
+    if (!exists) {
+      HC_RETURN_IF_ERROR(MakeDirs(target + "/live", 0755));
+      HC_RETURN_IF_ERROR(MakeDirs(target + "/snapshots", 0755));
+    }
+    StatCache cache = exists ? ReadCache(v) : StatCache{};
+    Status s = dir::Checkout(target + "/live", reader_, base ? &base->rec.tree : nullptr,
+                             rec->tree, verified, &cache);
+    if (!s.ok()) {
+      if (!exists) (void)RemoveTree(target);
+      return s.Annotate("receive into '" + v + "'");
+    }
+    HC_RETURN_IF_ERROR(Sync());
+    HC_RETURN_IF_ERROR(WriteRecord(target, *rec));
+    (void)WriteFileAtomic(target + "/statcache", dir::EncodeStatCache(cache), false);
+    Meta m = exists ? ReadMeta(v) : Meta{};
+    m.read_only = opts.read_only;
+    HC_RETURN_IF_ERROR(WriteFileAtomic(target + "/meta", EncodeMeta(m), sync_));
+    if (!exists) HC_RETURN_IF_ERROR(Publish(target, v));
+    Snap snap{*rec, dir::SnapshotId(*rec)};
+    result.snapshot = snap.Info();
+    result.stream_bytes = reader.bytes_read();
+    return result;
+  }
+
+  Result<RollbackResult> Rollback(const std::string& v, const std::string& name,
+                                  const RollbackOptions& opts) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    std::string branch = opts.branch_name;
+    if (!opts.discard_newer) {
+      if (branch.empty()) branch = v + "-branch-" + std::to_string(NowNs() / 1'000'000'000);
+      HC_RETURN_IF_ERROR(ValidateName("branch volume", branch));
+    }
+    RollbackResult result;
+    {
+      HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+      HC_RETURN_IF_ERROR(MustExist(v));
+      HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+      HC_ASSIGN_OR_RETURN(const Snap* target, Find(v, snaps, name));
+      size_t ti = static_cast<size_t>(target - snaps.data());
+      StatCache cache = ReadCache(v);
+      HC_ASSIGN_OR_RETURN(auto live, dir::ScanLive(LiveDir(v), cache, nullptr));
+      const Snap& newest = snaps.back();
+      bool live_dirty = live.root != newest.rec.tree;
+      bool has_newer = ti + 1 < snaps.size();
+      if (!opts.discard_newer && (live_dirty || has_newer)) {
+        if (PathExists(VolDir(branch)) || !ValidateName("volume", branch).ok()) {
+          return AlreadyExists("branch volume '" + branch + "' already exists; pick another "
+                               "branch name");
+        }
+        if (live_dirty) {
+          // Unsnapshotted writes are kept too: snapshot them onto the branch.
+          std::string safety = "pre-rollback-" + std::to_string(NowNs() / 1'000'000);
+          HC_ASSIGN_OR_RETURN(auto info, TakeSnapshot(v, safety, snaps, {}));
+          HC_ASSIGN_OR_RETURN(snaps, LoadSnaps(v));
+          HC_ASSIGN_OR_RETURN(target, Find(v, snaps, name));
+        }
+        HC_RETURN_IF_ERROR(MakeBranch(v, snaps, ti, branch));
+        result.branch = branch;
+        cache = ReadCache(v);
+        HC_RETURN_IF_ERROR(dir::Checkout(LiveDir(v), reader_, &snaps.back().rec.tree,
+                                         target->rec.tree, {}, &cache));
+      } else if (live_dirty) {
+        // Discarding: rebuild the live directory from the snapshot and swap.
+        std::string fresh = VolDir(v) + "/live.new-" + Unique();
+        HC_RETURN_IF_ERROR(MakeDirs(fresh, 0755));
+        cache = StatCache{};
+        Status s = dir::Checkout(fresh, reader_, nullptr, target->rec.tree, {}, &cache);
+        if (!s.ok()) {
+          (void)RemoveTree(fresh);
+          return s;
+        }
+        std::string old = VolDir(v) + "/live.old-" + Unique();
+        if (::rename(LiveDir(v).c_str(), old.c_str()) != 0 ||
+            ::rename(fresh.c_str(), LiveDir(v).c_str()) != 0) {
+          return ErrnoStatus("replace live directory of '" + v + "'", errno);
+        }
+        HC_RETURN_IF_ERROR(RemoveTree(old));
+      } else {
+        HC_RETURN_IF_ERROR(dir::Checkout(LiveDir(v), reader_, &newest.rec.tree,
+                                         target->rec.tree, {}, &cache));
+      }
+      for (size_t i = ti + 1; i < snaps.size(); ++i) {
+        if (opts.discard_newer) result.discarded.push_back(snaps[i].rec.name);
+        std::string p = SnapPath(VolDir(v), snaps[i].rec.name);
+        if (::unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove " + p, errno);
+      }
+      (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(cache), false);
+      HC_RETURN_IF_ERROR(Sync());
+    }
+    if (!result.discarded.empty()) HC_RETURN_IF_ERROR(CollectGarbage());
+    return result;
+  }
+
+  Result<std::vector<DirEntry>> ListDir(const std::string& v, const std::string& snap,
+                                        const std::string& path) override {
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_ASSIGN_OR_RETURN(dir::TreeEntry e, Resolve(v, snap, path, true));
+    if (e.type != FileType::kDirectory) {
+      return InvalidArgument("'" + path + "' in snapshot '" + snap + "' is not a directory");
+    }
+    HC_ASSIGN_OR_RETURN(dir::Tree t, reader_.LoadTree(e.subtree));
+    std::vector<DirEntry> out;
+    for (const auto& c : t.entries) out.push_back(ToDirEntry(c));
+    return out;
+  }
+
+  Result<DirEntry> Stat(const std::string& v, const std::string& snap,
+                        const std::string& path) override {
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_ASSIGN_OR_RETURN(dir::TreeEntry e, Resolve(v, snap, path, false));
+    return ToDirEntry(e);
+  }
+
+  Status ReadFile(const std::string& v, const std::string& snap, const std::string& path,
+                  ByteSink& out) override {
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_ASSIGN_OR_RETURN(dir::TreeEntry e, Resolve(v, snap, path, true));
+    if (e.type != FileType::kFile) {
+      return InvalidArgument("'" + path + "' in snapshot '" + snap + "' is a " +
+                             FileTypeName(e.type) + ", not a file");
+    }
+    for (const auto& c : e.chunks) {
+      HC_ASSIGN_OR_RETURN(auto raw, chunks_.Get(c.id, ChunkKind::kData));
+      HC_RETURN_IF_ERROR(out.Write(raw));
+    }
+    return Status::Ok();
+  }
+
+  Status Clone(const std::string& v, const std::string& snap, const std::string& target) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_RETURN_IF_ERROR(ValidateName("volume", target));
+    if (v == target) return InvalidArgument("a clone needs a new volume name");
+    HC_ASSIGN_OR_RETURN(auto locks, Lock(target));
+    if (PathExists(VolDir(target))) {
+      return AlreadyExists("volume '" + target + "' already exists");
+    }
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    HC_ASSIGN_OR_RETURN(const Snap* s, Find(v, snaps, snap));
+    std::string tmp = root_ + "/volumes/.clone-" + Unique();
+    HC_RETURN_IF_ERROR(MakeDirs(tmp + "/live", 0755));
+    HC_RETURN_IF_ERROR(MakeDirs(tmp + "/snapshots", 0755));
+    StatCache cache;
+    Status st = dir::Checkout(tmp + "/live", reader_, nullptr, s->rec.tree, {}, &cache);
+    if (!st.ok()) {
+      (void)RemoveTree(tmp);
+      return st;
+    }
+    (void)WriteFileAtomic(tmp + "/statcache", dir::EncodeStatCache(cache), false);
+    HC_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/meta", EncodeMeta({false, v + "@" + snap}), sync_));
+    HC_RETURN_IF_ERROR(Sync());
+    return Publish(tmp, target);
+  }
+
+  Status DestroySnapshot(const std::string& v, const std::string& snap) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    {
+      HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+      HC_RETURN_IF_ERROR(MustExist(v));
+      HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+      HC_ASSIGN_OR_RETURN(const Snap* s, Find(v, snaps, snap));
+      std::string p = SnapPath(VolDir(v), s->rec.name);
+      if (::unlink(p.c_str()) != 0) return ErrnoStatus("remove " + p, errno);
+    }
+    return CollectGarbage();
+  }
+
+  Result<VerifyReport> Verify(const std::string& v) override {
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    std::vector<std::string> vols;
+    if (v.empty()) {
+      HC_ASSIGN_OR_RETURN(auto all, ListVolumes());
+      for (auto& i : all) vols.push_back(i.name);
+    } else {
+      HC_RETURN_IF_ERROR(ValidateName("volume", v));
+      HC_RETURN_IF_ERROR(MustExist(v));
+      vols.push_back(v);
+    }
+    VerifyReport report;
+    DigestSet seen;
+    std::vector<uint8_t> raw;
+    for (const auto& vol : vols) {
+      auto snaps = LoadSnaps(vol);
+      if (!snaps.ok()) {
+        report.problems.push_back("volume " + vol + ": " + snaps.status().message());
+        continue;
+      }
+      for (const auto& s : *snaps) {
+        HC_RETURN_IF_ERROR(dir::WalkObjects(
+            reader_, s.rec.tree, &seen,
+            [&](const Digest& id, ChunkKind kind, const std::string& path) -> Status {
+              ++report.objects_checked;
+              auto c = chunks_.ReadStored(id);
+              Status st = c.ok() ? ChunkStore::Verify(id, *c, &raw) : c.status();
+              if (st.ok() && c->kind != kind) st = Corrupt("chunk has the wrong kind");
+              if (st.ok()) {
+                report.bytes_checked += c->raw_len;
+              } else {
+                report.problems.push_back(
+                    std::string(kind == ChunkKind::kTree ? "tree object " : "chunk ") +
+                    ToHex(id) + " (volume " + vol + ", snapshot " + s.rec.name + ", " +
+                    (kind == ChunkKind::kTree ? "directory " : "file ") + path +
+                    "): " + st.message());
+              }
+              return Status::Ok();
+            }));
+      }
+    }
+    return report;
+  }
+
+  Result<SpaceUsage> Space(const std::string& v) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    SpaceUsage u;
+    HC_ASSIGN_OR_RETURN(auto live, dir::ScanLive(LiveDir(v), ReadCache(v), nullptr));
+    u.live_bytes = live.logical_bytes;
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    DigestSet seen;
+    for (const auto& s : snaps) {
+      HC_RETURN_IF_ERROR(dir::WalkObjects(reader_, s.rec.tree, &seen,
+                                          [&](const Digest& id, ChunkKind, const std::string&) {
+                                            u.snapshot_bytes += chunks_.StoredSize(id);
+                                            return Status::Ok();
+                                          }));
+    }
+    u.total_bytes = u.live_bytes + u.snapshot_bytes;
+    return u;
+  }
+
+  // Removes chunks no snapshot of any volume refers to. Takes the store lock
+  // exclusively, so it waits for running snapshots and receives.
+  Status CollectGarbage() {
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(true));
+    DigestSet live;
+    HC_ASSIGN_OR_RETURN(auto names, ListNames(root_ + "/volumes"));
+    for (const auto& n : names) {
+      if (n.empty() || n[0] == '.') continue;
+      HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(n));
+      for (const auto& s : snaps) {
+        // A damaged tree is kept (and its chunks with it): never collect what
+        // we could not prove unreferenced.
+        Status st = dir::WalkObjects(reader_, s.rec.tree, &live,
+                                     [&](const Digest&, ChunkKind, const std::string&) {
+                                       return Status::Ok();
+                                     });
+        HC_RETURN_IF_ERROR(st);
+      }
+    }
+    std::vector<Digest> dead;
+    HC_RETURN_IF_ERROR(chunks_.ForEach([&](const Digest& id) {
+      if (!live.count(id)) dead.push_back(id);
+    }));
+    for (const auto& id : dead) HC_RETURN_IF_ERROR(chunks_.Remove(id));
+    return Status::Ok();
+  }
+
+ private:
+  struct Locks {
+    FileLock store;
+    FileLock vol;
+  };
+
+  std::string VolDir(const std::string& v) const { return root_ + "/volumes/" + v; }
+  std::string LiveDir(const std::string& v) const { return VolDir(v) + "/live"; }
+  static std::string SnapPath(const std::string& voldir, const std::string& name) {
+    return voldir + "/snapshots/" + name + ".snap";
+  }
+
+  Result<FileLock> StoreLock(bool exclusive) {
+    return FileLock::Acquire(root_ + "/lock", exclusive);
+  }
+  Result<Locks> Lock(const std::string& v) {
+    HC_ASSIGN_OR_RETURN(FileLock s, StoreLock(false));
+    HC_ASSIGN_OR_RETURN(FileLock l, FileLock::Acquire(root_ + "/locks/" + v, true));
+    return Locks{std::move(s), std::move(l)};
+  }
+
+  Status MustExist(const std::string& v) {
+    if (!PathExists(VolDir(v))) {
+      return NotFound("volume '" + v + "' does not exist (store " + root_ + ")");
+    }
+    return Status::Ok();
+  }
+
+  Status Publish(const std::string& tmp, const std::string& v) {
+    if (::rename(tmp.c_str(), VolDir(v).c_str()) != 0) {
+      int err = errno;
+      (void)RemoveTree(tmp);
+      return ErrnoStatus("create volume '" + v + "'", err);
+    }
+    return Status::Ok();
+  }
+
+  Status Sync() {
+    if (!sync_) return Status::Ok();
+    HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(root_, O_RDONLY | O_DIRECTORY));
+    if (::syncfs(fd.get()) != 0) return ErrnoStatus("syncfs " + root_, errno);
+    return Status::Ok();
+  }
+
+  Meta ReadMeta(const std::string& v) {
+    auto s = ReadFileToString(VolDir(v) + "/meta");
+    return s.ok() ? DecodeMeta(*s) : Meta{};
+  }
+
+  StatCache ReadCache(const std::string& v) {
+    auto s = ReadFileToString(VolDir(v) + "/statcache");
+    if (!s.ok()) return {};
+    return dir::DecodeStatCache(AsBytes(*s));
+  }
+
+  static Result<std::vector<std::string>> ListNames(const std::string& path) {
+    DIR* d = ::opendir(path.c_str());
+    if (d == nullptr) return ErrnoStatus("opendir " + path, errno);
+    std::vector<std::string> names;
+    while (struct dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) {
+        continue;
+      }
+      names.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  // Oldest first.
+  Result<std::vector<Snap>> LoadSnaps(const std::string& v) {
+    HC_ASSIGN_OR_RETURN(auto names, ListNames(VolDir(v) + "/snapshots"));
+    std::vector<Snap> out;
+    for (const auto& n : names) {
+      if (n.size() < 6 || n.compare(n.size() - 5, 5, ".snap") != 0) continue;
+      std::string p = VolDir(v) + "/snapshots/" + n;
+      HC_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(p));
+      auto rec = dir::DecodeSnapshotRecord(AsBytes(bytes));
+      if (!rec.ok()) return rec.status().Annotate(p);
+      Snap s{*rec, {}};
+      s.id = Sha256Of(AsBytes(bytes));
+      out.push_back(std::move(s));
+    }
+    std::sort(out.begin(), out.end(), [](const Snap& a, const Snap& b) {
+      if (a.rec.created_unix_ns != b.rec.created_unix_ns) {
+        return a.rec.created_unix_ns < b.rec.created_unix_ns;
+      }
+      return a.rec.name < b.rec.name;
+    });
+    return out;
+  }
+
+  Result<const Snap*> Find(const std::string& v, const std::vector<Snap>& snaps,
+                           const std::string& name) {
+    for (const auto& s : snaps) {
+      if (s.rec.name == name || ToHex(s.id) == name) return &s;
+    }
+    std::string hint = snaps.empty() ? "it has no snapshots"
+                                     : "newest is '" + snaps.back().rec.name + "'";
+    return NotFound("volume '" + v + "' has no snapshot '" + name + "'; " + hint);
+  }
+
+  Status WriteRecord(const std::string& voldir, const SnapshotRecord& rec) {
+    return WriteFileAtomic(SnapPath(voldir, rec.name), dir::EncodeSnapshotRecord(rec), sync_);
+  }
+
+  // REQUIRES: the volume lock is held.
+  Result<SnapshotInfo> TakeSnapshot(const std::string& v, const std::string& name,
+                                    const std::vector<Snap>& snaps, const SnapshotOptions& opts) {
+    if (PathExists(SnapPath(VolDir(v), name))) {
+      return AlreadyExists("volume '" + v + "' already has a snapshot '" + name + "'");
+    }
+    StatCache old = ReadCache(v);
+    if (opts.freeze) HC_RETURN_IF_ERROR(opts.freeze().Annotate("freeze before snapshot"));
+    int64_t created = NowNs();
+    auto scan = dir::ScanLive(LiveDir(v), old, &chunks_);
+    Status thawed = opts.thaw ? opts.thaw() : Status::Ok();
+    if (!scan.ok()) return scan.status().Annotate("snapshot '" + v + "@" + name + "'");
+    HC_RETURN_IF_ERROR(thawed.Annotate("thaw after snapshot"));
+    // Snapshot times must increase within a volume even if the clock steps
+    // back: the order of snapshots is their time order.
+    if (!snaps.empty() && created <= snaps.back().rec.created_unix_ns) {
+      created = snaps.back().rec.created_unix_ns + 1;
+    }
+    SnapshotRecord rec;
+    rec.name = name;
+    rec.created_unix_ns = created;
+    rec.tree = scan->root;
+    if (!snaps.empty()) rec.parent = snaps.back().id;
+    rec.logical_bytes = scan->logical_bytes;
+    rec.file_count = scan->file_count;
+    if (scan->files_read > 0) HC_RETURN_IF_ERROR(Sync());
+    HC_RETURN_IF_ERROR(WriteRecord(VolDir(v), rec));
+    (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(scan->cache), false);
+    return Snap{rec, dir::SnapshotId(rec)}.Info();
+  }
+
+  // Moves snapshots after index `ti` and the live data (by full checkout of
+  // the newest snapshot) to a new volume `branch`.
+  Status MakeBranch(const std::string& v, const std::vector<Snap>& snaps, size_t ti,
+                    const std::string& branch) {
+    HC_ASSIGN_OR_RETURN(FileLock bl, FileLock::Acquire(root_ + "/locks/" + branch, true));
+    std::string tmp = root_ + "/volumes/.branch-" + Unique();
+    HC_RETURN_IF_ERROR(MakeDirs(tmp + "/live", 0755));
+    HC_RETURN_IF_ERROR(MakeDirs(tmp + "/snapshots", 0755));
+    for (size_t i = ti + 1; i < snaps.size(); ++i) {
+      HC_RETURN_IF_ERROR(WriteRecord(tmp, snaps[i].rec));
+    }
+    StatCache cache;
+    Status s = dir::Checkout(tmp + "/live", reader_, nullptr, snaps.back().rec.tree, {}, &cache);
+    if (!s.ok()) {
+      (void)RemoveTree(tmp);
+      return s.Annotate("create branch '" + branch + "'");
+    }
+    (void)WriteFileAtomic(tmp + "/statcache", dir::EncodeStatCache(cache), false);
+    HC_RETURN_IF_ERROR(
+        WriteFileAtomic(tmp + "/meta", EncodeMeta({false, v + "@" + snaps[ti].rec.name}), sync_));
+    HC_RETURN_IF_ERROR(Sync());
+    return Publish(tmp, branch);
+  }
+
+  Result<dir::TreeEntry> Resolve(const std::string& v, const std::string& snap,
+                                 const std::string& path, bool follow_last) {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    HC_ASSIGN_OR_RETURN(const Snap* s, Find(v, snaps, snap));
+    HC_ASSIGN_OR_RETURN(auto segs, dir::SplitSnapshotPath(path));
+    dir::TreeEntry root;
+    root.name = "/";
+    root.type = FileType::kDirectory;
+    root.mode = 0755;
+    root.subtree = s->rec.tree;
+    // Resolve like the kernel would inside a chroot at the snapshot root,
+    // except that any way out (absolute or ".." symlinks) is refused.
+    std::vector<dir::TreeEntry> stack{root};
+    int links = 0;
+    std::vector<std::string> todo(segs.rbegin(), segs.rend());
+    while (!todo.empty()) {
+      std::string seg = std::move(todo.back());
+      todo.pop_back();
+      if (seg == "..") {
+        // Only symlink targets bring ".." here (user paths with ".." were
+        // refused): resolve it against the directories walked so far.
+        if (stack.size() <= 1) {
+          return PermissionDenied("'" + path + "' goes through a symlink that leads outside "
+                                  "the snapshot");
+        }
+        stack.pop_back();
+        continue;
+      }
+      const dir::TreeEntry& cur = stack.back();
+      if (cur.type != FileType::kDirectory) {
+        return NotFound("'" + path + "' does not exist in snapshot '" + snap + "'");
+      }
+      HC_ASSIGN_OR_RETURN(dir::Tree t, reader_.LoadTree(cur.subtree));
+      const dir::TreeEntry* e = t.Find(seg);
+      if (e == nullptr) {
+        return NotFound("'" + path + "' does not exist in snapshot '" + snap + "' of volume '" +
+                        v + "'");
+      }
+      if (e->type == FileType::kSymlink && (follow_last || !todo.empty())) {
+        if (++links > 40) return InvalidArgument("too many symlinks resolving '" + path + "'");
+        const std::string& target = e->link_target;
+        if (target[0] == '/') {
+          return PermissionDenied("'" + path + "' is a symlink to an absolute path (" + target +
+                                  "), which leads outside the snapshot");
+        }
+        std::vector<std::string> parts;
+        size_t i = 0;
+        while (i <= target.size()) {
+          size_t j = target.find('/', i);
+          if (j == std::string::npos) j = target.size();
+          std::string p = target.substr(i, j - i);
+          if (!p.empty() && p != ".") parts.push_back(p);
+          i = j + 1;
+        }
+        todo.insert(todo.end(), parts.rbegin(), parts.rend());
+        continue;
+      }
+      stack.push_back(*e);
+    }
+    return stack.back();
+  }
+
+  static DirEntry ToDirEntry(const dir::TreeEntry& e) {
+    return {e.name, e.type, e.mode, e.size, e.mtime_ns, e.link_target};
+  }
+
+  static Status Drain(StreamReader& r) {
+    for (;;) {
+      HC_ASSIGN_OR_RETURN(StreamRecord rec, r.Next());
+      if (rec.type == kRecordEnd) return Status::Ok();
+    }
+  }
+
+  std::string root_;
+  bool sync_;
+  ChunkStore chunks_;
+  ChunkReader reader_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenDirStore(const StoreConfig& config) {
+  if (config.root.empty()) {
+    return InvalidArgument("the dir backend needs a root directory (--root or HC_STORE_ROOT)");
+  }
+  auto s = std::make_unique<DirStore>(config.root, config.sync);
+  HC_RETURN_IF_ERROR(s->Init());
+  return std::unique_ptr<Store>(std::move(s));
+}
+
+}  // namespace hc::storage

@@ -1,0 +1,245 @@
+// The storage engine: volumes with snapshots, streams and two backends.
+//
+// A Store holds named volumes. Each volume has a live directory (where the app
+// writes) and an ordered list of read-only snapshots. Snapshots are identified
+// by a stable identity (`SnapshotInfo::id`): the ZFS GUID for `zfs`, the
+// content hash of the snapshot record for `dir`. Names are only labels; every
+// comparison between two stores (incremental bases, divergence) uses ids.
+//
+// Example:
+//   HC_ASSIGN_OR_RETURN(auto store, OpenStore({.backend = "dir",
+//                                              .root = "/var/lib/hc"}));
+//   HC_RETURN_IF_ERROR(store->CreateVolume("shop"));
+//   HC_ASSIGN_OR_RETURN(auto path, store->LivePath("shop"));
+//   ... app writes below `path` ...
+//   HC_ASSIGN_OR_RETURN(auto snap, store->Snapshot("shop", "s1", {}));
+//   FdSink out(fd);
+//   HC_RETURN_IF_ERROR(store->Send("shop", std::nullopt, "s1", out));
+//
+// Safety rules every backend keeps (see docs/design.md):
+//  - Receive refuses a stream whose base it does not have, and a target that
+//    has diverged (snapshots newer than the base, or unsnapshotted writes);
+//    it reports a kConflict and changes nothing. Never `receive -F`.
+//  - A corrupt or truncated stream is rejected with kCorrupt and leaves the
+//    target exactly as it was.
+//  - Rollback keeps what it would discard (newer snapshots and live writes)
+//    as a new branch volume unless the caller explicitly discards it.
+//  - Browse (ListDir/Stat/ReadFile) refuses paths that escape the snapshot.
+//
+// Thread-safety: a Store may be used from several threads; operations on the
+// same volume are serialized by the backend (a per-volume lock), operations
+// on different volumes run concurrently. Backends also lock across processes,
+// so two `hc` commands on one volume do not interleave.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/io.h"
+#include "common/status.h"
+
+namespace hc::storage {
+
+struct VolumeInfo {
+  std::string name;
+  std::string live_path;        // where the app reads and writes
+  bool read_only = false;       // replicas are read-only
+  std::string origin;           // "volume@snapshot" for clones, else ""
+  uint64_t snapshot_count = 0;
+};
+
+struct SnapshotInfo {
+  std::string name;
+  std::string id;               // stable identity: ZFS GUID / content hash
+  int64_t created_unix_ns = 0;  // zfs-fuse records whole seconds only
+  uint64_t logical_bytes = 0;   // size of the data the snapshot refers to
+  uint64_t file_count = 0;      // files in the snapshot (0 if unknown)
+};
+
+enum class FileType : uint8_t {
+  kFile = 1,
+  kDirectory = 2,
+  kSymlink = 3,
+  kOther = 4,  // fifos, sockets, devices: recorded, not captured
+};
+const char* FileTypeName(FileType t);
+
+struct DirEntry {
+  std::string name;
+  FileType type = FileType::kFile;
+  uint32_t mode = 0;  // permission bits (07777)
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  std::string link_target;  // for symlinks
+};
+
+struct DiffEntry {
+  enum class Kind : uint8_t { kAdded, kModified, kDeleted };
+  Kind kind;
+  std::string path;  // relative to the volume root, '/'-separated
+  FileType type;
+};
+const char* DiffKindName(DiffEntry::Kind k);
+
+struct SnapshotOptions {
+  // Called right before the snapshot is taken and right after it (even when
+  // taking it failed), e.g. the runtime's cgroup freeze/thaw. The `dir`
+  // backend holds the freeze for the whole scan; `zfs` for the atomic
+  // `zfs snapshot` only.
+  std::function<Status()> freeze;
+  std::function<Status()> thaw;
+};
+
+struct RollbackOptions {
+  // Newer snapshots and unsnapshotted live writes are moved to a new volume
+  // named `branch_name` (default: "<volume>-branch-<unix seconds>").
+  // With discard_newer they are destroyed instead.
+  bool discard_newer = false;
+  std::string branch_name;
+};
+
+struct RollbackResult {
+  std::string branch;                   // "" when nothing needed keeping
+  std::vector<std::string> discarded;   // snapshot names (discard_newer)
+};
+
+struct ReceiveOptions {
+  // Mark the volume read-only after receiving (replicas). A volume created
+  // by a full receive is always read-only unless this is false.
+  bool read_only = true;
+};
+
+struct ReceiveResult {
+  std::string volume;
+  SnapshotInfo snapshot;      // the snapshot now present on the target
+  bool already_present = false;  // the target had it already; nothing done
+  uint64_t stream_bytes = 0;
+};
+
+struct VerifyReport {
+  uint64_t objects_checked = 0;  // chunks (dir) or blocks/datasets (zfs)
+  uint64_t bytes_checked = 0;
+  // One line per problem, naming what is damaged and what refers to it:
+  // "chunk 3fa1… (volume shop, snapshot s2, file public/index.html)".
+  std::vector<std::string> problems;
+  bool ok() const { return problems.empty(); }
+};
+
+struct SpaceUsage {
+  uint64_t live_bytes = 0;       // logical size of the live data
+  uint64_t snapshot_bytes = 0;   // stored bytes held only by snapshots
+  uint64_t total_bytes = 0;      // what destroying the volume would free
+                                 // (approximate for dir: shared chunks count)
+};
+
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual std::string backend() const = 0;
+
+  // Names: 1-64 chars of [a-z0-9._-], starting with a letter or digit.
+  // Errors: kInvalidArgument (bad name), kAlreadyExists.
+  virtual Status CreateVolume(const std::string& volume) = 0;
+
+  // Destroys the volume, its live data and all its snapshots.
+  // Errors: kNotFound; kConflict if clones depend on its snapshots.
+  virtual Status DestroyVolume(const std::string& volume) = 0;
+
+  virtual Result<std::vector<VolumeInfo>> ListVolumes() = 0;
+  virtual Result<VolumeInfo> GetVolume(const std::string& volume) = 0;
+
+  // The live directory. Stable for the lifetime of the volume.
+  virtual Result<std::string> LivePath(const std::string& volume) = 0;
+
+  // Marks a volume read-only (replica) or writable (promoted primary).
+  virtual Status SetReadOnly(const std::string& volume, bool read_only) = 0;
+
+  // Takes a snapshot of the live directory. Errors: kAlreadyExists (name
+  // taken), kPermissionDenied (read-only volume).
+  virtual Result<SnapshotInfo> Snapshot(const std::string& volume,
+                                        const std::string& snapshot,
+                                        const SnapshotOptions& options) = 0;
+
+  // Oldest first.
+  virtual Result<std::vector<SnapshotInfo>> ListSnapshots(
+      const std::string& volume) = 0;
+
+  // Changes from snapshot `from` to snapshot `to`, sorted by path. A
+  // directory that was added or deleted is listed with everything below it.
+  virtual Result<std::vector<DiffEntry>> Diff(const std::string& volume,
+                                              const std::string& from,
+                                              const std::string& to) = 0;
+
+  // Writes a stream that recreates snapshot `to` on a receiver that has
+  // `from` (incremental) or nothing (full, when `from` is nullopt).
+  virtual Status Send(const std::string& volume,
+                      const std::optional<std::string>& from,
+                      const std::string& to, ByteSink& out) = 0;
+
+  // Receives a stream into `volume` (created by a full stream; must exist and
+  // hold the base for an incremental one). Errors: kCorrupt (damaged or
+  // truncated stream; nothing changed), kConflict (base missing, target
+  // diverged, volume exists for a full stream; nothing changed).
+  virtual Result<ReceiveResult> Receive(const std::string& volume,
+                                        ByteSource& in,
+                                        const ReceiveOptions& options) = 0;
+
+  // Makes the live directory equal to `snapshot` again and removes the newer
+  // snapshots from this volume (keeping them on a branch, see options).
+  virtual Result<RollbackResult> Rollback(const std::string& volume,
+                                          const std::string& snapshot,
+                                          const RollbackOptions& options) = 0;
+
+  // Read-only browsing of a snapshot. `path` is relative to the snapshot
+  // root ("" or "/" is the root). Symlinks inside the snapshot are followed;
+  // paths with ".." segments or symlinks leading outside are refused with
+  // kPermissionDenied.
+  virtual Result<std::vector<DirEntry>> ListDir(const std::string& volume,
+                                                const std::string& snapshot,
+                                                const std::string& path) = 0;
+  virtual Result<DirEntry> Stat(const std::string& volume,
+                                const std::string& snapshot,
+                                const std::string& path) = 0;
+  virtual Status ReadFile(const std::string& volume,
+                          const std::string& snapshot,
+                          const std::string& path, ByteSink& out) = 0;
+
+  // Creates volume `target` whose live data is `snapshot` of `volume`.
+  virtual Status Clone(const std::string& volume, const std::string& snapshot,
+                       const std::string& target) = 0;
+
+  // Errors: kNotFound; kConflict if a clone depends on it.
+  virtual Status DestroySnapshot(const std::string& volume,
+                                 const std::string& snapshot) = 0;
+
+  // Re-reads and re-checks stored data. `volume` empty = the whole store.
+  virtual Result<VerifyReport> Verify(const std::string& volume) = 0;
+
+  virtual Result<SpaceUsage> Space(const std::string& volume) = 0;
+};
+
+struct StoreConfig {
+  std::string backend = "dir";  // "dir" or "zfs"
+  // dir: the store's root directory (created if missing).
+  std::string root;
+  // zfs: the parent dataset under which volumes live ("tank/hc").
+  std::string dataset;
+  // dir: flush data to disk (syncfs) before a snapshot or received stream
+  // is recorded. Off only for benchmarks and throwaway stores.
+  bool sync = true;
+};
+
+// Opens (and initialises if new) a store. Errors: kInvalidArgument for an
+// unknown backend or missing root/dataset, kUnavailable if ZFS is absent.
+Result<std::unique_ptr<Store>> OpenStore(const StoreConfig& config);
+
+// Validates a volume or snapshot name; the error names the offending part.
+Status ValidateName(const std::string& what, const std::string& name);
+
+}  // namespace hc::storage

@@ -1,0 +1,191 @@
+// Behaviour specific to the `dir` backend: chunk store, scrub, change detection.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <functional>
+
+#include "common/fs.h"
+#include "storage/store.h"
+#include "storage/stream_format.h"
+#include "storage/test_stores.h"
+#include "storage/tree_util.h"
+
+namespace hc::storage {
+namespace {
+
+using testing::ReadWholeFile;
+using testing::WriteFile;
+
+class DirStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    t_ = testing::MakeTestStore("dir");
+    ASSERT_TRUE(t_.skip_reason.empty()) << t_.skip_reason;
+    store_ = t_.store.get();
+    root_ = t_.cleanup_dir + "/store";
+    ASSERT_TRUE(store_->CreateVolume("v").ok());
+    live_ = *store_->LivePath("v");
+  }
+
+  // All chunk files in the store.
+  std::vector<std::string> ChunkFiles() {
+    std::vector<std::string> out;
+    std::function<void(const std::string&)> walk = [&](const std::string& d) {
+      DIR* dir = ::opendir(d.c_str());
+      if (!dir) return;
+      while (auto* e = ::readdir(dir)) {
+        std::string n = e->d_name;
+        if (n == "." || n == "..") continue;
+        if (e->d_type == DT_DIR) {
+          walk(d + "/" + n);
+        } else {
+          out.push_back(d + "/" + n);
+        }
+      }
+      ::closedir(dir);
+    };
+    walk(root_ + "/chunks");
+    return out;
+  }
+
+  testing::TestStore t_;
+  Store* store_;
+  std::string root_, live_;
+};
+
+TEST_F(DirStoreTest, IdenticalContentIsStoredOnce) {
+  std::string big(600000, 'z');
+  WriteFile(live_ + "/a", big);
+  WriteFile(live_ + "/b", big);
+  ASSERT_TRUE(store_->Snapshot("v", "s1", {}).ok());
+  size_t n1 = ChunkFiles().size();
+  // An unchanged snapshot adds no chunk at all.
+  ASSERT_TRUE(store_->Snapshot("v", "s2", {}).ok());
+  EXPECT_EQ(ChunkFiles().size(), n1);
+  // a and b share 3 chunks (2 full + tail) + 1 tree.
+  EXPECT_EQ(n1, 3u);
+}
+
+TEST_F(DirStoreTest, ScrubFindsDamagedChunkAndNamesTheFile) {
+  WriteFile(live_ + "/page.html", std::string(1000, 'p'));
+  ASSERT_TRUE(store_->Snapshot("v", "s1", {}).ok());
+  bool damaged = false;
+  for (const auto& f : ChunkFiles()) {
+    std::string data = ReadWholeFile(f);
+    if (data.size() > 20 && data.find("HCT1") == std::string::npos) {
+      ::chmod(f.c_str(), 0644);
+      data[data.size() - 1] ^= 0x40;
+      WriteFile(f, data);
+      damaged = true;
+    }
+  }
+  ASSERT_TRUE(damaged);
+  auto r = store_->Verify("v");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->problems.size(), 1u);
+  EXPECT_NE(r->problems[0].find("page.html"), std::string::npos) << r->problems[0];
+  EXPECT_NE(r->problems[0].find("snapshot s1"), std::string::npos) << r->problems[0];
+  // Reading the damaged file from the snapshot fails loudly instead of
+  // returning bad bytes.
+  StringSink out;
+  EXPECT_EQ(store_->ReadFile("v", "s1", "page.html", out).code(), Code::kCorrupt);
+  // Sending it fails at the receiver.
+  StringSink stream;
+  ASSERT_TRUE(store_->Send("v", std::nullopt, "s1", stream).ok());
+  StringSource in(stream.out);
+  EXPECT_EQ(store_->Receive("copy", in, {}).status().code(), Code::kCorrupt);
+}
+
+TEST_F(DirStoreTest, ChangeWithSameSizeAndMtimeIsStillSeen) {
+  WriteFile(live_ + "/f", "aaaa");
+  struct timespec old_times[2] = {{0, UTIME_OMIT}, {1'000'000'000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (live_ + "/f").c_str(), old_times, 0), 0);
+  ASSERT_TRUE(store_->Snapshot("v", "s1", {}).ok());
+  WriteFile(live_ + "/f", "bbbb");
+  ASSERT_EQ(::utimensat(AT_FDCWD, (live_ + "/f").c_str(), old_times, 0), 0);
+  ASSERT_TRUE(store_->Snapshot("v", "s2", {}).ok());
+  StringSink out;
+  ASSERT_TRUE(store_->ReadFile("v", "s2", "f", out).ok());
+  EXPECT_EQ(out.out, "bbbb");
+}
+
+TEST_F(DirStoreTest, RapidRewritesRightAfterASnapshotAreSeen) {
+  for (int i = 0; i < 20; ++i) {
+    WriteFile(live_ + "/f", "v" + std::to_string(i % 10));  // same size every time
+    ASSERT_TRUE(store_->Snapshot("v", "s" + std::to_string(i), {}).ok());
+    StringSink out;
+    ASSERT_TRUE(store_->ReadFile("v", "s" + std::to_string(i), "f", out).ok());
+    ASSERT_EQ(out.out, "v" + std::to_string(i % 10)) << i;
+  }
+}
+
+TEST_F(DirStoreTest, StreamChunkWithForgedIdIsRejected) {
+  WriteFile(live_ + "/f", "honest content");
+  ASSERT_TRUE(store_->Snapshot("v", "s1", {}).ok());
+  StringSink stream;
+  ASSERT_TRUE(store_->Send("v", std::nullopt, "s1", stream).ok());
+  // Re-frame the stream with the chunk's content replaced but its id kept:
+  // every record checksum is valid, only the content address is wrong.
+  StringSource in(stream.out);
+  StreamReader r(in);
+  auto h = r.Begin();
+  ASSERT_TRUE(h.ok());
+  StringSink forged;
+  StreamWriter w(forged);
+  ASSERT_TRUE(w.Begin(*h).ok());
+  for (;;) {
+    auto rec = r.Next();
+    ASSERT_TRUE(rec.ok());
+    if (rec->type == kRecordEnd) break;
+    std::string p(reinterpret_cast<const char*>(rec->payload.data()), rec->payload.size());
+    size_t at = p.find("honest");
+    if (at != std::string::npos) p.replace(at, 6, "forged");
+    ASSERT_TRUE(w.Write(rec->type, AsBytes(p)).ok());
+  }
+  ASSERT_TRUE(w.Finish().ok());
+  StringSource fin(forged.out);
+  auto res = store_->Receive("copy", fin, {});
+  EXPECT_EQ(res.status().code(), Code::kCorrupt) << res.status().ToString();
+  EXPECT_EQ(store_->GetVolume("copy").status().code(), Code::kNotFound);
+}
+
+TEST_F(DirStoreTest, DestroyingSnapshotsFreesTheirChunks) {
+  WriteFile(live_ + "/big", std::string(1 << 20, 'b'));
+  ASSERT_TRUE(store_->Snapshot("v", "s1", {}).ok());
+  ::unlink((live_ + "/big").c_str());
+  WriteFile(live_ + "/small", "s");
+  ASSERT_TRUE(store_->Snapshot("v", "s2", {}).ok());
+  size_t before = ChunkFiles().size();
+  ASSERT_TRUE(store_->DestroySnapshot("v", "s1").ok());
+  EXPECT_LT(ChunkFiles().size(), before);
+  StringSink out;
+  ASSERT_TRUE(store_->ReadFile("v", "s2", "small", out).ok());
+  ASSERT_TRUE(store_->DestroyVolume("v").ok());
+  EXPECT_TRUE(ChunkFiles().empty());
+}
+
+TEST_F(DirStoreTest, ReopeningTheStoreKeepsEverything) {
+  WriteFile(live_ + "/f", "kept");
+  ASSERT_TRUE(store_->Snapshot("v", "s1", {}).ok());
+  auto again = OpenStore({"dir", root_, "", false});
+  ASSERT_TRUE(again.ok());
+  auto snaps = (*again)->ListSnapshots("v");
+  ASSERT_TRUE(snaps.ok());
+  ASSERT_EQ(snaps->size(), 1u);
+  EXPECT_EQ((*snaps)[0].name, "s1");
+}
+
+TEST_F(DirStoreTest, RefusesAStoreOfAnotherFormat) {
+  std::string other = t_.scratch_dir + "/other";
+  ASSERT_TRUE(MakeDirs(other).ok());
+  WriteFile(other + "/format", "something else\n");
+  EXPECT_EQ(OpenStore({"dir", other, "", false}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(OpenStore({"dir", "", "", false}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(OpenStore({"nfs", other, "", false}).status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace hc::storage

@@ -1,0 +1,36 @@
+#include "storage/test_stores.h"
+
+#include <stdlib.h>
+
+#include "common/fs.h"
+
+namespace hc::storage::testing {
+
+TestStore MakeTestStore(const std::string& backend) {
+  if (backend == "zfs") return MakeZfsTestStore();
+  TestStore t;
+  char tmpl[] = "/tmp/hc-test-XXXXXX";
+  char* dir = ::mkdtemp(tmpl);
+  if (dir == nullptr) {
+    t.skip_reason = "cannot create a temp directory";
+    return t;
+  }
+  t.scratch_dir = std::string(dir) + "/scratch";
+  (void)MakeDirs(t.scratch_dir);
+  // Tests do not need durability; syncfs would only slow them down.
+  auto s = OpenStore({"dir", std::string(dir) + "/store", "", false});
+  if (!s.ok()) {
+    t.skip_reason = s.status().ToString();
+    return t;
+  }
+  t.store = std::move(*s);
+  t.cleanup_dir = dir;
+  return t;
+}
+
+TestStore::~TestStore() {
+  store.reset();
+  if (!cleanup_dir.empty()) (void)RemoveTree(cleanup_dir);
+}
+
+}  // namespace hc::storage::testing
