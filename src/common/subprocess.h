@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/fs.h"
@@ -38,8 +39,24 @@ class Subprocess {
  public:
   static Result<Subprocess> Spawn(const std::vector<std::string>& argv,
                                   bool pipe_stdin, bool pipe_stdout);
-  Subprocess(Subprocess&&) = default;
-  Subprocess& operator=(Subprocess&&) = default;
+  Subprocess(Subprocess&& o) noexcept
+      : pid_(std::exchange(o.pid_, -1)),
+        in_(std::move(o.in_)),
+        out_(std::move(o.out_)),
+        err_(std::move(o.err_)) {}
+  Subprocess& operator=(Subprocess&& o) noexcept {
+    if (this != &o) {
+      if (pid_ > 0) {
+        Kill();
+        (void)Wait();
+      }
+      pid_ = std::exchange(o.pid_, -1);
+      in_ = std::move(o.in_);
+      out_ = std::move(o.out_);
+      err_ = std::move(o.err_);
+    }
+    return *this;
+  }
   ~Subprocess();
 
   int stdin_fd() const { return in_.get(); }
