@@ -72,24 +72,6 @@ Meta DecodeMeta(const std::string& s) {
   return m;
 }
 
-// Reads chunks from the store or, first, from a receive's staging area.
-class StagedReader : public ChunkReader {
- public:
-  StagedReader(const ChunkStore& store, std::string staging, const DigestSet& staged)
-      : ChunkReader(store), staging_(std::move(staging)), staged_(staged) {}
-  std::string PathOf(const Digest& id) const override {
-    if (staged_.count(id)) {
-      std::string hex = ToHex(id);
-      return staging_ + "/" + hex.substr(0, 2) + "/" + hex;
-    }
-    return store_.PathOf(id);
-  }
-
- private:
-  std::string staging_;
-  const DigestSet& staged_;
-};
-
 class DirStore final : public Store {
  public:
   DirStore(std::string root, bool sync)
@@ -325,16 +307,11 @@ class DirStore final : public Store {
       }
     }
 
-    // Stage verified chunks outside the store until the whole stream checks out.
-    std::string staging = root_ + "/tmp/recv-" + Unique();
-    HC_RETURN_IF_ERROR(MakeDirs(staging, 0755));
-    struct Cleanup {
-      std::string dir;
-      ~Cleanup() {
-        if (!dir.empty()) (void)RemoveTree(dir);
-      }
-    } cleanup{staging};
-    DigestSet staged, verified;
+    // Verified chunks go straight into the store. If the stream turns out
+    // damaged later, they stay there unreferenced: invisible, collected by
+    // the next garbage collection, and meanwhile a resent stream finds them
+    // already present (an interrupted transfer resumes where it stopped).
+    DigestSet verified;
     std::optional<SnapshotRecord> rec;
     for (;;) {
       HC_ASSIGN_OR_RETURN(StreamRecord r, reader.Next());
@@ -356,9 +333,8 @@ class DirStore final : public Store {
         auto body = d.Bytes(d.remaining());
         c.stored.assign(body.begin(), body.end());
         HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, nullptr).Annotate("stream"));
-        verified.insert(id);
-        if (!chunks_.Has(id) && staged.insert(id).second) {
-          HC_RETURN_IF_ERROR(ChunkStore::WriteTo(staging, root_ + "/tmp", id, c));
+        if (verified.insert(id).second && !chunks_.Has(id)) {
+          HC_RETURN_IF_ERROR(ChunkStore::WriteTo(chunks_.dir(), root_ + "/tmp", id, c));
         }
       } else if (r.type == kRecordSnapshot) {
         if (rec) return Corrupt("stream has two snapshot records");
@@ -372,31 +348,17 @@ class DirStore final : public Store {
       }
     }
     if (!rec) return Corrupt("stream has no snapshot record");
-    StagedReader staged_reader(chunks_, staging, staged);
     // Everything the new snapshot refers to must now be present.
-    HC_RETURN_IF_ERROR(dir::NewObjects(
-                           staged_reader, base ? &base->rec.tree : nullptr, rec->tree,
-                           [&](const Digest& id, ChunkKind) -> Status {
-                             if (!staged_reader.Has(id)) {
-                               return Corrupt("stream lacks chunk " + ToHex(id) +
-                                              " that its snapshot needs");
-                             }
-                             return Status::Ok();
-                           })
+    HC_RETURN_IF_ERROR(dir::NewObjects(reader_, base ? &base->rec.tree : nullptr, rec->tree,
+                                       [&](const Digest& id, ChunkKind) -> Status {
+                                         if (!reader_.Has(id)) {
+                                           return Corrupt("stream lacks chunk " + ToHex(id) +
+                                                          " that its snapshot needs");
+                                         }
+                                         return Status::Ok();
+                                       })
                            .Annotate("receive into '" + v + "'"));
 
-    // Commit: chunks into the store, then the live data, then the record.
-    std::string hex_dir_made;
-    for (const auto& id : staged) {
-      std::string from = staged_reader.PathOf(id);
-      std::string to = chunks_.PathOf(id);
-      if (::rename(from.c_str(), to.c_str()) != 0) {
-        if (errno != ENOENT) return ErrnoStatus("store chunk " + to, errno);
-        HC_RETURN_IF_ERROR(MakeDirs(to.substr(0, to.rfind('/'))));
-        if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus("store chunk " + to, errno);
-      }
-    }
-    staged.clear();
     std::string target = exists ? VolDir(v) : root_ + "/volumes/.recv-" + Unique();
     if (!exists) {
       HC_RETURN_IF_ERROR(MakeDirs(target + "/live", 0755));
@@ -639,13 +601,17 @@ class DirStore final : public Store {
       if (n.empty() || n[0] == '.') continue;
       HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(n));
       for (const auto& s : snaps) {
-        // A damaged tree is kept (and its chunks with it): never collect what
-        // we could not prove unreferenced.
-        Status st = dir::WalkObjects(reader_, s.rec.tree, &live,
-                                     [&](const Digest&, ChunkKind, const std::string&) {
-                                       return Status::Ok();
-                                     });
-        HC_RETURN_IF_ERROR(st);
+        // A tree we cannot read might hide references: collect nothing then.
+        HC_RETURN_IF_ERROR(
+            dir::WalkObjects(
+                reader_, s.rec.tree, &live,
+                [&](const Digest&, ChunkKind, const std::string&) { return Status::Ok(); }, true)
+                .Annotate("space not reclaimed: volume " + n + ", snapshot " + s.rec.name +
+                          " has a damaged tree (run hc volume verify)"));
+      }
+      // The stat cache is a root too: a snapshot reuses its chunks unread.
+      for (const auto& [path, f] : ReadCache(n).files) {
+        for (const auto& c : f.chunks) live.insert(c.id);
       }
     }
     std::vector<Digest> dead;

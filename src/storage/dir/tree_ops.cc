@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "common/fs.h"
 #include "storage/stream_format.h"
@@ -58,7 +60,7 @@ Result<std::vector<std::string>> ReadNames(int dirfd, const std::string& what) {
 
 class Scanner {
  public:
-  Scanner(const StatCache& old, ChunkStore* store) : old_(old), store_(store) {
+  Scanner(StatCache& old, ChunkStore* store) : old_(old), store_(store) {
     buf_.resize(kMaxChunk);
   }
 
@@ -121,15 +123,16 @@ class Scanner {
     now.size = static_cast<uint64_t>(st.st_size);
     auto it = old_.files.find(path);
     if (it != old_.files.end()) {
-      const CachedFile& c = it->second;
+      CachedFile& c = it->second;
       bool racy = c.mtime_ns + kRacyMarginNs >= old_.scan_start_ns ||
                   c.ctime_ns + kRacyMarginNs >= old_.scan_start_ns;
+      // The cache's chunks are present: garbage collection treats every
+      // volume's stat cache as a root.
       if (!racy && c.ino == now.ino && c.ctime_ns == now.ctime_ns &&
-          c.mtime_ns == now.mtime_ns && c.size == now.size &&
-          (store_ == nullptr || AllPresent(c.chunks))) {
+          c.mtime_ns == now.mtime_ns && c.size == now.size) {
         e->size = c.size;
         e->chunks = c.chunks;
-        result.cache.files.emplace(path, c);
+        result.cache.files.emplace(path, std::move(c));
         return Status::Ok();
       }
     }
@@ -173,17 +176,7 @@ class Scanner {
     return Status::Ok();
   }
 
-  bool AllPresent(const std::vector<ChunkRef>& chunks) {
-    // The cache is a hint: its chunks could have been collected after a
-    // rollback or destroy. Checking existence is a stat per chunk, much
-    // cheaper than re-reading the file.
-    for (const auto& c : chunks) {
-      if (!store_->Has(c.id)) return false;
-    }
-    return true;
-  }
-
-  const StatCache& old_;
+  StatCache& old_;  // entries are moved out as they are matched
   ChunkStore* store_;
   std::vector<uint8_t> buf_;
 };
@@ -217,10 +210,11 @@ Result<Tree> ChunkReader::LoadTree(const Digest& id) const {
   return t;
 }
 
-Result<ScanResult> ScanLive(const std::string& live_dir, const StatCache& old,
+Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old,
                             ChunkStore* store) {
   Scanner s(old, store);
   s.result.cache.scan_start_ns = NowNs();
+  s.result.cache.files.reserve(old.files.size());
   int fd = ::open(live_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open " + live_dir, errno);
   UniqueFd guard(fd);
@@ -258,10 +252,10 @@ class CheckoutRun {
       switch (e.type) {
         case FileType::kFile:
           if (old != nullptr && old->chunks == e.chunks) {
-            HC_RETURN_IF_ERROR(SetMeta(dirfd, e, path));
+            HC_RETURN_IF_ERROR(SetMeta(dirfd, e, e.name, path));
             HC_RETURN_IF_ERROR(RefreshCache(dirfd, e, path));
           } else {
-            HC_RETURN_IF_ERROR(WriteFile(dirfd, e, path));
+            jobs_.push_back({path, e});
           }
           break;
         case FileType::kDirectory: {
@@ -280,7 +274,8 @@ class CheckoutRun {
               HC_RETURN_IF_ERROR(Dir(sub, path, nullptr, to_sub));
             }
           }
-          HC_RETURN_IF_ERROR(SetMeta(dirfd, e, path));
+          // Directory times are set last, after the files below are written.
+          dir_meta_.push_back({path, e});
           break;
         }
         case FileType::kSymlink: {
@@ -333,15 +328,17 @@ class CheckoutRun {
     return Status::Ok();
   }
 
-  Status SetMeta(int dirfd, const TreeEntry& e, const std::string& path) {
-    if (root_ && ::fchownat(dirfd, e.name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+  // `name` is relative to `dirfd`; `path` names it in messages.
+  Status SetMeta(int dirfd, const TreeEntry& e, const std::string& name,
+                 const std::string& path) {
+    if (root_ && ::fchownat(dirfd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoStatus("chown " + path, errno);
     }
-    if (::fchmodat(dirfd, e.name.c_str(), e.mode, 0) != 0) {
+    if (::fchmodat(dirfd, name.c_str(), e.mode, 0) != 0) {
       return ErrnoStatus("chmod " + path, errno);
     }
     struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
-    if (::utimensat(dirfd, e.name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (::utimensat(dirfd, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoStatus("set times of " + path, errno);
     }
     return Status::Ok();
@@ -361,7 +358,49 @@ class CheckoutRun {
     return Status::Ok();
   }
 
-  Status CopyChunk(int out, const Digest& id, uint32_t len, const std::string& path) {
+ public:
+  // Writes the files collected by Dir() on all cores, then sets the times
+  // of the directories (children first).
+  Status Finish(int root_fd) {
+    std::vector<CachedFile> results(jobs_.size());
+    std::atomic<size_t> next{0};
+    std::mutex mu;
+    Status first_error;
+    auto worker = [&] {
+      std::vector<uint8_t> raw;
+      for (;;) {
+        size_t i = next.fetch_add(1);
+        if (i >= jobs_.size()) return;
+        Status st = WriteFile(root_fd, jobs_[i], &raw, &results[i]);
+        if (!st.ok()) {
+          std::lock_guard<std::mutex> l(mu);
+          if (first_error.ok()) first_error = st;
+          next = jobs_.size();
+        }
+      }
+    };
+    size_t n = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), 4);
+    if (jobs_.size() < 16) n = 1;
+    std::vector<std::thread> threads;
+    for (size_t t = 1; t < n; ++t) threads.emplace_back(worker);
+    worker();
+    for (auto& t : threads) t.join();
+    HC_RETURN_IF_ERROR(first_error);
+    for (size_t i = 0; i < jobs_.size(); ++i) {
+      cache_->files[jobs_[i].path] = std::move(results[i]);
+    }
+    for (const auto& d : dir_meta_) HC_RETURN_IF_ERROR(SetMeta(root_fd, d.entry, d.path, d.path));
+    return Status::Ok();
+  }
+
+ private:
+  struct Job {
+    std::string path;  // relative to the checkout root
+    TreeEntry entry;
+  };
+
+  Status CopyChunk(int out, const Digest& id, uint32_t len, const std::string& path,
+                   std::vector<uint8_t>* raw) const {
     std::string cpath = reader_.PathOf(id);
     HC_ASSIGN_OR_RETURN(UniqueFd in, OpenFile(cpath, O_RDONLY));
     uint8_t header[kChunkHeader];
@@ -390,25 +429,29 @@ class CheckoutRun {
     HC_ASSIGN_OR_RETURN(StoredChunk c, reader_.ReadStored(id));
     if (c.kind != ChunkKind::kData) return Corrupt("chunk " + ToHex(id) + " is not data");
     if (trusted) {
-      HC_RETURN_IF_ERROR(Decompress(c, &raw_));
+      HC_RETURN_IF_ERROR(Decompress(c, raw));
     } else {
-      HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, &raw_).Annotate("reading " + path));
+      HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, raw).Annotate("reading " + path));
     }
-    if (raw_.size() != len) return Corrupt("chunk " + ToHex(id) + " has the wrong length");
-    return FdSink(out).Write(raw_);
+    if (raw->size() != len) return Corrupt("chunk " + ToHex(id) + " has the wrong length");
+    return FdSink(out).Write(*raw);
   }
 
-  Status WriteFile(int dirfd, const TreeEntry& e, const std::string& path) {
-    std::string tmp = TmpName(e.name);
-    int fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  // Thread-safe: touches only its own file and `*out`.
+  Status WriteFile(int root_fd, const Job& job, std::vector<uint8_t>* raw, CachedFile* out) const {
+    const TreeEntry& e = job.entry;
+    const std::string& path = job.path;
+    size_t slash = path.rfind('/');
+    std::string tmp = (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + TmpName(e.name);
+    int fd = ::openat(root_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return ErrnoStatus("create " + path, errno);
     UniqueFd guard(fd);
     auto fail = [&](Status s) {
-      ::unlinkat(dirfd, tmp.c_str(), 0);
+      ::unlinkat(root_fd, tmp.c_str(), 0);
       return s;
     };
     for (const auto& c : e.chunks) {
-      Status s = CopyChunk(fd, c.id, c.len, path);
+      Status s = CopyChunk(fd, c.id, c.len, path, raw);
       if (!s.ok()) return fail(s);
     }
     if (root_ && ::fchown(fd, e.uid, e.gid) != 0) return fail(ErrnoStatus("chown " + path, errno));
@@ -417,25 +460,25 @@ class CheckoutRun {
     if (::futimens(fd, ts) != 0) return fail(ErrnoStatus("set times of " + path, errno));
     struct stat st;
     if (::fstat(fd, &st) != 0) return fail(ErrnoStatus("stat " + path, errno));
-    if (::renameat(dirfd, tmp.c_str(), dirfd, e.name.c_str()) != 0) {
+    if (::renameat(root_fd, tmp.c_str(), root_fd, path.c_str()) != 0) {
       return fail(ErrnoStatus("rename " + path, errno));
     }
-    CachedFile& c = cache_->files[path];
-    c.ino = st.st_ino;
+    out->ino = st.st_ino;
     // rename() does not change a file's ctime on ext4/xfs, but some file
     // systems do: a mismatch there only costs one re-read.
-    c.ctime_ns = Ns(st.st_ctim);
-    c.mtime_ns = Ns(st.st_mtim);
-    c.size = e.size;
-    c.chunks = e.chunks;
+    out->ctime_ns = Ns(st.st_ctim);
+    out->mtime_ns = Ns(st.st_mtim);
+    out->size = e.size;
+    out->chunks = e.chunks;
     return Status::Ok();
   }
 
+  std::vector<Job> jobs_;
+  std::vector<Job> dir_meta_;
   const ChunkReader& reader_;
   const DigestSet& verified_;
   StatCache* cache_;
   bool root_;
-  std::vector<uint8_t> raw_;
 };
 
 }  // namespace
@@ -453,9 +496,11 @@ Status Checkout(const std::string& live_dir, const ChunkReader& reader,
   CheckoutRun run(reader, verified, cache);
   if (from != nullptr) {
     HC_ASSIGN_OR_RETURN(Tree from_tree, reader.LoadTree(*from));
-    return run.Dir(fd, "", &from_tree, to_tree);
+    HC_RETURN_IF_ERROR(run.Dir(fd, "", &from_tree, to_tree));
+  } else {
+    HC_RETURN_IF_ERROR(run.Dir(fd, "", nullptr, to_tree));
   }
-  return run.Dir(fd, "", nullptr, to_tree);
+  return run.Finish(fd);
 }
 
 // ---------------------------------------------------------------------------
@@ -583,7 +628,8 @@ Status NewObjects(const ChunkReader& reader, const Digest* from, const Digest& t
 
 Status WalkObjects(const ChunkReader& reader, const Digest& root, DigestSet* seen,
                    const std::function<Status(const Digest&, ChunkKind,
-                                              const std::string& path)>& fn) {
+                                              const std::string& path)>& fn,
+                   bool strict) {
   struct Item {
     Digest id;
     std::string path;
@@ -595,7 +641,10 @@ Status WalkObjects(const ChunkReader& reader, const Digest& root, DigestSet* see
     if (!seen->insert(it.id).second) continue;
     HC_RETURN_IF_ERROR(fn(it.id, ChunkKind::kTree, it.path.empty() ? "/" : it.path));
     auto t = reader.LoadTree(it.id);
-    if (!t.ok()) continue;  // fn already saw the tree and can report it
+    if (!t.ok()) {
+      if (strict) return t.status().Annotate(it.path.empty() ? "/" : it.path);
+      continue;  // fn already saw the tree and can report it
+    }
     for (const auto& e : t->entries) {
       std::string p = Join(it.path, e.name);
       if (e.type == FileType::kDirectory) {

@@ -49,10 +49,11 @@ struct ScanResult {
 };
 
 // Scans `live_dir` into a tree. Files whose stat matches `old` are not
-// re-read. With `store` null nothing is written (a dry run that only
-// computes the root digest, e.g. to detect unsnapshotted writes).
-Result<ScanResult> ScanLive(const std::string& live_dir, const StatCache& old,
-                            ChunkStore* store);
+// re-read (their chunks are taken from the cache, which must only name
+// chunks present in the store). With `store` null nothing is written (a dry
+// run that only computes the root digest, e.g. to detect unsnapshotted
+// writes).
+Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old, ChunkStore* store);
 
 // Makes `live_dir`, whose content equals tree `from` (nullptr: empty
 // directory), equal to tree `to`. Chunks in `verified` are trusted, all
@@ -74,9 +75,12 @@ Status NewObjects(const ChunkReader& reader, const Digest* from, const Digest& t
                   const std::function<Status(const Digest&, ChunkKind)>& fn);
 
 // Visits every object reachable from `root` once (skipping ids in `seen`,
-// adding what it visits); `path` gives context for reports.
+// adding what it visits); `path` gives context for reports. A tree that
+// cannot be read is reported to `fn` and skipped, or, when `strict`, ends
+// the walk with its error.
 Status WalkObjects(const ChunkReader& reader, const Digest& root, DigestSet* seen,
                    const std::function<Status(const Digest&, ChunkKind,
-                                              const std::string& path)>& fn);
+                                              const std::string& path)>& fn,
+                   bool strict = false);
 
 }  // namespace hc::storage::dir
