@@ -1,5 +1,6 @@
 #include "common/io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,6 +8,13 @@
 #include <cstring>
 
 namespace hc {
+
+bool GrowPipe(int fd, size_t bytes) {
+  int now = ::fcntl(fd, F_GETPIPE_SZ);
+  if (now < 0) return false;  // not a pipe
+  if (static_cast<size_t>(now) >= bytes) return true;
+  return ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(bytes)) >= 0;
+}
 
 Status FdSink::Write(std::span<const uint8_t> data) {
   while (!data.empty()) {

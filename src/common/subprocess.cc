@@ -10,12 +10,15 @@
 #include <cstring>
 #include <thread>
 
+#include "common/io.h"
+
 extern char** environ;
 
 namespace hc {
 
 Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
-                                     bool pipe_stdin, bool pipe_stdout) {
+                                     bool pipe_stdin, bool pipe_stdout,
+                                     size_t pipe_bytes) {
   HC_CHECK(!argv.empty(), "Spawn with empty argv");
   Subprocess p;
   int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1};
@@ -26,6 +29,10 @@ Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
   UniqueFd in_r(in_pipe[0]), in_w(in_pipe[1]);
   if (pipe_stdout && ::pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
   UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
+  if (pipe_bytes > 0) {
+    if (pipe_stdin) (void)GrowPipe(in_w.get(), pipe_bytes);
+    if (pipe_stdout) (void)GrowPipe(out_r.get(), pipe_bytes);
+  }
 
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);

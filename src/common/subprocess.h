@@ -37,8 +37,11 @@ std::string DescribeFailure(const std::vector<std::string>& argv,
 // was not waited for.
 class Subprocess {
  public:
+  // pipe_bytes > 0 grows the pipes created here to that size (GrowPipe),
+  // for children that stream bulk data through them.
   static Result<Subprocess> Spawn(const std::vector<std::string>& argv,
-                                  bool pipe_stdin, bool pipe_stdout);
+                                  bool pipe_stdin, bool pipe_stdout,
+                                  size_t pipe_bytes = 0);
   Subprocess(Subprocess&& o) noexcept
       : pid_(std::exchange(o.pid_, -1)),
         in_(std::move(o.in_)),

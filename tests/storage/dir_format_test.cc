@@ -68,13 +68,19 @@ TEST(DirFormat, SnapshotRecordIdentityCoversEveryField) {
 TEST(DirFormat, StatCacheRoundTripsAndIgnoresDamage) {
   StatCache c;
   c.scan_start_ns = 42;
-  c.files["a/b"] = {1, 2, 3, 4, {{Digest{9}, 4}}};
+  c.Put("a/b", {"", 1, 2, 3, 4, {{Digest{9}, 4}}});
+  c.Put("a/a", {"", 5, 6, 7, 8, {}});
+  c.Put("top", {"", 5, 6, 7, 8, {}});
   std::string enc = EncodeStatCache(c);
   StatCache d = DecodeStatCache(AsBytes(enc));
-  ASSERT_EQ(d.files.size(), 1u);
-  EXPECT_EQ(d.files["a/b"].chunks[0].id, Digest{9});
+  ASSERT_EQ(d.size(), 3u);
+  ASSERT_NE(d.Find("a/b"), nullptr);
+  EXPECT_EQ(d.Find("a/b")->chunks[0].id, Digest{9});
+  EXPECT_EQ(d.dirs["a"][0].name, "a");
+  d.EraseTree("a");
+  EXPECT_EQ(d.size(), 1u);
   enc[10] ^= 1;
-  EXPECT_TRUE(DecodeStatCache(AsBytes(enc)).files.empty());
+  EXPECT_TRUE(DecodeStatCache(AsBytes(enc)).dirs.empty());
 }
 
 TEST(DirFormat, SnapshotPathsRefuseDotDot) {

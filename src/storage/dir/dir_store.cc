@@ -610,8 +610,10 @@ class DirStore final : public Store {
                           " has a damaged tree (run hc volume verify)"));
       }
       // The stat cache is a root too: a snapshot reuses its chunks unread.
-      for (const auto& [path, f] : ReadCache(n).files) {
-        for (const auto& c : f.chunks) live.insert(c.id);
+      for (const auto& [dir, files] : ReadCache(n).dirs) {
+        for (const auto& f : files) {
+          for (const auto& c : f.chunks) live.insert(c.id);
+        }
       }
     }
     std::vector<Digest> dead;
@@ -738,7 +740,7 @@ class DirStore final : public Store {
     StatCache old = ReadCache(v);
     if (opts.freeze) HC_RETURN_IF_ERROR(opts.freeze().Annotate("freeze before snapshot"));
     int64_t created = NowNs();
-    auto scan = dir::ScanLive(LiveDir(v), old, &chunks_);
+    auto scan = dir::ScanLive(LiveDir(v), std::move(old), &chunks_);
     Status thawed = opts.thaw ? opts.thaw() : Status::Ok();
     if (!scan.ok()) return scan.status().Annotate("snapshot '" + v + "@" + name + "'");
     HC_RETURN_IF_ERROR(thawed.Annotate("thaw after snapshot"));
@@ -756,7 +758,11 @@ class DirStore final : public Store {
     rec.file_count = scan->file_count;
     if (scan->files_read > 0) HC_RETURN_IF_ERROR(Sync());
     HC_RETURN_IF_ERROR(WriteRecord(VolDir(v), rec));
-    (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(scan->cache), false);
+    // An unchanged scan leaves the cache as it was: rewriting it would only
+    // cost time on the path of the most frequent snapshot, the idle one.
+    if (scan->files_read > 0 || snaps.empty() || scan->root != snaps.back().rec.tree) {
+      (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(scan->cache), false);
+    }
     return Snap{rec, dir::SnapshotId(rec)}.Info();
   }
 

@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kTreeMagic[4] = {'H', 'C', 'T', '1'};
 constexpr char kSnapMagic[4] = {'H', 'C', 'S', '1'};
-constexpr char kCacheMagic[4] = {'H', 'C', 'C', '1'};
+constexpr char kCacheMagic[4] = {'H', 'C', 'C', '2'};
 constexpr uint32_t kMaxName = 255;
 constexpr uint32_t kMaxLink = 4096;
 
@@ -160,21 +160,79 @@ Digest SnapshotId(const SnapshotRecord& r) {
   return Sha256Of(AsBytes(enc));
 }
 
+namespace {
+std::pair<std::string, std::string> SplitPath(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return {"", path};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+bool NameLess(const CachedFile& f, const std::string& n) { return f.name < n; }
+}  // namespace
+
+void StatCache::Put(const std::string& path, CachedFile f) {
+  auto [dir, name] = SplitPath(path);
+  f.name = name;
+  auto& v = dirs[dir];
+  auto it = std::lower_bound(v.begin(), v.end(), name, NameLess);
+  if (it != v.end() && it->name == name) {
+    *it = std::move(f);
+  } else {
+    v.insert(it, std::move(f));
+  }
+}
+
+void StatCache::Erase(const std::string& path) {
+  auto [dir, name] = SplitPath(path);
+  auto d = dirs.find(dir);
+  if (d == dirs.end()) return;
+  auto it = std::lower_bound(d->second.begin(), d->second.end(), name, NameLess);
+  if (it != d->second.end() && it->name == name) d->second.erase(it);
+}
+
+void StatCache::EraseTree(const std::string& path) {
+  std::string prefix = path + "/";
+  for (auto it = dirs.begin(); it != dirs.end();) {
+    if (it->first == path || it->first.compare(0, prefix.size(), prefix) == 0) {
+      it = dirs.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+const CachedFile* StatCache::Find(const std::string& path) const {
+  auto [dir, name] = SplitPath(path);
+  auto d = dirs.find(dir);
+  if (d == dirs.end()) return nullptr;
+  auto it = std::lower_bound(d->second.begin(), d->second.end(), name, NameLess);
+  return it != d->second.end() && it->name == name ? &*it : nullptr;
+}
+
+size_t StatCache::size() const {
+  size_t n = 0;
+  for (const auto& [d, v] : dirs) n += v.size();
+  return n;
+}
+
 std::string EncodeStatCache(const StatCache& c) {
   Encoder e;
   e.Raw({kCacheMagic, 4});
   e.I64(c.scan_start_ns);
-  e.U32(static_cast<uint32_t>(c.files.size()));
-  for (const auto& [path, f] : c.files) {
-    e.Str(path);
-    e.U64(f.ino);
-    e.I64(f.ctime_ns);
-    e.I64(f.mtime_ns);
-    e.U64(f.size);
-    e.U32(static_cast<uint32_t>(f.chunks.size()));
-    for (const auto& ch : f.chunks) {
-      PutDigest(e, ch.id);
-      e.U32(ch.len);
+  e.U32(static_cast<uint32_t>(c.dirs.size()));
+  for (const auto& [dir, files] : c.dirs) {
+    e.Str(dir);
+    e.U32(static_cast<uint32_t>(files.size()));
+    for (const auto& f : files) {
+      e.Str(f.name);
+      e.U64(f.ino);
+      e.I64(f.ctime_ns);
+      e.I64(f.mtime_ns);
+      e.U64(f.size);
+      e.U32(static_cast<uint32_t>(f.chunks.size()));
+      for (const auto& ch : f.chunks) {
+        PutDigest(e, ch.id);
+        e.U32(ch.len);
+      }
     }
   }
   uint64_t check = XXH3_64bits(e.out().data(), e.out().size());
@@ -193,25 +251,33 @@ StatCache DecodeStatCache(std::span<const uint8_t> bytes) {
   if (!CheckMagic(d, kCacheMagic)) return empty;
   StatCache c;
   c.scan_start_ns = d.I64();
-  uint32_t n = d.U32();
-  if (!d.ok() || n > d.remaining() / 40) return empty;
-  c.files.reserve(n);
-  for (uint32_t i = 0; i < n; ++i) {
-    std::string path = d.Str(1 << 16);
-    CachedFile f;
-    f.ino = d.U64();
-    f.ctime_ns = d.I64();
-    f.mtime_ns = d.I64();
-    f.size = d.U64();
-    uint32_t k = d.U32();
-    if (!d.ok() || k > d.remaining() / 36) return empty;
-    f.chunks.resize(k);
-    for (auto& ch : f.chunks) {
-      GetDigest(d, &ch.id);
-      ch.len = d.U32();
+  uint32_t ndirs = d.U32();
+  if (!d.ok() || ndirs > d.remaining() / 8) return empty;
+  c.dirs.reserve(ndirs);
+  for (uint32_t i = 0; i < ndirs; ++i) {
+    std::string dir = d.Str(1 << 16);
+    uint32_t n = d.U32();
+    if (!d.ok() || n > d.remaining() / 40) return empty;
+    std::vector<CachedFile> files(n);
+    for (auto& f : files) {
+      f.name = d.Str(kMaxName);
+      f.ino = d.U64();
+      f.ctime_ns = d.I64();
+      f.mtime_ns = d.I64();
+      f.size = d.U64();
+      uint32_t k = d.U32();
+      if (!d.ok() || k > d.remaining() / 36) return empty;
+      f.chunks.resize(k);
+      for (auto& ch : f.chunks) {
+        GetDigest(d, &ch.id);
+        ch.len = d.U32();
+      }
+      if (!d.ok()) return empty;
     }
-    if (!d.ok()) return empty;
-    c.files.emplace(std::move(path), std::move(f));
+    for (size_t j = 1; j < files.size(); ++j) {
+      if (!(files[j - 1].name < files[j].name)) return empty;
+    }
+    c.dirs.emplace(std::move(dir), std::move(files));
   }
   if (!d.done()) return empty;
   return c;

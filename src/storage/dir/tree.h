@@ -60,7 +60,10 @@ Digest SnapshotId(const SnapshotRecord& r);
 
 // What the last scan saw of each regular file, so unchanged files are not
 // re-read. A hint only: a missing or damaged cache just costs a re-read.
+// Kept per directory, names sorted, so a scan matches a directory's files
+// with one lookup and a merge instead of a hash lookup per file.
 struct CachedFile {
+  std::string name;
   uint64_t ino = 0;
   int64_t ctime_ns = 0;
   int64_t mtime_ns = 0;
@@ -71,7 +74,16 @@ struct StatCache {
   // Entries whose mtime or ctime is at or after this instant may have been
   // written again within the clock's granularity: they are re-read.
   int64_t scan_start_ns = 0;
-  std::unordered_map<std::string, CachedFile> files;  // by relative path
+  // Regular files by directory path ("" is the root), sorted by name.
+  std::unordered_map<std::string, std::vector<CachedFile>> dirs;
+
+  // Inserts or replaces the entry for `path` ("dir/name").
+  void Put(const std::string& path, CachedFile f);
+  void Erase(const std::string& path);
+  // Drops everything at or below directory `path`.
+  void EraseTree(const std::string& path);
+  const CachedFile* Find(const std::string& path) const;
+  size_t size() const;
 };
 
 std::string EncodeStatCache(const StatCache& c);

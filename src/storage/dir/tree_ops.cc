@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -60,7 +62,10 @@ Result<std::vector<std::string>> ReadNames(int dirfd, const std::string& what) {
 
 class Scanner {
  public:
-  Scanner(StatCache& old, ChunkStore* store) : old_(old), store_(store) {
+  // `spare` counts the threads that may still be started to scan
+  // subdirectories in parallel (shared by all scanners of one scan).
+  Scanner(StatCache& old, ChunkStore* store, std::atomic<int>* spare)
+      : old_(old), store_(store), spare_(spare) {
     buf_.resize(kMaxChunk);
   }
 
@@ -68,11 +73,24 @@ class Scanner {
     HC_ASSIGN_OR_RETURN(auto names, ReadNames(dirfd, rel.empty() ? "." : rel));
     Tree tree;
     tree.entries.reserve(names.size());
+    auto old_dir = old_.dirs.find(rel);
+    old_files_ = old_dir == old_.dirs.end() ? nullptr : &old_dir->second;
+    old_pos_ = 0;
+    std::vector<CachedFile> files;  // this directory's new cache entries
+    files_ = &files;
+    // Subdirectories handed to another thread: (entry index, its result).
+    struct Forked {
+      size_t index;
+      std::future<std::pair<Result<Digest>, ScanResult>> result;
+    };
+    std::vector<Forked> forked;
+    Status failed;
     for (auto& name : names) {
       struct stat st;
       if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // deleted while we scan
-        return ErrnoStatus("stat " + Join(rel, name), errno);
+        failed = ErrnoStatus("stat " + Join(rel, name), errno);
+        break;
       }
       TreeEntry e;
       e.mode = st.st_mode & 07777;
@@ -82,22 +100,47 @@ class Scanner {
       std::string path = Join(rel, name);
       if (S_ISREG(st.st_mode)) {
         e.type = FileType::kFile;
-        HC_RETURN_IF_ERROR(ScanFile(dirfd, name, path, st, &e));
+        failed = ScanFile(dirfd, name, path, st, &e);
+        if (!failed.ok()) break;
         ++result.file_count;
         result.logical_bytes += e.size;
       } else if (S_ISDIR(st.st_mode)) {
         e.type = FileType::kDirectory;
         int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub < 0) return ErrnoStatus("open " + path, errno);
-        auto d = ScanDir(sub, path);
-        ::close(sub);
-        if (!d.ok()) return d.status();
-        e.subtree = *d;
+        if (sub < 0) {
+          failed = ErrnoStatus("open " + path, errno);
+          break;
+        }
+        if (spare_->fetch_sub(1) > 0) {
+          forked.push_back({tree.entries.size(),
+                            std::async(std::launch::async, [this, sub, path] {
+                              Scanner child(old_, store_, spare_);
+                              auto d = child.ScanDir(sub, path);
+                              ::close(sub);
+                              spare_->fetch_add(1);
+                              return std::make_pair(std::move(d), std::move(child.result));
+                            })});
+        } else {
+          spare_->fetch_add(1);
+          // Recursion reuses the per-directory cursors: save ours.
+          auto saved = std::make_tuple(old_files_, old_pos_, files_);
+          auto d = ScanDir(sub, path);
+          std::tie(old_files_, old_pos_, files_) = saved;
+          ::close(sub);
+          if (!d.ok()) {
+            failed = d.status();
+            break;
+          }
+          e.subtree = *d;
+        }
       } else if (S_ISLNK(st.st_mode)) {
         e.type = FileType::kSymlink;
         char target[4097];
         ssize_t n = ::readlinkat(dirfd, name.c_str(), target, sizeof target - 1);
-        if (n < 0) return ErrnoStatus("readlink " + path, errno);
+        if (n < 0) {
+          failed = ErrnoStatus("readlink " + path, errno);
+          break;
+        }
         e.link_target.assign(target, static_cast<size_t>(n));
         e.size = static_cast<uint64_t>(n);
       } else {
@@ -106,6 +149,21 @@ class Scanner {
       e.name = std::move(name);
       tree.entries.push_back(std::move(e));
     }
+    // Join every forked scan, even after a failure: they use our state.
+    for (auto& f : forked) {
+      auto [digest, part] = f.result.get();
+      if (!digest.ok()) {
+        if (failed.ok()) failed = digest.status();
+        continue;
+      }
+      tree.entries[f.index].subtree = *digest;
+      result.file_count += part.file_count;
+      result.logical_bytes += part.logical_bytes;
+      result.files_read += part.files_read;
+      for (auto& kv : part.cache.dirs) result.cache.dirs.insert(std::move(kv));
+    }
+    HC_RETURN_IF_ERROR(failed);
+    if (!files.empty()) result.cache.dirs[rel] = std::move(files);
     std::string enc = EncodeTree(tree);
     if (store_ != nullptr) return store_->Put(ChunkKind::kTree, AsBytes(enc));
     return ChunkId(ChunkKind::kTree, AsBytes(enc));
@@ -121,18 +179,25 @@ class Scanner {
     now.ctime_ns = Ns(st.st_ctim);
     now.mtime_ns = Ns(st.st_mtim);
     now.size = static_cast<uint64_t>(st.st_size);
-    auto it = old_.files.find(path);
-    if (it != old_.files.end()) {
-      CachedFile& c = it->second;
-      bool racy = c.mtime_ns + kRacyMarginNs >= old_.scan_start_ns ||
-                  c.ctime_ns + kRacyMarginNs >= old_.scan_start_ns;
+    now.name = name;
+    // Names arrive sorted, and so are the cached ones: advance a cursor.
+    CachedFile* c = nullptr;
+    if (old_files_ != nullptr) {
+      while (old_pos_ < old_files_->size() && (*old_files_)[old_pos_].name < name) ++old_pos_;
+      if (old_pos_ < old_files_->size() && (*old_files_)[old_pos_].name == name) {
+        c = &(*old_files_)[old_pos_];
+      }
+    }
+    if (c != nullptr) {
+      bool racy = c->mtime_ns + kRacyMarginNs >= old_.scan_start_ns ||
+                  c->ctime_ns + kRacyMarginNs >= old_.scan_start_ns;
       // The cache's chunks are present: garbage collection treats every
       // volume's stat cache as a root.
-      if (!racy && c.ino == now.ino && c.ctime_ns == now.ctime_ns &&
-          c.mtime_ns == now.mtime_ns && c.size == now.size) {
-        e->size = c.size;
-        e->chunks = c.chunks;
-        result.cache.files.emplace(path, std::move(c));
+      if (!racy && c->ino == now.ino && c->ctime_ns == now.ctime_ns &&
+          c->mtime_ns == now.mtime_ns && c->size == now.size) {
+        e->size = c->size;
+        e->chunks = c->chunks;
+        files_->push_back(std::move(*c));
         return Status::Ok();
       }
     }
@@ -172,12 +237,20 @@ class Scanner {
     // changed while we read it (callers freeze the app for consistency).
     now.size = total;
     now.chunks = e->chunks;
-    result.cache.files.emplace(path, std::move(now));
+    files_->push_back(std::move(now));
     return Status::Ok();
   }
 
-  StatCache& old_;  // entries are moved out as they are matched
+  // Entries are moved out as they are matched; concurrent scanners touch
+  // disjoint entries and never change the map's structure.
+  StatCache& old_;
   ChunkStore* store_;
+  std::atomic<int>* spare_;
+  // Cursor into the cached files of the directory being scanned, and the
+  // list of its new entries (both saved around recursion).
+  std::vector<CachedFile>* old_files_ = nullptr;
+  size_t old_pos_ = 0;
+  std::vector<CachedFile>* files_ = nullptr;
   std::vector<uint8_t> buf_;
 };
 
@@ -212,9 +285,12 @@ Result<Tree> ChunkReader::LoadTree(const Digest& id) const {
 
 Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old,
                             ChunkStore* store) {
-  Scanner s(old, store);
+  // One extra thread per further core: stat() dominates a scan, and on
+  // virtual machines each system call is expensive.
+  std::atomic<int> spare{static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) - 1};
+  Scanner s(old, store, &spare);
   s.result.cache.scan_start_ns = NowNs();
-  s.result.cache.files.reserve(old.files.size());
+  s.result.cache.dirs.reserve(old.dirs.size());
   int fd = ::open(live_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open " + live_dir, errno);
   UniqueFd guard(fd);
@@ -310,18 +386,10 @@ class CheckoutRun {
   Status Remove(int dirfd, const std::string& rel, const TreeEntry& old) {
     std::string path = Join(rel, old.name);
     if (old.type == FileType::kDirectory) {
-      // Drop cache entries below it, then the directory itself.
-      std::string prefix = path + "/";
-      for (auto it = cache_->files.begin(); it != cache_->files.end();) {
-        if (it->first.compare(0, prefix.size(), prefix) == 0) {
-          it = cache_->files.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      cache_->EraseTree(path);
       return RemoveTreeAt(dirfd, old.name).Annotate(path);
     }
-    cache_->files.erase(path);
+    cache_->Erase(path);
     if (::unlinkat(dirfd, old.name.c_str(), 0) != 0 && errno != ENOENT) {
       return ErrnoStatus("remove " + path, errno);
     }
@@ -349,12 +417,13 @@ class CheckoutRun {
     if (::fstatat(dirfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoStatus("stat " + path, errno);
     }
-    CachedFile& c = cache_->files[path];
+    CachedFile c;
     c.ino = st.st_ino;
     c.ctime_ns = Ns(st.st_ctim);
     c.mtime_ns = Ns(st.st_mtim);
     c.size = e.size;
     c.chunks = e.chunks;
+    cache_->Put(path, std::move(c));
     return Status::Ok();
   }
 
@@ -387,7 +456,7 @@ class CheckoutRun {
     for (auto& t : threads) t.join();
     HC_RETURN_IF_ERROR(first_error);
     for (size_t i = 0; i < jobs_.size(); ++i) {
-      cache_->files[jobs_[i].path] = std::move(results[i]);
+      cache_->Put(jobs_[i].path, std::move(results[i]));
     }
     for (const auto& d : dir_meta_) HC_RETURN_IF_ERROR(SetMeta(root_fd, d.entry, d.path, d.path));
     return Status::Ok();

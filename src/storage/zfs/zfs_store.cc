@@ -64,6 +64,21 @@ struct SnapRow {
   uint64_t createtxg = 0;
 };
 
+// A volume as one `zfs get -r` sees it: every command costs tens of
+// milliseconds on zfs-fuse, so an operation lists once and reuses this.
+struct Listing {
+  bool exists = false;
+  std::map<std::string, std::string> props;  // requested extra properties
+  std::vector<SnapRow> snaps;                // oldest first
+};
+
+const std::string& Prop(const std::map<std::string, std::string>& props,
+                        const std::string& name) {
+  static const std::string kNone;
+  auto it = props.find(name);
+  return it == props.end() ? kNone : it->second;
+}
+
 class ZfsStore;
 
 // A snapshot made readable: either its .zfs/snapshot directory (OpenZFS) or
@@ -136,10 +151,10 @@ class ZfsStore : public Store {
 
   Result<VolumeInfo> GetVolume(const std::string& volume) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
-    HC_RETURN_IF_ERROR(MustExist(volume));
-    HC_ASSIGN_OR_RETURN(PropertyTable t,
-                        GetProps({"-r"}, kVolumeProps, Ds(volume)));
-    return MakeVolumeInfo(volume, t[Ds(volume)], t);
+    HC_ASSIGN_OR_RETURN(auto t,
+                        GetPropsIfExists({"-r"}, kVolumeProps, Ds(volume)));
+    if (!t) return NotFound("volume '" + volume + "' does not exist");
+    return MakeVolumeInfo(volume, (*t)[Ds(volume)], *t);
   }
 
   Result<std::string> LivePath(const std::string& volume) override {
@@ -165,14 +180,16 @@ class ZfsStore : public Store {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_ASSIGN_OR_RETURN(VolumeInfo v, GetVolume(volume));
-    if (v.read_only) {
+    HC_ASSIGN_OR_RETURN(Listing l,
+                        ListExisting(volume, std::string("readonly,") +
+                                                 kReadOnlyProp));
+    if (Prop(l.props, "readonly") == "on" ||
+        Prop(l.props, kReadOnlyProp) == "on") {
       return PermissionDenied("volume '" + volume +
                               "' is read-only (a replica); snapshots are "
                               "taken on its primary");
     }
-    HC_ASSIGN_OR_RETURN(auto snaps, Snaps(volume));
-    for (const auto& s : snaps) {
+    for (const auto& s : l.snaps) {
       if (s.info.name == snapshot) {
         return AlreadyExists("volume '" + volume +
                              "' already has a snapshot '" + snapshot + "'");
@@ -189,7 +206,6 @@ class ZfsStore : public Store {
   Result<std::vector<SnapshotInfo>> ListSnapshots(
       const std::string& volume) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
-    HC_RETURN_IF_ERROR(MustExist(volume));
     HC_ASSIGN_OR_RETURN(auto rows, Snaps(volume));
     std::vector<SnapshotInfo> out;
     for (auto& r : rows) out.push_back(std::move(r.info));
@@ -203,8 +219,9 @@ class ZfsStore : public Store {
     HC_RETURN_IF_ERROR(ValidateName("snapshot", from));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", to));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_RETURN_IF_ERROR(FindSnapshot(volume, from).status());
-    HC_RETURN_IF_ERROR(FindSnapshot(volume, to).status());
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    HC_RETURN_IF_ERROR(FindRowIn(l, volume, from).status());
+    HC_RETURN_IF_ERROR(FindRowIn(l, volume, to).status());
     return DiffLocked(volume, from, to);
   }
 
@@ -214,7 +231,8 @@ class ZfsStore : public Store {
     HC_RETURN_IF_ERROR(ValidateName("snapshot", to));
     if (from) HC_RETURN_IF_ERROR(ValidateName("snapshot", *from));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_ASSIGN_OR_RETURN(SnapRow to_row, FindRow(volume, to));
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    HC_ASSIGN_OR_RETURN(SnapRow to_row, FindRowIn(l, volume, to));
     StreamHeader h;
     h.backend = "zfs";
     h.volume = volume;
@@ -223,7 +241,7 @@ class ZfsStore : public Store {
     h.to_created_unix_ns = to_row.info.created_unix_ns;
     std::vector<std::string> argv = {"zfs", "send"};
     if (from) {
-      HC_ASSIGN_OR_RETURN(SnapRow from_row, FindRow(volume, *from));
+      HC_ASSIGN_OR_RETURN(SnapRow from_row, FindRowIn(l, volume, *from));
       if (from_row.createtxg >= to_row.createtxg) {
         return InvalidArgument("snapshot '" + *from + "' of volume '" + volume +
                                "' is not older than '" + to +
@@ -250,11 +268,13 @@ class ZfsStore : public Store {
     }
     HC_RETURN_IF_ERROR(ValidateName("snapshot", h.to_name));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_ASSIGN_OR_RETURN(bool exists, Exists(Ds(volume)));
+    HC_ASSIGN_OR_RETURN(Listing before,
+                        List(volume, caps_.written ? "written" : ""));
+    const bool exists = before.exists;
+    const std::vector<SnapRow>& snaps = before.snaps;
     ReceiveResult result;
     result.volume = volume;
     if (h.from_id.empty() && exists) {
-      HC_ASSIGN_OR_RETURN(auto snaps, Snaps(volume));
       for (const auto& s : snaps) {
         if (s.info.id == h.to_id) return AlreadyPresent(reader, s.info, result);
       }
@@ -271,7 +291,6 @@ class ZfsStore : public Store {
                         h.from_name + "' (id " + h.from_id +
                         "): send a full stream first");
       }
-      HC_ASSIGN_OR_RETURN(auto snaps, Snaps(volume));
       for (const auto& s : snaps) {
         if (s.info.id == h.to_id) return AlreadyPresent(reader, s.info, result);
       }
@@ -304,24 +323,47 @@ class ZfsStore : public Store {
                           s.info.id + ", stream has " + h.to_id + ")");
         }
       }
-      if (caps_.written) {
-        HC_ASSIGN_OR_RETURN(bool dirty, HasUnsnapshottedWrites(volume));
-        if (dirty) return ModifiedConflict(volume, snaps.back().info.name);
+      if (caps_.written && ParseU64(Prop(before.props, "written")) > 0) {
+        return ModifiedConflict(volume, snaps.back().info.name);
       }
     }
-    HC_ASSIGN_OR_RETURN(uint64_t bytes,
-                        ReceiveCommand(volume, reader, h, NewestName(volume)));
+    HC_ASSIGN_OR_RETURN(
+        uint64_t bytes,
+        ReceiveCommand(volume, reader, h,
+                       snaps.empty() ? "" : snaps.back().info.name));
     result.stream_bytes = bytes;
-    HC_ASSIGN_OR_RETURN(result.snapshot, FindSnapshot(volume, h.to_name));
-    if (result.snapshot.id != h.to_id) {
-      return Corrupt("received snapshot '" + h.to_name + "' of volume '" +
-                     volume + "' has identity " + result.snapshot.id +
-                     " but the stream announced " + h.to_id);
+    const std::string ds = Ds(volume);
+    // zfs-fuse: an existing volume is remounted to drop the FUSE cache.
+    // Unmounting before reading the properties also makes `readonly` show
+    // the stored value instead of the mount option, so the sets below are
+    // skipped when nothing changes.
+    const bool remount = caps_.fuse_mounts && exists;
+    Status unmounted = remount ? Unmount(ds) : Status::Ok();
+    auto settle = [&](Listing& after) -> Status {
+      HC_ASSIGN_OR_RETURN(SnapRow row, FindRowIn(after, volume, h.to_name));
+      result.snapshot = row.info;
+      if (result.snapshot.id != h.to_id) {
+        return Corrupt("received snapshot '" + h.to_name + "' of volume '" +
+                       volume + "' has identity " + result.snapshot.id +
+                       " but the stream announced " + h.to_id);
+      }
+      if (Prop(after.props, "atime") != "off") {
+        HC_RETURN_IF_ERROR(Run({"set", "atime=off", ds}));
+      }
+      return SetReadOnlyProps(ds, options.read_only, &after.props);
+    };
+    auto after = ListExisting(
+        volume, std::string("atime,readonly,mounted,mountpoint,") +
+                    kReadOnlyProp);
+    Status settled = after.ok() ? settle(*after) : after.status();
+    if (!settled.ok()) {
+      // Mounted again, as it was before the receive.
+      if (remount && unmounted.ok()) (void)EnsureMounted(ds);
+      return settled;
     }
-    HC_RETURN_IF_ERROR(Run({"set", "atime=off", Ds(volume)}));
-    HC_RETURN_IF_ERROR(SetReadOnlyProps(Ds(volume), options.read_only));
-    if (caps_.fuse_mounts && exists) HC_RETURN_IF_ERROR(Unmount(Ds(volume)));
-    HC_RETURN_IF_ERROR(EnsureMounted(Ds(volume)));
+    HC_RETURN_IF_ERROR(unmounted);
+    if (remount) after->props["mounted"] = "no";
+    HC_RETURN_IF_ERROR(MountIfNeeded(ds, after->props));
     return result;
   }
 
@@ -334,8 +376,9 @@ class ZfsStore : public Store {
       HC_RETURN_IF_ERROR(ValidateName("branch volume", options.branch_name));
     }
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_ASSIGN_OR_RETURN(SnapRow target, FindRow(volume, snapshot));
-    HC_ASSIGN_OR_RETURN(auto snaps, Snaps(volume));
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    HC_ASSIGN_OR_RETURN(SnapRow target, FindRowIn(l, volume, snapshot));
+    const std::vector<SnapRow>& snaps = l.snaps;
     std::vector<std::string> newer;
     for (const auto& s : snaps) {
       if (s.createtxg > target.createtxg) newer.push_back(s.info.name);
@@ -448,7 +491,6 @@ class ZfsStore : public Store {
       return report;
     }
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
-    HC_RETURN_IF_ERROR(MustExist(volume));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
     HC_ASSIGN_OR_RETURN(auto snaps, Snaps(volume));
     for (const auto& s : snaps) {
@@ -619,15 +661,38 @@ class ZfsStore : public Store {
     return ParseGetOutput(r.out);
   }
 
+  // Like GetProps, but a dataset that does not exist gives nullopt.
+  Result<std::optional<PropertyTable>> GetPropsIfExists(
+      std::vector<std::string> flags, const std::string& props,
+      const std::string& ds) {
+    std::vector<std::string> args = {"get", "-H", "-p", "-o",
+                                     "name,property,value"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back(props);
+    args.push_back(ds);
+    HC_ASSIGN_OR_RETURN(CommandResult r, Zfs(args));
+    if (r.ok()) return std::optional<PropertyTable>(ParseGetOutput(r.out));
+    if (r.err.find("does not exist") != std::string::npos) {
+      return std::optional<PropertyTable>();
+    }
+    args.insert(args.begin(), "zfs");
+    return IoError(DescribeFailure(args, r));
+  }
+
   // The volume's snapshots, oldest first (by creation transaction group:
-  // creation times have whole seconds only).
-  Result<std::vector<SnapRow>> Snaps(const std::string& volume) {
-    HC_ASSIGN_OR_RETURN(
-        PropertyTable t,
-        GetProps({"-r"}, "guid,creation,referenced,createtxg", Ds(volume)));
+  // creation times have whole seconds only), and the `extra` properties
+  // (comma-separated, may be empty) of its dataset, in one command.
+  Result<Listing> List(const std::string& volume,
+                       const std::string& extra = "") {
+    std::string props = "guid,creation,referenced,createtxg";
+    if (!extra.empty()) props += "," + extra;
+    HC_ASSIGN_OR_RETURN(auto t, GetPropsIfExists({"-r"}, props, Ds(volume)));
+    Listing l;
+    if (!t) return l;
+    l.exists = true;
+    l.props = std::move((*t)[Ds(volume)]);
     const std::string prefix = Ds(volume) + "@";
-    std::vector<SnapRow> out;
-    for (auto& [name, p] : t) {
+    for (auto& [name, p] : *t) {
       if (name.rfind(prefix, 0) != 0) continue;
       SnapRow r;
       r.info.name = name.substr(prefix.size());
@@ -636,23 +701,36 @@ class ZfsStore : public Store {
           static_cast<int64_t>(ParseU64(p["creation"])) * 1000000000;
       r.info.logical_bytes = ParseU64(p["referenced"]);
       r.createtxg = ParseU64(p["createtxg"]);
-      out.push_back(std::move(r));
+      l.snaps.push_back(std::move(r));
     }
-    std::sort(out.begin(), out.end(), [](const SnapRow& a, const SnapRow& b) {
-      return a.createtxg < b.createtxg;
-    });
-    return out;
+    std::sort(l.snaps.begin(), l.snaps.end(),
+              [](const SnapRow& a, const SnapRow& b) {
+                return a.createtxg < b.createtxg;
+              });
+    return l;
   }
 
-  std::string NewestName(const std::string& volume) {
-    auto snaps = Snaps(volume);
-    if (!snaps.ok() || snaps->empty()) return "";
-    return snaps->back().info.name;
+  // List, with kNotFound for a volume that does not exist.
+  Result<Listing> ListExisting(const std::string& volume,
+                               const std::string& extra = "") {
+    HC_ASSIGN_OR_RETURN(Listing l, List(volume, extra));
+    if (!l.exists) return NotFound("volume '" + volume + "' does not exist");
+    return l;
+  }
+
+  Result<std::vector<SnapRow>> Snaps(const std::string& volume) {
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    return std::move(l.snaps);
   }
 
   Result<SnapRow> FindRow(const std::string& volume, const std::string& snap) {
-    HC_RETURN_IF_ERROR(MustExist(volume));
-    HC_ASSIGN_OR_RETURN(auto snaps, Snaps(volume));
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    return FindRowIn(l, volume, snap);
+  }
+
+  static Result<SnapRow> FindRowIn(const Listing& l, const std::string& volume,
+                                   const std::string& snap) {
+    const auto& snaps = l.snaps;
     for (auto& s : snaps) {
       if (s.info.name == snap) return s;
     }
@@ -704,18 +782,32 @@ class ZfsStore : public Store {
   // zfs-fuse reports the `readonly` property of a mounted dataset as the
   // mount option ("off", source "temporary") even when it is on, so the
   // store also records the state in a user property it can read back.
-  Status SetReadOnlyProps(const std::string& ds, bool read_only) {
+  // With `current` (the dataset's readonly and hc:readonly values), a
+  // property that already has the wanted value is not set again.
+  Status SetReadOnlyProps(
+      const std::string& ds, bool read_only,
+      const std::map<std::string, std::string>* current = nullptr) {
     const std::string v = read_only ? "on" : "off";
-    HC_RETURN_IF_ERROR(Run({"set", "readonly=" + v, ds}));
-    return Run({"set", std::string(kReadOnlyProp) + "=" + v, ds});
+    if (!current || Prop(*current, "readonly") != v) {
+      HC_RETURN_IF_ERROR(Run({"set", "readonly=" + v, ds}));
+    }
+    if (!current || Prop(*current, kReadOnlyProp) != v) {
+      HC_RETURN_IF_ERROR(Run({"set", std::string(kReadOnlyProp) + "=" + v, ds}));
+    }
+    return Status::Ok();
   }
 
   Status EnsureMounted(const std::string& ds) {
     HC_ASSIGN_OR_RETURN(PropertyTable t,
                         GetProps({}, "mounted,mountpoint", ds));
-    auto& p = t[ds];
-    if (p["mounted"] == "yes" || p["mountpoint"].empty() ||
-        p["mountpoint"][0] != '/') {
+    return MountIfNeeded(ds, t[ds]);
+  }
+
+  // `props` holds the dataset's current mounted and mountpoint values.
+  Status MountIfNeeded(const std::string& ds,
+                       const std::map<std::string, std::string>& props) {
+    const std::string& mp = Prop(props, "mountpoint");
+    if (Prop(props, "mounted") == "yes" || mp.empty() || mp[0] != '/') {
       return Status::Ok();
     }
     HC_ASSIGN_OR_RETURN(CommandResult r, Zfs({"mount", ds}));
@@ -784,6 +876,7 @@ class ZfsStore : public Store {
       HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir, O_RDONLY | O_DIRECTORY));
       return std::make_unique<SnapshotView>(this, "", "", std::move(fd));
     }
+    if (!cleaned_.exchange(true)) CleanStaleTemps();
     std::string clone = TempName(kBrowsePrefix);
     std::string mnt = std::string(kRuntimeDir) + "/browse/" +
                       clone.substr(clone.rfind('/') + 1);
@@ -906,7 +999,9 @@ class ZfsStore : public Store {
                                   const std::string& newest) {
     std::vector<std::string> argv = {"zfs", "receive",
                                      Ds(volume) + "@" + h.to_name};
-    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, true, false));
+    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, true, false,
+                                                        kStreamPipeBytes));
+    FdSink to_zfs(p.stdin_fd());
     Status stream_status;
     bool child_gone = false;
     // One record of look-ahead: `zfs receive` commits as soon as it reads
@@ -918,7 +1013,7 @@ class ZfsStore : public Store {
     auto flush = [&]() -> bool {
       if (!have_pending) return true;
       have_pending = false;
-      return FdSink(p.stdin_fd()).Write(pending).ok();
+      return to_zfs.Write(pending).ok();
     };
     for (;;) {
       auto rec = reader.Next();
@@ -972,7 +1067,8 @@ class ZfsStore : public Store {
   // bytes (Verify). Returns the raw ZFS stream size.
   Result<uint64_t> SendCommand(const std::vector<std::string>& argv,
                                const StreamHeader& h, ByteSink* out) {
-    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, false, true));
+    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, false, true,
+                                                        kStreamPipeBytes));
     std::optional<StreamWriter> writer;
     if (out) {
       writer.emplace(*out);
@@ -1072,6 +1168,9 @@ class ZfsStore : public Store {
   std::string pool_;
   Capabilities caps_;
   std::atomic<uint64_t> counter_{0};
+  // Browse clones left by dead processes are removed before this store
+  // creates its first one (not at open, which would cost every command).
+  std::atomic<bool> cleaned_{false};
 };
 
 SnapshotView::~SnapshotView() {
@@ -1089,7 +1188,10 @@ Result<std::unique_ptr<Store>> OpenZfsStore(const StoreConfig& config) {
         "(e.g. 'tank/hc')");
   }
   const std::string& ds = config.dataset;
-  auto r = RunCommand({"zfs", "get", "-H", "-p", "-o", "value", "type", ds});
+  // One command for everything: `zfs get` of a property this ZFS lacks
+  // (zfs-fuse has no `written`) fails as a whole, `all` lists what exists.
+  auto r = RunCommand(
+      {"zfs", "get", "-H", "-p", "-o", "name,property,value", "all", ds});
   if (!r.ok()) {
     return Unavailable("the 'zfs' command is not available (" +
                        r.status().message() +
@@ -1107,16 +1209,17 @@ Result<std::unique_ptr<Store>> OpenZfsStore(const StoreConfig& config) {
                        DescribeFailure({"zfs", "get", "type", ds}, *r) +
                        " (is the zfs-fuse daemon or the zfs module loaded?)");
   }
-  if (FirstLine(r->out) != "filesystem") {
-    return InvalidArgument("'" + ds + "' is a " + FirstLine(r->out) +
+  PropertyTable t = ParseGetOutput(r->out);
+  const auto& props = t[ds];
+  const std::string& type = Prop(props, "type");
+  if (type != "filesystem") {
+    return InvalidArgument("'" + ds + "' is a " + type +
                            ", not a filesystem dataset");
   }
   Capabilities caps;
-  auto w = RunCommand({"zfs", "get", "-H", "-p", "-o", "value", "written", ds});
-  caps.written = w.ok() && w->ok();
-  auto mp = RunCommand({"zfs", "get", "-H", "-o", "value", "mountpoint", ds});
-  if (mp.ok() && mp->ok()) {
-    std::string dir = FirstLine(mp->out);
+  caps.written = props.count("written") > 0;
+  {
+    const std::string& dir = Prop(props, "mountpoint");
     caps.snapdir =
         !dir.empty() && dir[0] == '/' && PathExists(dir + "/.zfs/snapshot");
     struct statfs fs;
@@ -1126,7 +1229,6 @@ Result<std::unique_ptr<Store>> OpenZfsStore(const StoreConfig& config) {
   }
   std::string pool = ds.substr(0, ds.find('/'));
   auto store = std::make_unique<ZfsStore>(ds, pool, caps);
-  store->CleanStaleTemps();
   return std::unique_ptr<Store>(std::move(store));
 }
 
