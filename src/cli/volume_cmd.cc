@@ -90,6 +90,8 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
   auto* vol = app.add_subcommand("volume", "Volumes on this machine: create, snapshot, send, "
                                            "receive, roll back, browse");
   vol->require_subcommand(1);
+  // Shared flags may also follow the subcommand: `hc volume list --json`.
+  vol->fallthrough();
   auto sh = std::make_shared<Shared>();
   // The shared flags live as long as the App: keep them in a static list.
   static std::vector<std::shared_ptr<Shared>> keep;

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End-to-end test of `hc volume` as a user runs it: real binary, real pipes,
+# exit codes and messages. Usage: hc_volume_test.sh path/to/hc
+set -uo pipefail
+HC="$1"
+DIR="$(mktemp -d /tmp/hc-cli-test.XXXXXX)"
+trap 'rm -rf "$DIR"' EXIT
+export HC_STORE_ROOT="$DIR/a"
+B="--root $DIR/b"
+pass=0; fail=0
+check() {  # description, expected exit code, command...
+  local what="$1" want="$2"; shift 2
+  "$@" >"$DIR/out" 2>"$DIR/err"; local got=$?
+  if [ "$got" = "$want" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: $what: exit $got, want $want"; cat "$DIR/out" "$DIR/err"; fi
+}
+contains() {  # description, file, text
+  if grep -qF -- "$3" "$2"; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: $1: '$3' not in:"; cat "$2"; fi
+}
+
+check "create" 0 "$HC" volume create site
+LIVE="$HC_STORE_ROOT/volumes/site/live"
+mkdir -p "$LIVE/public" && echo hello > "$LIVE/public/index.html"
+check "snapshot" 0 "$HC" volume snapshot site v1
+echo changed > "$LIVE/public/index.html"; echo new > "$LIVE/public/new.html"
+check "snapshot 2" 0 "$HC" volume snapshot site v2
+check "diff" 0 "$HC" volume diff site v1 v2
+contains "diff lists added file" "$DIR/out" "+ public/new.html"
+contains "diff lists modified file" "$DIR/out" "M public/index.html"
+check "snapshots --json after the subcommand" 0 "$HC" volume snapshots site --json
+contains "json has names" "$DIR/out" '"name": "v2"'
+
+check "full send | receive into another store" 0 bash -c "'$HC' volume send site v1 | '$HC' volume $B receive replica"
+check "incremental send | receive" 0 bash -c "'$HC' volume send site v2 --from v1 | '$HC' volume $B receive replica"
+check "replica content" 0 "$HC" volume $B cat replica v2 public/index.html
+contains "replica has v2 data" "$DIR/out" "changed"
+cmp -s "$LIVE/public/new.html" "$DIR/b/volumes/replica/live/public/new.html" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: live replica differs"; }
+check "same stream again is a no-op" 0 bash -c "'$HC' volume send site v2 --from v1 | '$HC' volume $B receive replica"
+contains "no-op is reported" "$DIR/out" "nothing to do"
+
+"$HC" volume send site v2 --from v1 -o "$DIR/stream"
+head -c 100 "$DIR/stream" > "$DIR/cut"
+check "truncated stream is refused" 5 "$HC" volume $B receive replica2 -i "$DIR/cut"
+contains "truncation is explained" "$DIR/err" "damaged or incomplete"
+check "unknown base is a conflict" 4 "$HC" volume $B receive other -i "$DIR/stream"
+check "replica is read-only" 1 "$HC" volume $B snapshot replica x
+contains "read-only is explained" "$DIR/err" "read-only replica"
+
+check "missing snapshot" 3 "$HC" volume cat site nope public/index.html
+contains "names the newest" "$DIR/err" "newest is 'v2'"
+check "path escape" 1 "$HC" volume ls site v1 ../..
+contains "escape is explained" "$DIR/err" "cannot leave the snapshot"
+check "bad name" 2 "$HC" volume create "Bad Name"
+check "destroy needs --yes" 2 "$HC" volume destroy site
+check "rollback keeps a branch" 0 "$HC" volume rollback site v1 --branch kept
+contains "branch is named" "$DIR/out" "kept in volume 'kept'"
+contains "live data rolled back" "$LIVE/public/index.html" "hello"
+check "verify" 0 "$HC" volume verify
+check "help" 0 "$HC" volume --help
+contains "help lists rollback" "$DIR/out" "rollback"
+check "hcd says not yet" 2 "$(dirname "$HC")/hcd"
+
+echo "hc volume cli: $pass passed, $fail failed"
+[ "$fail" = 0 ]
