@@ -28,6 +28,10 @@ TestStore MakeTestStore(const std::string& backend) {
   return t;
 }
 
+Result<std::unique_ptr<Store>> ReopenForFullScan(const TestStore& t) {
+  return OpenStore({"dir", t.cleanup_dir + "/store", "", false});
+}
+
 TestStore::~TestStore() {
   store.reset();
   if (!cleanup_dir.empty()) (void)RemoveTree(cleanup_dir);

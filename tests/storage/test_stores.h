@@ -24,6 +24,10 @@ struct TestStore {
 // stopped at process exit by the environment that started it).
 TestStore MakeTestStore(const std::string& backend);
 
+// A second Store object on the same dir store (no change journal history,
+// so its first snapshot of a volume is a full scan).
+Result<std::unique_ptr<Store>> ReopenForFullScan(const TestStore& t);
+
 // Implemented in zfs_test_env.cc.
 TestStore MakeZfsTestStore();
 

@@ -7,11 +7,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
+#include <set>
+#include <unordered_map>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 
 #include "common/fs.h"
+#include "storage/dir/change_journal.h"
 #include "storage/dir/chunk_store.h"
 #include "storage/dir/tree.h"
 #include "storage/dir/tree_ops.h"
@@ -29,6 +33,10 @@ using dir::StatCache;
 using dir::StoredChunk;
 
 constexpr char kFormatLine[] = "hc-dir-store 1\n";
+// A snapshot narrowed by the change journal is followed by a full scan at
+// least this often, which bounds how long a change inotify cannot see
+// (writes through shared mmaps) stays out of the snapshots.
+constexpr int64_t kFullScanEveryNs = 60'000'000'000;
 
 int64_t NowNs() {
   struct timespec ts;
@@ -115,6 +123,7 @@ class DirStore final : public Store {
     {
       HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
       HC_RETURN_IF_ERROR(MustExist(v));
+      ForgetScanState(v);
       // Move it out of sight first so a crash never leaves half a volume.
       std::string doomed = root_ + "/tmp/destroy-" + Unique();
       if (::rename(VolDir(v).c_str(), doomed.c_str()) != 0) {
@@ -307,6 +316,7 @@ class DirStore final : public Store {
       }
     }
 
+    ForgetScanState(v);
     // Verified chunks go straight into the store. If the stream turns out
     // damaged later, they stay there unreferenced: invisible, collected by
     // the next garbage collection, and meanwhile a resent stream finds them
@@ -395,6 +405,7 @@ class DirStore final : public Store {
     RollbackResult result;
     {
       HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
+      ForgetScanState(v);
       HC_RETURN_IF_ERROR(MustExist(v));
       HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
       HC_ASSIGN_OR_RETURN(const Snap* target, Find(v, snaps, name));
@@ -740,7 +751,48 @@ class DirStore final : public Store {
     StatCache old = ReadCache(v);
     if (opts.freeze) HC_RETURN_IF_ERROR(opts.freeze().Annotate("freeze before snapshot"));
     int64_t created = NowNs();
-    auto scan = dir::ScanLive(LiveDir(v), std::move(old), &chunks_);
+    // Changes are taken after the freeze: everything written before it is
+    // in the set, and the scan reads those directories.
+    auto changes = journal_.TakeChanges(v, LiveDir(v));
+    ScanState state;
+    {
+      std::lock_guard<std::mutex> l(scan_mu_);
+      state = scan_state_[v];
+      scan_state_.erase(v);  // restored only if this scan succeeds
+    }
+    // When most directories changed, the parallel full scan is faster.
+    bool incremental = changes.has_value() && !snaps.empty() && old.scan_start_ns != 0 &&
+                       state.root == snaps.back().rec.tree &&
+                       created - state.last_full_ns < kFullScanEveryNs &&
+                       changes->size() * 2 <= old.dirs.size() + 2;
+    Result<dir::ScanResult> scan = Internal("no scan");
+    if (incremental) {
+      // A write through another link of a file does not show up in its
+      // directory: such directories are always rescanned.
+      for (std::string d : state.multi_link_dirs) {
+        while (changes->insert(d).second && !d.empty()) {
+          size_t slash = d.rfind('/');
+          d = slash == std::string::npos ? "" : d.substr(0, slash);
+        }
+      }
+      dir::ScanHints hints{snaps.back().rec.tree, &*changes, &reader_};
+      scan = dir::ScanLiveIncremental(LiveDir(v), std::move(old), &chunks_, hints);
+      // A new hard link: its other names may sit in directories the journal
+      // did not report, so only a full scan can be trusted now.
+      bool new_links = false;
+      if (scan.ok()) {
+        for (const auto& d : scan->multi_link_dirs) new_links |= !state.multi_link_dirs.count(d);
+      }
+      if (new_links) {
+        incremental = false;
+        old = ReadCache(v);  // the incremental scan consumed its copy
+      }
+    }
+    if (!incremental) {
+      scan = dir::ScanLive(LiveDir(v), std::move(old), &chunks_);
+      state.last_full_ns = created;
+      state.multi_link_dirs.clear();
+    }
     Status thawed = opts.thaw ? opts.thaw() : Status::Ok();
     if (!scan.ok()) return scan.status().Annotate("snapshot '" + v + "@" + name + "'");
     HC_RETURN_IF_ERROR(thawed.Annotate("thaw after snapshot"));
@@ -762,6 +814,12 @@ class DirStore final : public Store {
     // cost time on the path of the most frequent snapshot, the idle one.
     if (scan->files_read > 0 || snaps.empty() || scan->root != snaps.back().rec.tree) {
       (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(scan->cache), false);
+    }
+    state.root = scan->root;
+    state.multi_link_dirs.merge(scan->multi_link_dirs);
+    {
+      std::lock_guard<std::mutex> l(scan_mu_);
+      scan_state_[v] = std::move(state);
     }
     return Snap{rec, dir::SnapshotId(rec)}.Info();
   }
@@ -865,10 +923,26 @@ class DirStore final : public Store {
     }
   }
 
+  // What this store's last scan of a volume produced; an incremental scan
+  // is only valid against exactly that tree.
+  struct ScanState {
+    Digest root{};
+    int64_t last_full_ns = 0;
+    std::set<std::string> multi_link_dirs;
+  };
+  void ForgetScanState(const std::string& v) {
+    journal_.Forget(v);
+    std::lock_guard<std::mutex> l(scan_mu_);
+    scan_state_.erase(v);
+  }
+
   std::string root_;
   bool sync_;
   ChunkStore chunks_;
   ChunkReader reader_;
+  dir::ChangeJournal journal_;
+  std::mutex scan_mu_;
+  std::unordered_map<std::string, ScanState> scan_state_;  // GUARDED_BY(scan_mu_)
 };
 
 }  // namespace

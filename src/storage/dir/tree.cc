@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kTreeMagic[4] = {'H', 'C', 'T', '1'};
 constexpr char kSnapMagic[4] = {'H', 'C', 'S', '1'};
-constexpr char kCacheMagic[4] = {'H', 'C', 'C', '2'};
+constexpr char kCacheMagic[4] = {'H', 'C', 'C', '3'};
 constexpr uint32_t kMaxName = 255;
 constexpr uint32_t kMaxLink = 4096;
 
@@ -193,6 +193,7 @@ void StatCache::EraseTree(const std::string& path) {
   std::string prefix = path + "/";
   for (auto it = dirs.begin(); it != dirs.end();) {
     if (it->first == path || it->first.compare(0, prefix.size(), prefix) == 0) {
+      dir_scanned_ns.erase(it->first);
       it = dirs.erase(it);
     } else {
       ++it;
@@ -221,6 +222,7 @@ std::string EncodeStatCache(const StatCache& c) {
   e.U32(static_cast<uint32_t>(c.dirs.size()));
   for (const auto& [dir, files] : c.dirs) {
     e.Str(dir);
+    e.I64(c.ScannedAt(dir));
     e.U32(static_cast<uint32_t>(files.size()));
     for (const auto& f : files) {
       e.Str(f.name);
@@ -256,6 +258,7 @@ StatCache DecodeStatCache(std::span<const uint8_t> bytes) {
   c.dirs.reserve(ndirs);
   for (uint32_t i = 0; i < ndirs; ++i) {
     std::string dir = d.Str(1 << 16);
+    int64_t scanned = d.I64();
     uint32_t n = d.U32();
     if (!d.ok() || n > d.remaining() / 40) return empty;
     std::vector<CachedFile> files(n);
@@ -277,6 +280,7 @@ StatCache DecodeStatCache(std::span<const uint8_t> bytes) {
     for (size_t j = 1; j < files.size(); ++j) {
       if (!(files[j - 1].name < files[j].name)) return empty;
     }
+    c.dir_scanned_ns[dir] = scanned;
     c.dirs.emplace(std::move(dir), std::move(files));
   }
   if (!d.done()) return empty;

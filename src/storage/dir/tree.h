@@ -76,6 +76,14 @@ struct StatCache {
   int64_t scan_start_ns = 0;
   // Regular files by directory path ("" is the root), sorted by name.
   std::unordered_map<std::string, std::vector<CachedFile>> dirs;
+  // When each directory was last scanned (an incremental scan rescans only
+  // some); entries of a directory are racy against its own time. Falls back
+  // to scan_start_ns.
+  std::unordered_map<std::string, int64_t> dir_scanned_ns;
+  int64_t ScannedAt(const std::string& dir) const {
+    auto it = dir_scanned_ns.find(dir);
+    return it == dir_scanned_ns.end() ? scan_start_ns : it->second;
+  }
 
   // Inserts or replaces the entry for `path` ("dir/name").
   void Put(const std::string& path, CachedFile f);

@@ -64,17 +64,27 @@ class Scanner {
  public:
   // `spare` counts the threads that may still be started to scan
   // subdirectories in parallel (shared by all scanners of one scan).
-  Scanner(StatCache& old, ChunkStore* store, std::atomic<int>* spare)
-      : old_(old), store_(store), spare_(spare) {
+  Scanner(StatCache& old, ChunkStore* store, std::atomic<int>* spare,
+          const ScanHints* hints = nullptr)
+      : old_(&old), store_(store), spare_(spare), hints_(hints) {
     buf_.resize(kMaxChunk);
   }
 
-  Result<Digest> ScanDir(int dirfd, const std::string& rel) {
+  void RebindCache(StatCache* old) { old_ = old; }
+
+  // `prev` is this directory's id in hints_->prev_root (incremental scans).
+  Result<Digest> ScanDir(int dirfd, const std::string& rel, const Digest* prev = nullptr) {
+    Tree prev_tree;
+    if (hints_ != nullptr && prev != nullptr) {
+      if (!hints_->visit->count(rel)) return *prev;  // untouched: cache entries stay
+      HC_ASSIGN_OR_RETURN(prev_tree, hints_->reader->LoadTree(*prev));
+    }
     HC_ASSIGN_OR_RETURN(auto names, ReadNames(dirfd, rel.empty() ? "." : rel));
     Tree tree;
     tree.entries.reserve(names.size());
-    auto old_dir = old_.dirs.find(rel);
-    old_files_ = old_dir == old_.dirs.end() ? nullptr : &old_dir->second;
+    auto old_dir = old_->dirs.find(rel);
+    old_files_ = old_dir == old_->dirs.end() ? nullptr : &old_dir->second;
+    racy_after_ = old_->ScannedAt(rel);
     old_pos_ = 0;
     std::vector<CachedFile> files;  // this directory's new cache entries
     files_ = &files;
@@ -111,21 +121,26 @@ class Scanner {
           failed = ErrnoStatus("open " + path, errno);
           break;
         }
-        if (spare_->fetch_sub(1) > 0) {
+        const TreeEntry* was = prev_tree.Find(name);
+        const Digest* child_prev =
+            was != nullptr && was->type == FileType::kDirectory ? &was->subtree : nullptr;
+        // Incremental scans share one cache object: no forking.
+        if (hints_ == nullptr && spare_->fetch_sub(1) > 0) {
           forked.push_back({tree.entries.size(),
                             std::async(std::launch::async, [this, sub, path] {
-                              Scanner child(old_, store_, spare_);
+                              Scanner child(*old_, store_, spare_);
+                              child.scan_start_ = scan_start_;
                               auto d = child.ScanDir(sub, path);
                               ::close(sub);
                               spare_->fetch_add(1);
                               return std::make_pair(std::move(d), std::move(child.result));
                             })});
         } else {
-          spare_->fetch_add(1);
+          if (hints_ == nullptr) spare_->fetch_add(1);
           // Recursion reuses the per-directory cursors: save ours.
-          auto saved = std::make_tuple(old_files_, old_pos_, files_);
-          auto d = ScanDir(sub, path);
-          std::tie(old_files_, old_pos_, files_) = saved;
+          auto saved = std::make_tuple(old_files_, old_pos_, files_, racy_after_);
+          auto d = ScanDir(sub, path, child_prev);
+          std::tie(old_files_, old_pos_, files_, racy_after_) = saved;
           ::close(sub);
           if (!d.ok()) {
             failed = d.status();
@@ -160,10 +175,27 @@ class Scanner {
       result.file_count += part.file_count;
       result.logical_bytes += part.logical_bytes;
       result.files_read += part.files_read;
+      result.multi_link_dirs.merge(part.multi_link_dirs);
       for (auto& kv : part.cache.dirs) result.cache.dirs.insert(std::move(kv));
+      for (auto& kv : part.cache.dir_scanned_ns) result.cache.dir_scanned_ns.insert(kv);
     }
     HC_RETURN_IF_ERROR(failed);
-    if (!files.empty()) result.cache.dirs[rel] = std::move(files);
+    // Subdirectories that went away take their cache entries with them
+    // (only an incremental scan starts from a filled cache).
+    for (const auto& was : prev_tree.entries) {
+      if (was.type != FileType::kDirectory) continue;
+      const TreeEntry* now = tree.Find(was.name);
+      if (now == nullptr || now->type != FileType::kDirectory) {
+        result.cache.EraseTree(Join(rel, was.name));
+      }
+    }
+    if (!files.empty()) {
+      result.cache.dirs[rel] = std::move(files);
+      result.cache.dir_scanned_ns[rel] = scan_start_;
+    } else {
+      result.cache.dirs.erase(rel);
+      result.cache.dir_scanned_ns.erase(rel);
+    }
     std::string enc = EncodeTree(tree);
     if (store_ != nullptr) return store_->Put(ChunkKind::kTree, AsBytes(enc));
     return ChunkId(ChunkKind::kTree, AsBytes(enc));
@@ -174,6 +206,9 @@ class Scanner {
  private:
   Status ScanFile(int dirfd, const std::string& name, const std::string& path,
                   const struct stat& st, TreeEntry* e) {
+    if (st.st_nlink > 1) {
+      result.multi_link_dirs.insert(path.size() > name.size() ? path.substr(0, path.size() - name.size() - 1) : "");
+    }
     CachedFile now;
     now.ino = st.st_ino;
     now.ctime_ns = Ns(st.st_ctim);
@@ -189,8 +224,8 @@ class Scanner {
       }
     }
     if (c != nullptr) {
-      bool racy = c->mtime_ns + kRacyMarginNs >= old_.scan_start_ns ||
-                  c->ctime_ns + kRacyMarginNs >= old_.scan_start_ns;
+      bool racy = c->mtime_ns + kRacyMarginNs >= racy_after_ ||
+                  c->ctime_ns + kRacyMarginNs >= racy_after_;
       // The cache's chunks are present: garbage collection treats every
       // volume's stat cache as a root.
       if (!racy && c->ino == now.ino && c->ctime_ns == now.ctime_ns &&
@@ -243,9 +278,15 @@ class Scanner {
 
   // Entries are moved out as they are matched; concurrent scanners touch
   // disjoint entries and never change the map's structure.
-  StatCache& old_;
+  StatCache* old_;
+  // Cached entries of the directory being scanned at or after this instant
+  // are not trusted (see above).
+  int64_t racy_after_ = 0;
+  // When this scan started; recorded as the scan time of what it rescans.
+  int64_t scan_start_ = NowNs();
   ChunkStore* store_;
   std::atomic<int>* spare_;
+  const ScanHints* hints_;
   // Cursor into the cached files of the directory being scanned, and the
   // list of its new entries (both saved around recursion).
   std::vector<CachedFile>* old_files_ = nullptr;
@@ -283,6 +324,17 @@ Result<Tree> ChunkReader::LoadTree(const Digest& id) const {
   return t;
 }
 
+namespace {
+void CountFromCache(ScanResult* r) {
+  r->file_count = 0;
+  r->logical_bytes = 0;
+  for (const auto& [dir, files] : r->cache.dirs) {
+    r->file_count += files.size();
+    for (const auto& f : files) r->logical_bytes += f.size;
+  }
+}
+}  // namespace
+
 Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old,
                             ChunkStore* store) {
   // One extra thread per further core: stat() dominates a scan, and on
@@ -295,6 +347,24 @@ Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old,
   if (fd < 0) return ErrnoStatus("open " + live_dir, errno);
   UniqueFd guard(fd);
   HC_ASSIGN_OR_RETURN(s.result.root, s.ScanDir(fd, ""));
+  CountFromCache(&s.result);
+  return std::move(s.result);
+}
+
+Result<ScanResult> ScanLiveIncremental(const std::string& live_dir, StatCache old,
+                                       ChunkStore* store, const ScanHints& hints) {
+  std::atomic<int> spare{0};
+  StatCache unused;
+  Scanner s(unused, store, &spare, &hints);
+  // One cache is read and updated in place: entries of directories the scan
+  // does not visit stay as they are.
+  s.result.cache = std::move(old);
+  s.RebindCache(&s.result.cache);
+  int fd = ::open(live_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open " + live_dir, errno);
+  UniqueFd guard(fd);
+  HC_ASSIGN_OR_RETURN(s.result.root, s.ScanDir(fd, "", &hints.prev_root));
+  CountFromCache(&s.result);
   return std::move(s.result);
 }
 

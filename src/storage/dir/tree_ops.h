@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <set>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -42,6 +43,9 @@ class ChunkReader {
 
 struct ScanResult {
   Digest root{};
+  // Directories holding files with more than one link: a write through
+  // another link does not show up in this directory's change journal.
+  std::set<std::string> multi_link_dirs;
   uint64_t logical_bytes = 0;
   uint64_t file_count = 0;
   uint64_t files_read = 0;  // files whose content was (re)read
@@ -54,6 +58,17 @@ struct ScanResult {
 // run that only computes the root digest, e.g. to detect unsnapshotted
 // writes).
 Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old, ChunkStore* store);
+
+// What an incremental scan may skip: directories not in `visit` are taken
+// unchanged from `prev_root` (the tree of the scan that produced the cache),
+// with their stat cache entries.
+struct ScanHints {
+  Digest prev_root{};
+  const std::set<std::string>* visit = nullptr;  // closed under ancestors
+  const ChunkReader* reader = nullptr;
+};
+Result<ScanResult> ScanLiveIncremental(const std::string& live_dir, StatCache old,
+                                       ChunkStore* store, const ScanHints& hints);
 
 // Makes `live_dir`, whose content equals tree `from` (nullptr: empty
 // directory), equal to tree `to`. Chunks in `verified` are trusted, all

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <thread>
 
 #include "common/fs.h"
@@ -260,16 +261,27 @@ class ZfsStore : public Store {
                                 const ReceiveOptions& options) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     StreamReader reader(in);
-    HC_ASSIGN_OR_RETURN(StreamHeader h, reader.Begin());
+    // The volume is listed (under its lock) while the header is awaited: the
+    // sender runs a few commands before it can write it.
+    Result<FileLock> lock = Lock(volume);
+    std::future<Result<Listing>> listing;
+    if (lock.ok()) {
+      listing = std::async(std::launch::async, [this, &volume] {
+        return List(volume, caps_.written ? "written" : "");
+      });
+    }
+    Result<StreamHeader> header = reader.Begin();
+    Result<Listing> listed =
+        listing.valid() ? listing.get() : Result<Listing>(lock.status());
+    HC_ASSIGN_OR_RETURN(StreamHeader h, std::move(header));
     if (h.backend != "zfs") {
       return InvalidArgument("the stream was written by the '" + h.backend +
                              "' backend; a 'zfs' store can only receive "
                              "streams from 'zfs' stores");
     }
     HC_RETURN_IF_ERROR(ValidateName("snapshot", h.to_name));
-    HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_ASSIGN_OR_RETURN(Listing before,
-                        List(volume, caps_.written ? "written" : ""));
+    HC_RETURN_IF_ERROR(lock.status());
+    HC_ASSIGN_OR_RETURN(Listing before, std::move(listed));
     const bool exists = before.exists;
     const std::vector<SnapRow>& snaps = before.snaps;
     ReceiveResult result;
@@ -347,10 +359,14 @@ class ZfsStore : public Store {
                        volume + "' has identity " + result.snapshot.id +
                        " but the stream announced " + h.to_id);
       }
+      std::vector<std::vector<std::string>> sets;
       if (Prop(after.props, "atime") != "off") {
-        HC_RETURN_IF_ERROR(Run({"set", "atime=off", ds}));
+        sets.push_back({"set", "atime=off", ds});
       }
-      return SetReadOnlyProps(ds, options.read_only, &after.props);
+      for (auto& set : ReadOnlySets(ds, options.read_only, &after.props)) {
+        sets.push_back(std::move(set));
+      }
+      return RunConcurrently(sets);
     };
     auto after = ListExisting(
         volume, std::string("atime,readonly,mounted,mountpoint,") +
@@ -782,19 +798,56 @@ class ZfsStore : public Store {
   // zfs-fuse reports the `readonly` property of a mounted dataset as the
   // mount option ("off", source "temporary") even when it is on, so the
   // store also records the state in a user property it can read back.
-  // With `current` (the dataset's readonly and hc:readonly values), a
-  // property that already has the wanted value is not set again.
-  Status SetReadOnlyProps(
-      const std::string& ds, bool read_only,
-      const std::map<std::string, std::string>* current = nullptr) {
-    const std::string v = read_only ? "on" : "off";
-    if (!current || Prop(*current, "readonly") != v) {
-      HC_RETURN_IF_ERROR(Run({"set", "readonly=" + v, ds}));
-    }
-    if (!current || Prop(*current, kReadOnlyProp) != v) {
-      HC_RETURN_IF_ERROR(Run({"set", std::string(kReadOnlyProp) + "=" + v, ds}));
+  Status SetReadOnlyProps(const std::string& ds, bool read_only) {
+    for (const auto& set : ReadOnlySets(ds, read_only, nullptr)) {
+      HC_RETURN_IF_ERROR(Run(set));
     }
     return Status::Ok();
+  }
+
+  // The `zfs set` commands (without "zfs") for SetReadOnlyProps. With
+  // `current` (the dataset's readonly and hc:readonly values), a property
+  // that already has the wanted value is left out.
+  static std::vector<std::vector<std::string>> ReadOnlySets(
+      const std::string& ds, bool read_only,
+      const std::map<std::string, std::string>* current) {
+    const std::string v = read_only ? "on" : "off";
+    std::vector<std::vector<std::string>> out;
+    if (!current || Prop(*current, "readonly") != v) {
+      out.push_back({"set", "readonly=" + v, ds});
+    }
+    if (!current || Prop(*current, kReadOnlyProp) != v) {
+      out.push_back({"set", std::string(kReadOnlyProp) + "=" + v, ds});
+    }
+    return out;
+  }
+
+  // Runs independent `zfs` commands (without "zfs") at the same time, so
+  // their round trips to the daemon overlap. Returns the first failure in
+  // list order, as running them one by one would.
+  Status RunConcurrently(const std::vector<std::vector<std::string>>& cmds) {
+    if (cmds.size() == 1) return Run(cmds[0]);
+    std::vector<std::vector<std::string>> argvs;
+    std::vector<Result<Subprocess>> procs;
+    for (const auto& args : cmds) {
+      argvs.push_back({"zfs"});
+      argvs.back().insert(argvs.back().end(), args.begin(), args.end());
+      procs.push_back(Subprocess::Spawn(argvs.back(), false, false));
+    }
+    Status first = Status::Ok();
+    for (size_t i = 0; i < procs.size(); ++i) {
+      Status s = procs[i].status();
+      if (s.ok()) {
+        auto r = procs[i]->Wait();
+        if (!r.ok()) {
+          s = r.status();
+        } else if (!r->ok()) {
+          s = IoError(DescribeFailure(argvs[i], *r));
+        }
+      }
+      if (first.ok() && !s.ok()) first = s;
+    }
+    return first;
   }
 
   Status EnsureMounted(const std::string& ds) {
