@@ -19,6 +19,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# zfs-fuse reports "dataset is busy" for a moment after an unmount.
+destroy_retry() { for _ in $(seq 50); do "$@" 2>/dev/null && return 0; sleep 0.2; done; "$@"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 
@@ -54,8 +56,8 @@ for r in $(seq 1 "$RUNS"); do
   t0=$(now); $HC volume $Z send src s2 --from s1 | $HC volume $Z receive "dst$r" >/dev/null; t1=$(now)
   ours_i+=("$(echo "$t1 - $t0" | bc)")
   echo "run $r: full plain ${plain[-1]}s ours ${ours[-1]}s; incremental plain ${plain_i[-1]}s ours ${ours_i[-1]}s"
-  zfs destroy -r "$POOL/plain/dst$r"
-  $HC volume $Z destroy "dst$r" --yes >/dev/null
+  destroy_retry zfs destroy -r "$POOL/plain/dst$r"
+  destroy_retry $HC volume $Z destroy "dst$r" --yes >/dev/null
 done
 p=$(printf '%s\n' "${plain[@]}" | median); o=$(printf '%s\n' "${ours[@]}" | median)
 pi=$(printf '%s\n' "${plain_i[@]}" | median); oi=$(printf '%s\n' "${ours_i[@]}" | median)
