@@ -34,13 +34,17 @@ if [ "$(id -u)" -eq 0 ] && [ -e /dev/fuse ] && command -v zfs-fuse >/dev/null &&
   echo "== started zfs-fuse (pid $ZFS_PID) for this run"
 fi
 
+total_pass=0
 run_suite() {  # build dir, extra cmake args...
   local dir="$1"; shift
   echo "== build $dir $*"
   cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
   cmake --build "$dir" -j "$JOBS"
   echo "== test $dir"
-  (cd "$dir" && ctest --output-on-failure -j "$JOBS")
+  (cd "$dir" && ctest --output-on-failure -j "$JOBS") | tee "$dir/ctest.log"
+  local n
+  n=$(grep -o 'tests passed, 0 tests failed out of [0-9]*' "$dir/ctest.log" | grep -o '[0-9]*$' || echo 0)
+  total_pass=$((total_pass + n))
 }
 
 run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -56,15 +60,16 @@ cmake --build build-fuzz -j "$JOBS" --target fuzz_targets
 fuzz_pass=0; fuzz_fail=0
 for f in build-fuzz/fuzz/fuzz_*; do
   name="$(basename "$f")"
-  corpus="build-fuzz/corpus/$name"; mkdir -p "$corpus"
+  corpus="build-fuzz/corpus/$name"; mkdir -p "$corpus" "tests/fuzz/corpus/$name"
   if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 "$corpus" "tests/fuzz/corpus/$name" \
        >"build-fuzz/$name.log" 2>&1; then
-    echo "fuzz $name: ok ($(grep -o 'stat::number_of_executed_units: [0-9]*' "build-fuzz/$name.log" | grep -o '[0-9]*' || echo '?') runs)"
+    echo "fuzz $name: ok ($(grep -o 'Done [0-9]* runs' "build-fuzz/$name.log" | grep -o '[0-9]*' || echo '?') inputs)"
     fuzz_pass=$((fuzz_pass + 1))
   else
     echo "fuzz $name: FAILED"; tail -40 "build-fuzz/$name.log"
     fuzz_fail=$((fuzz_fail + 1))
   fi
 done
-echo "fuzz: $fuzz_pass passed, $fuzz_fail failed"
+echo "fuzz targets: $fuzz_pass ok, $fuzz_fail crashed"
+echo "all: $((total_pass + fuzz_pass)) passed, $fuzz_fail failed"
 [ "$fuzz_fail" = 0 ]

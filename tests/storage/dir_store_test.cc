@@ -189,3 +189,79 @@ TEST_F(DirStoreTest, RefusesAStoreOfAnotherFormat) {
 
 }  // namespace
 }  // namespace hc::storage
+
+namespace hc::storage {
+namespace {
+
+// The committed seed streams are golden files: this build must still read
+// streams written by the version that produced them (format stability).
+TEST(DirGolden, ReceivesTheCommittedStreams) {
+  auto t = testing::MakeTestStore("dir");
+  std::string dir = std::string(HC_SOURCE_DIR) + "/tests/fuzz/corpus/";
+  auto full = ReadFileToString(dir + "fuzz_dir_receive/full_v1");
+  auto inc = ReadFileToString(dir + "fuzz_stream/incremental_v1_v2");
+  ASSERT_TRUE(full.ok() && inc.ok());
+  StringSource a(*full);
+  auto r1 = t.store->Receive("golden", a, {});
+  ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+  EXPECT_EQ(r1->snapshot.name, "v1");
+  StringSource b(*inc);
+  auto r2 = t.store->Receive("golden", b, {});
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  std::string live = *t.store->LivePath("golden");
+  EXPECT_EQ(ReadWholeFile(live + "/a/b/f"), "hello\nmore\n");
+  EXPECT_EQ(ReadWholeFile(live + "/new"), "new\n");
+  EXPECT_EQ(ReadWholeFile(live + "/zeros"), std::string(3000, '\0'));
+  StringSink via_link;
+  ASSERT_TRUE(t.store->ReadFile("golden", "v1", "link", via_link).ok());
+  EXPECT_EQ(via_link.out, "hello\n");
+  auto v = t.store->Verify("golden");
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok());
+}
+
+// A write through a hard link in another directory has no inotify event in
+// this one: a long-lived store must still see it.
+TEST(DirJournal, SeesWritesThroughHardLinksAndRecreatedDirectories) {
+  auto t = testing::MakeTestStore("dir");
+  Store& st = *t.store;
+  ASSERT_TRUE(st.CreateVolume("v").ok());
+  std::string live = *st.LivePath("v");
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_TRUE(MakeDirs(live + "/d" + std::to_string(i) + "/deep").ok());
+    WriteFile(live + "/d" + std::to_string(i) + "/deep/f", "orig" + std::to_string(i));
+  }
+  ASSERT_TRUE(st.Snapshot("v", "s0", {}).ok());  // full: baseline for the journal
+  ASSERT_EQ(::link((live + "/d1/deep/f").c_str(), (live + "/d2/other").c_str()), 0);
+  ASSERT_TRUE(st.Snapshot("v", "s1", {}).ok());
+  WriteFile(live + "/d2/other", "through the link");  // same inode as d1/deep/f
+  ASSERT_TRUE(st.Snapshot("v", "s2", {}).ok());
+  StringSink out;
+  ASSERT_TRUE(st.ReadFile("v", "s2", "d1/deep/f", out).ok());
+  EXPECT_EQ(out.out, "through the link");
+  // Remove a subtree and recreate it with other content under the same name.
+  ASSERT_TRUE(RemoveTree(live + "/d5").ok());
+  ASSERT_TRUE(MakeDirs(live + "/d5/deep").ok());
+  WriteFile(live + "/d5/deep/f", "recreated");
+  ASSERT_TRUE(st.Snapshot("v", "s3", {}).ok());
+  StringSink out3;
+  ASSERT_TRUE(st.ReadFile("v", "s3", "d5/deep/f", out3).ok());
+  EXPECT_EQ(out3.out, "recreated");
+  // A deep change only.
+  WriteFile(live + "/d7/deep/f", "deep change");
+  ASSERT_TRUE(st.Snapshot("v", "s4", {}).ok());
+  auto d = st.Diff("v", "s3", "s4");
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->size(), 1u);
+  EXPECT_EQ((*d)[0].path, "d7/deep/f");
+  // And everything equals what a fresh store's full scan sees.
+  auto fresh = testing::ReopenForFullScan(t);
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->Snapshot("v", "full", {}).ok());
+  auto same = (*fresh)->Diff("v", "s4", "full");
+  ASSERT_TRUE(same.ok());
+  EXPECT_TRUE(same->empty());
+}
+
+}  // namespace
+}  // namespace hc::storage
