@@ -1,7 +1,8 @@
 // Snapshot latency of the `dir` backend on a 10,000-file volume with 0, 10
 // and 1,000 files changed since the previous snapshot (target: unchanged
 // <= 20 ms). BM_DirSnapshot10kFiles is the daemon's case (one long-lived
-// Store, change journal); ...FullScan is a one-shot command's (full scan). Run: build/bench/storage_snapshot_bench --benchmark_repetitions=5
+// Store, change journal); ...FullScan is a one-shot command's (full scan). Run:
+// build/bench/storage_snapshot_bench --benchmark_repetitions=5
 //
 // The store is durable as in production (sync on): a snapshot that wrote
 // chunks ends with syncfs, one that wrote nothing only fsyncs its record.
@@ -51,6 +52,15 @@ struct Fixture {
   void Write(int i, const std::string& content) const {
     (void)hc::WriteFileAtomic(Path(i), content, false);
   }
+  // Rewrites `changed` files with new content, then lets them age past the
+  // racy window (as they would between two real snapshots).
+  void ChangeFiles(int changed) {
+    ++round;
+    std::string content(1024, static_cast<char>('a' + round % 26));
+    content += std::to_string(round);
+    for (int i = 0; i < changed; ++i) Write((i * 7919 + round) % kFiles, content);
+    if (changed > 0) ::usleep(150'000);
+  }
 };
 
 Fixture& Get() {
@@ -63,11 +73,7 @@ void BM_DirSnapshot10kFiles(benchmark::State& state) {
   int changed = static_cast<int>(state.range(0));
   for (auto _ : state) {
     state.PauseTiming();
-    ++f.round;
-    std::string content(1024, static_cast<char>('a' + f.round % 26));
-    content += std::to_string(f.round);
-    for (int i = 0; i < changed; ++i) f.Write((i * 7919 + f.round) % kFiles, content);
-    if (changed > 0) ::usleep(150'000);  // out of the racy window, as in real life
+    f.ChangeFiles(changed);
     state.ResumeTiming();
     auto s = f.store->Snapshot("v", "s" + std::to_string(++f.snap), {});
     if (!s.ok()) state.SkipWithError(s.status().ToString().c_str());
@@ -75,7 +81,11 @@ void BM_DirSnapshot10kFiles(benchmark::State& state) {
   state.counters["files"] = kFiles;
   state.counters["changed"] = changed;
 }
-BENCHMARK(BM_DirSnapshot10kFiles)->Arg(0)->Arg(10)->Arg(1000)->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_DirSnapshot10kFiles)
+    ->Arg(0)
+    ->Arg(10)
+    ->Arg(1000)
+    ->Unit(benchmark::kMillisecond)
     ->Iterations(10);
 
 // The same, but every snapshot by a fresh Store object (as one `hc volume
@@ -85,19 +95,19 @@ void BM_DirSnapshot10kFilesFullScan(benchmark::State& state) {
   int changed = static_cast<int>(state.range(0));
   for (auto _ : state) {
     state.PauseTiming();
-    ++f.round;
-    std::string content(1024, static_cast<char>('a' + f.round % 26));
-    content += std::to_string(f.round);
-    for (int i = 0; i < changed; ++i) f.Write((i * 7919 + f.round) % kFiles, content);
-    if (changed > 0) ::usleep(150'000);
+    f.ChangeFiles(changed);
     auto fresh = hc::storage::OpenStore({"dir", f.dir + "/store", "", true});
     state.ResumeTiming();
     auto s = (*fresh)->Snapshot("v", "s" + std::to_string(++f.snap), {});
     if (!s.ok()) state.SkipWithError(s.status().ToString().c_str());
   }
 }
-BENCHMARK(BM_DirSnapshot10kFilesFullScan)->Arg(0)->Arg(10)->Arg(1000)
-    ->Unit(benchmark::kMillisecond)->Iterations(10);
+BENCHMARK(BM_DirSnapshot10kFilesFullScan)
+    ->Arg(0)
+    ->Arg(10)
+    ->Arg(1000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(10);
 
 }  // namespace
 

@@ -36,8 +36,8 @@ Status RunDemo(const std::string& dir) {
   HC_RETURN_IF_ERROR(st.CreateVolume("site"));
   HC_ASSIGN_OR_RETURN(std::string live, st.LivePath("site"));
   HC_RETURN_IF_ERROR(MakeDirs(live + "/public"));
-  HC_RETURN_IF_ERROR(WriteText(live + "/public/index.html",
-                               "<h1>Welcome to the sample shop</h1>\n"));
+  HC_RETURN_IF_ERROR(
+      WriteText(live + "/public/index.html", "<h1>Welcome to the sample shop</h1>\n"));
   HC_RETURN_IF_ERROR(WriteText(live + "/public/about.html", "<p>About us</p>\n"));
   std::printf("   wrote public/index.html and public/about.html into %s\n", live.c_str());
 
@@ -46,8 +46,9 @@ Status RunDemo(const std::string& dir) {
   std::printf("   v1: %llu files, id %s\n", static_cast<unsigned long long>(s1.file_count),
               s1.id.substr(0, 16).c_str());
 
-  std::printf("\n== the customer edits the site (changes index.html, deletes about.html, "
-              "adds shop.html)\n");
+  std::printf(
+      "\n== the customer edits the site (changes index.html, deletes about.html, "
+      "adds shop.html)\n");
   HC_RETURN_IF_ERROR(WriteText(live + "/public/index.html",
                                "<h1>Welcome to the sample shop</h1>\n<p>Now with a sale!</p>\n"));
   ::unlink((live + "/public/about.html").c_str());
@@ -70,9 +71,9 @@ Status RunDemo(const std::string& dir) {
   HC_ASSIGN_OR_RETURN(auto r1, st.Receive("site-replica", full_in, {}));
   std::printf("   full stream: %s\n", FormatBytes(r1.stream_bytes).c_str());
 
-  Step("then only the changes v1 -> v2",
-       "hc volume " + flags + " send site v2 --from v1 | hc volume " + flags +
-           " receive site-replica");
+  Step("then only the changes v1 -> v2", "hc volume " + flags +
+                                             " send site v2 --from v1 | hc volume " + flags +
+                                             " receive site-replica");
   StringSink inc;
   HC_RETURN_IF_ERROR(st.Send("site", std::string("v1"), "v2", inc));
   StringSource inc_in(inc.out);
@@ -106,17 +107,19 @@ Status RunDemo(const std::string& dir) {
     for (const auto& s : snaps) std::printf(" %s", s.name.c_str());
     std::printf("\n");
   }
-  std::printf("\nDone. Try the commands above yourself (HC_STORE_ROOT=%s saves typing --root).\n"
-              "Remove the demo with: hc demo clean\n",
-              root.c_str());
+  std::printf(
+      "\nDone. Try the commands above yourself (HC_STORE_ROOT=%s saves typing --root).\n"
+      "Remove the demo with: hc demo clean\n",
+      root.c_str());
   return Status::Ok();
 }
 
 }  // namespace
 
 void AddDemoCommand(CLI::App& app, int* exit_code) {
-  auto* demo = app.add_subcommand("demo", "Run a short local demonstration of volumes: create, "
-                                          "snapshot, diff, send/receive, roll back");
+  auto* demo = app.add_subcommand("demo",
+                                  "Run a short local demonstration of volumes: create, "
+                                  "snapshot, diff, send/receive, roll back");
   static std::string dir = DefaultDemoDir();
   demo->add_option("--dir", dir, "Where the demo keeps its files")->capture_default_str();
   demo->callback([exit_code] {

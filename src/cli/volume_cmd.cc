@@ -22,7 +22,9 @@ struct Shared {
   bool json = false;
 };
 
-void Print(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+void Print(const json& j) {
+  std::printf("%s\n", j.dump(2).c_str());
+}
 
 std::string DefaultSnapshotName() {
   struct timespec ts;
@@ -87,8 +89,9 @@ json SnapshotJson(const storage::SnapshotInfo& s) {
 }  // namespace
 
 void AddVolumeCommands(CLI::App& app, int* exit_code) {
-  auto* vol = app.add_subcommand("volume", "Volumes on this machine: create, snapshot, send, "
-                                           "receive, roll back, browse");
+  auto* vol = app.add_subcommand("volume",
+                                 "Volumes on this machine: create, snapshot, send, "
+                                 "receive, roll back, browse");
   vol->require_subcommand(1);
   // Shared flags may also follow the subcommand: `hc volume list --json`.
   vol->fallthrough();
@@ -197,9 +200,9 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
       if (S.json) {
         json j = json::array();
         for (const auto& e : d) {
-          const char* kind = e.kind == storage::DiffEntry::Kind::kAdded      ? "added"
+          const char* kind = e.kind == storage::DiffEntry::Kind::kAdded     ? "added"
                              : e.kind == storage::DiffEntry::Kind::kDeleted ? "deleted"
-                                                                             : "modified";
+                                                                            : "modified";
           j.push_back({{"change", kind}, {"path", e.path}, {"type", FileTypeName(e.type)}});
         }
         Print(j);
@@ -215,8 +218,9 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
   }
   // send
   {
-    auto* c = vol->add_subcommand("send", "Write a snapshot as a stream (full, or incremental "
-                                          "with --from)");
+    auto* c = vol->add_subcommand("send",
+                                  "Write a snapshot as a stream (full, or incremental "
+                                  "with --from)");
     static std::string name, snap, from, out_path;
     c->add_option("NAME", name, "Volume")->required();
     c->add_option("SNAPSHOT", snap, "Snapshot to send")->required();
@@ -229,9 +233,10 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
         HC_ASSIGN_OR_RETURN(file, OpenFile(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
         fd = file.get();
       } else if (::isatty(1)) {
-        return InvalidArgument("refusing to write a binary stream to a terminal; redirect it "
-                               "(hc volume send ... > file, or | hc volume receive NAME) or "
-                               "use --output FILE");
+        return InvalidArgument(
+            "refusing to write a binary stream to a terminal; redirect it "
+            "(hc volume send ... > file, or | hc volume receive NAME) or "
+            "use --output FILE");
       }
       FdSink sink(fd);
       Progress p("sending " + name + "@" + snap, true);
@@ -259,8 +264,9 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
         HC_ASSIGN_OR_RETURN(file, OpenFile(in_path, O_RDONLY));
         fd = file.get();
       } else if (::isatty(0)) {
-        return InvalidArgument("expected a stream on standard input (hc volume send ... | hc "
-                               "volume receive NAME), or use --input FILE");
+        return InvalidArgument(
+            "expected a stream on standard input (hc volume send ... | hc "
+            "volume receive NAME), or use --input FILE");
       }
       FdSource src(fd);
       Progress p("receiving " + name, true);
@@ -279,14 +285,16 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
   }
   // rollback
   {
-    auto* c = vol->add_subcommand("rollback", "Make a volume's live data equal to a snapshot; "
-                                              "newer data is kept on a branch volume");
+    auto* c = vol->add_subcommand("rollback",
+                                  "Make a volume's live data equal to a snapshot; "
+                                  "newer data is kept on a branch volume");
     static std::string name, snap, branch;
     static bool discard = false;
     c->add_option("NAME", name, "Volume")->required();
     c->add_option("SNAPSHOT", snap, "Snapshot to return to")->required();
-    c->add_option("--branch", branch, "Name of the volume that keeps newer snapshots and writes "
-                                      "(default: NAME-branch-<time>)");
+    c->add_option("--branch", branch,
+                  "Name of the volume that keeps newer snapshots and writes "
+                  "(default: NAME-branch-<time>)");
     c->add_flag("--discard-newer", discard,
                 "Destroy newer snapshots and unsnapshotted writes instead of keeping them");
     c->callback(WithStore(S, exit_code, [](Store& st) -> Status {
@@ -368,7 +376,8 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
                {"bytes_checked", r.bytes_checked},
                {"problems", r.problems}});
       } else {
-        std::printf("checked %llu objects, %s\n", static_cast<unsigned long long>(r.objects_checked),
+        std::printf("checked %llu objects, %s\n",
+                    static_cast<unsigned long long>(r.objects_checked),
                     FormatBytes(r.bytes_checked).c_str());
         for (const auto& p : r.problems) std::printf("DAMAGED: %s\n", p.c_str());
         if (r.ok()) std::printf("no damage found\n");
@@ -425,7 +434,8 @@ void AddVolumeCommands(CLI::App& app, int* exit_code) {
         return Status::Ok();
       }
       if (!yes) {
-        return InvalidArgument("destroying volume '" + name + "' deletes its live data and every "
+        return InvalidArgument("destroying volume '" + name +
+                               "' deletes its live data and every "
                                "snapshot; add --yes to confirm");
       }
       HC_RETURN_IF_ERROR(st.DestroyVolume(name));

@@ -33,12 +33,10 @@ Result<std::string> ReadFileToString(const std::string& path) {
   return out;
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view data,
-                       bool sync) {
+Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
-    HC_ASSIGN_OR_RETURN(UniqueFd fd,
-                        OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644));
     const char* p = data.data();
     size_t left = data.size();
     while (left > 0) {

@@ -40,10 +40,8 @@ Status ErrnoStatus(const std::string& what, int err) {
   return Status(code, what + ": " + std::strerror(err));
 }
 
-void CheckFailed(const char* file, int line, const char* expr,
-                 const std::string& context) {
-  std::fprintf(stderr, "fatal: %s:%d: check '%s' failed: %s\n", file, line,
-               expr, context.c_str());
+void CheckFailed(const char* file, int line, const char* expr, const std::string& context) {
+  std::fprintf(stderr, "fatal: %s:%d: check '%s' failed: %s\n", file, line, expr, context.c_str());
   std::abort();
 }
 

@@ -39,8 +39,7 @@ const char* CodeName(Code code);
 class [[nodiscard]] Status {
  public:
   Status() = default;
-  Status(Code code, std::string message)
-      : code_(code), message_(std::move(message)) {}
+  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
 
@@ -62,20 +61,30 @@ class [[nodiscard]] Status {
 inline Status InvalidArgument(std::string m) {
   return {Code::kInvalidArgument, std::move(m)};
 }
-inline Status NotFound(std::string m) { return {Code::kNotFound, std::move(m)}; }
+inline Status NotFound(std::string m) {
+  return {Code::kNotFound, std::move(m)};
+}
 inline Status AlreadyExists(std::string m) {
   return {Code::kAlreadyExists, std::move(m)};
 }
-inline Status Conflict(std::string m) { return {Code::kConflict, std::move(m)}; }
-inline Status Corrupt(std::string m) { return {Code::kCorrupt, std::move(m)}; }
+inline Status Conflict(std::string m) {
+  return {Code::kConflict, std::move(m)};
+}
+inline Status Corrupt(std::string m) {
+  return {Code::kCorrupt, std::move(m)};
+}
 inline Status Unavailable(std::string m) {
   return {Code::kUnavailable, std::move(m)};
 }
 inline Status PermissionDenied(std::string m) {
   return {Code::kPermissionDenied, std::move(m)};
 }
-inline Status IoError(std::string m) { return {Code::kIo, std::move(m)}; }
-inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+inline Status IoError(std::string m) {
+  return {Code::kIo, std::move(m)};
+}
+inline Status Internal(std::string m) {
+  return {Code::kInternal, std::move(m)};
+}
 
 // An OS error: "<what>: <strerror(err)>".
 Status ErrnoStatus(const std::string& what, int err);
@@ -83,7 +92,7 @@ Status ErrnoStatus(const std::string& what, int err);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     if (std::get<Status>(v_).ok()) {
       v_ = Internal("Result constructed from an OK status without a value");
@@ -140,7 +149,7 @@ class [[nodiscard]] Result {
 
 // Aborts with context when an internal invariant is broken. Never use it for
 // conditions that input from outside can cause.
-#define HC_CHECK(cond, context)                                   \
-  do {                                                            \
+#define HC_CHECK(cond, context)                                         \
+  do {                                                                  \
     if (!(cond)) ::hc::CheckFailed(__FILE__, __LINE__, #cond, context); \
   } while (0)

@@ -16,9 +16,8 @@ extern char** environ;
 
 namespace hc {
 
-Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
-                                     bool pipe_stdin, bool pipe_stdout,
-                                     size_t pipe_bytes) {
+Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv, bool pipe_stdin,
+                                     bool pipe_stdout, size_t pipe_bytes) {
   HC_CHECK(!argv.empty(), "Spawn with empty argv");
   Subprocess p;
   int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1};
@@ -93,8 +92,7 @@ Result<CommandResult> Subprocess::Wait() {
   return r;
 }
 
-Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                 std::string_view input) {
+Result<CommandResult> RunCommand(const std::vector<std::string>& argv, std::string_view input) {
   HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, !input.empty(), true));
   std::thread writer;
   if (!input.empty()) {
@@ -124,8 +122,7 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
   return r;
 }
 
-std::string DescribeFailure(const std::vector<std::string>& argv,
-                            const CommandResult& r) {
+std::string DescribeFailure(const std::vector<std::string>& argv, const CommandResult& r) {
   std::string cmd;
   for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
   std::string msg = r.err;

@@ -25,12 +25,10 @@ struct CommandResult {
 // Runs argv[0] (looked up in PATH) to completion, feeding `input` on stdin.
 // Errors only when the command cannot be started (kUnavailable); a non-zero
 // exit is reported in the result.
-Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
-                                 std::string_view input = {});
+Result<CommandResult> RunCommand(const std::vector<std::string>& argv, std::string_view input = {});
 
 // "zfs snapshot a@b: <first line of stderr>" for error messages.
-std::string DescribeFailure(const std::vector<std::string>& argv,
-                            const CommandResult& r);
+std::string DescribeFailure(const std::vector<std::string>& argv, const CommandResult& r);
 
 // A started child process with optional pipes to its stdin/stdout.
 // Owned by one thread. The destructor kills (SIGKILL) and reaps a child that
@@ -39,9 +37,8 @@ class Subprocess {
  public:
   // pipe_bytes > 0 grows the pipes created here to that size (GrowPipe),
   // for children that stream bulk data through them.
-  static Result<Subprocess> Spawn(const std::vector<std::string>& argv,
-                                  bool pipe_stdin, bool pipe_stdout,
-                                  size_t pipe_bytes = 0);
+  static Result<Subprocess> Spawn(const std::vector<std::string>& argv, bool pipe_stdin,
+                                  bool pipe_stdout, size_t pipe_bytes = 0);
   Subprocess(Subprocess&& o) noexcept
       : pid_(std::exchange(o.pid_, -1)),
         in_(std::move(o.in_)),

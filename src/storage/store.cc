@@ -26,8 +26,7 @@ const char* DiffKindName(DiffEntry::Kind k) {
 
 Status ValidateName(const std::string& what, const std::string& name) {
   if (name.empty() || name.size() > 64) {
-    return InvalidArgument(what + " name '" + name +
-                           "' must be 1 to 64 characters long");
+    return InvalidArgument(what + " name '" + name + "' must be 1 to 64 characters long");
   }
   auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
   if (!alnum(name[0])) {
@@ -36,8 +35,7 @@ Status ValidateName(const std::string& what, const std::string& name) {
   }
   for (char c : name) {
     if (!alnum(c) && c != '-' && c != '_' && c != '.') {
-      return InvalidArgument(what + " name '" + name + "' contains '" +
-                             std::string(1, c) +
+      return InvalidArgument(what + " name '" + name + "' contains '" + std::string(1, c) +
                              "'; use only a-z, 0-9, '.', '_' and '-'");
     }
   }
@@ -47,8 +45,7 @@ Status ValidateName(const std::string& what, const std::string& name) {
 Result<std::unique_ptr<Store>> OpenStore(const StoreConfig& config) {
   if (config.backend == "dir") return OpenDirStore(config);
   if (config.backend == "zfs") return OpenZfsStore(config);
-  return InvalidArgument("unknown storage backend '" + config.backend +
-                         "'; choose 'dir' or 'zfs'");
+  return InvalidArgument("unknown storage backend '" + config.backend + "'; choose 'dir' or 'zfs'");
 }
 
 }  // namespace hc::storage

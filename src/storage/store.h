@@ -46,9 +46,9 @@ namespace hc::storage {
 
 struct VolumeInfo {
   std::string name;
-  std::string live_path;        // where the app reads and writes
-  bool read_only = false;       // replicas are read-only
-  std::string origin;           // "volume@snapshot" for clones, else ""
+  std::string live_path;   // where the app reads and writes
+  bool read_only = false;  // replicas are read-only
+  std::string origin;      // "volume@snapshot" for clones, else ""
   uint64_t snapshot_count = 0;
 };
 
@@ -103,8 +103,8 @@ struct RollbackOptions {
 };
 
 struct RollbackResult {
-  std::string branch;                   // "" when nothing needed keeping
-  std::vector<std::string> discarded;   // snapshot names (discard_newer)
+  std::string branch;                  // "" when nothing needed keeping
+  std::vector<std::string> discarded;  // snapshot names (discard_newer)
 };
 
 struct ReceiveOptions {
@@ -115,7 +115,7 @@ struct ReceiveOptions {
 
 struct ReceiveResult {
   std::string volume;
-  SnapshotInfo snapshot;      // the snapshot now present on the target
+  SnapshotInfo snapshot;         // the snapshot now present on the target
   bool already_present = false;  // the target had it already; nothing done
   uint64_t stream_bytes = 0;
 };
@@ -130,12 +130,11 @@ struct VerifyReport {
 };
 
 struct SpaceUsage {
-  uint64_t live_bytes = 0;       // logical size of the live data
-  uint64_t snapshot_bytes = 0;   // stored bytes held only by snapshots
-  uint64_t total_bytes = 0;      // what destroying the volume would free
-                                 // (approximate for dir: shared chunks count)
+  uint64_t live_bytes = 0;      // logical size of the live data
+  uint64_t snapshot_bytes = 0;  // stored bytes held only by snapshots
+  uint64_t total_bytes = 0;     // what destroying the volume would free
+                                // (approximate for dir: shared chunks count)
 };
-
 
 class Store {
  public:
@@ -162,38 +161,32 @@ class Store {
 
   // Takes a snapshot of the live directory. Errors: kAlreadyExists (name
   // taken), kPermissionDenied (read-only volume).
-  virtual Result<SnapshotInfo> Snapshot(const std::string& volume,
-                                        const std::string& snapshot,
+  virtual Result<SnapshotInfo> Snapshot(const std::string& volume, const std::string& snapshot,
                                         const SnapshotOptions& options) = 0;
 
   // Oldest first.
-  virtual Result<std::vector<SnapshotInfo>> ListSnapshots(
-      const std::string& volume) = 0;
+  virtual Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& volume) = 0;
 
   // Changes from snapshot `from` to snapshot `to`, sorted by path. A
   // directory that was added or deleted is listed with everything below it.
-  virtual Result<std::vector<DiffEntry>> Diff(const std::string& volume,
-                                              const std::string& from,
+  virtual Result<std::vector<DiffEntry>> Diff(const std::string& volume, const std::string& from,
                                               const std::string& to) = 0;
 
   // Writes a stream that recreates snapshot `to` on a receiver that has
   // `from` (incremental) or nothing (full, when `from` is nullopt).
-  virtual Status Send(const std::string& volume,
-                      const std::optional<std::string>& from,
+  virtual Status Send(const std::string& volume, const std::optional<std::string>& from,
                       const std::string& to, ByteSink& out) = 0;
 
   // Receives a stream into `volume` (created by a full stream; must exist and
   // hold the base for an incremental one). Errors: kCorrupt (damaged or
   // truncated stream; nothing changed), kConflict (base missing, target
   // diverged, volume exists for a full stream; nothing changed).
-  virtual Result<ReceiveResult> Receive(const std::string& volume,
-                                        ByteSource& in,
+  virtual Result<ReceiveResult> Receive(const std::string& volume, ByteSource& in,
                                         const ReceiveOptions& options) = 0;
 
   // Makes the live directory equal to `snapshot` again and removes the newer
   // snapshots from this volume (keeping them on a branch, see options).
-  virtual Result<RollbackResult> Rollback(const std::string& volume,
-                                          const std::string& snapshot,
+  virtual Result<RollbackResult> Rollback(const std::string& volume, const std::string& snapshot,
                                           const RollbackOptions& options) = 0;
 
   // Read-only browsing of a snapshot. `path` is relative to the snapshot
@@ -203,11 +196,9 @@ class Store {
   virtual Result<std::vector<DirEntry>> ListDir(const std::string& volume,
                                                 const std::string& snapshot,
                                                 const std::string& path) = 0;
-  virtual Result<DirEntry> Stat(const std::string& volume,
-                                const std::string& snapshot,
+  virtual Result<DirEntry> Stat(const std::string& volume, const std::string& snapshot,
                                 const std::string& path) = 0;
-  virtual Status ReadFile(const std::string& volume,
-                          const std::string& snapshot,
+  virtual Status ReadFile(const std::string& volume, const std::string& snapshot,
                           const std::string& path, ByteSink& out) = 0;
 
   // Creates volume `target` whose live data is `snapshot` of `volume`.
@@ -215,8 +206,7 @@ class Store {
                        const std::string& target) = 0;
 
   // Errors: kNotFound; kConflict if a clone depends on it.
-  virtual Status DestroySnapshot(const std::string& volume,
-                                 const std::string& snapshot) = 0;
+  virtual Status DestroySnapshot(const std::string& volume, const std::string& snapshot) = 0;
 
   // Re-reads and re-checks stored data. `volume` empty = the whole store.
   virtual Result<VerifyReport> Verify(const std::string& volume) = 0;

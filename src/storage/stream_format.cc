@@ -77,8 +77,7 @@ std::string Decoder::Str(uint32_t max_len) {
     return {};
   }
   auto b = Bytes(n);
-  return ok_ ? std::string(reinterpret_cast<const char*>(b.data()), b.size())
-             : std::string();
+  return ok_ ? std::string(reinterpret_cast<const char*>(b.data()), b.size()) : std::string();
 }
 
 std::string EncodeStreamHeader(const StreamHeader& h) {
@@ -100,8 +99,8 @@ Result<StreamHeader> DecodeStreamHeader(std::span<const uint8_t> payload) {
   uint32_t version = d.U32();
   if (d.ok() && version != kHeaderVersion) {
     return Corrupt("stream header version " + std::to_string(version) +
-                   " is not supported (this build reads version " +
-                   std::to_string(kHeaderVersion) + ")");
+                   " is not supported (this build reads version " + std::to_string(kHeaderVersion) +
+                   ")");
   }
   StreamHeader h;
   h.backend = d.Str(64);
@@ -122,15 +121,14 @@ Result<StreamHeader> DecodeStreamHeader(std::span<const uint8_t> payload) {
 
 Status StreamWriter::Begin(const StreamHeader& header) {
   HC_CHECK(seq_ == 0, "StreamWriter::Begin called twice");
-  HC_RETURN_IF_ERROR(out_.Write(
-      {reinterpret_cast<const uint8_t*>(kStreamMagic), sizeof kStreamMagic}));
+  HC_RETURN_IF_ERROR(
+      out_.Write({reinterpret_cast<const uint8_t*>(kStreamMagic), sizeof kStreamMagic}));
   bytes_ += sizeof kStreamMagic;
   std::string h = EncodeStreamHeader(header);
   return Write(kRecordHeader, AsBytes(h));
 }
 
-Status StreamWriter::Write(RecordType type,
-                           std::span<const std::span<const uint8_t>> parts) {
+Status StreamWriter::Write(RecordType type, std::span<const std::span<const uint8_t>> parts) {
   size_t len = 0;
   for (auto p : parts) len += p.size();
   HC_CHECK(len <= kMaxRecordPayload, "stream record too large");
@@ -160,8 +158,7 @@ Status StreamWriter::Finish() {
 }
 
 Status StreamReader::Fail(const std::string& what) const {
-  return Corrupt("stream is damaged or incomplete at byte " +
-                 std::to_string(bytes_) + ": " + what);
+  return Corrupt("stream is damaged or incomplete at byte " + std::to_string(bytes_) + ": " + what);
 }
 
 Result<StreamHeader> StreamReader::Begin() {

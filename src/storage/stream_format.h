@@ -35,14 +35,14 @@ enum RecordType : uint8_t {
 
 // What the header record says about a stream.
 struct StreamHeader {
-  std::string backend;    // "dir" or "zfs"
-  std::string volume;     // volume name on the sender
-  std::string from_id;    // base snapshot identity, "" for a full stream
+  std::string backend;  // "dir" or "zfs"
+  std::string volume;   // volume name on the sender
+  std::string from_id;  // base snapshot identity, "" for a full stream
   std::string from_name;
-  std::string to_id;      // the snapshot this stream recreates
+  std::string to_id;  // the snapshot this stream recreates
   std::string to_name;
   int64_t to_created_unix_ns = 0;
-  uint64_t epoch = 0;     // placement epoch of the sender (0 = none)
+  uint64_t epoch = 0;  // placement epoch of the sender (0 = none)
 };
 
 std::string EncodeStreamHeader(const StreamHeader& h);

@@ -19,13 +19,15 @@ using testing::ReadWholeFile;
 using testing::TestStore;
 using testing::WriteFile;
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    auto&& s_ = (expr);                                  \
+#define ASSERT_OK(expr)                                               \
+  do {                                                                \
+    auto&& s_ = (expr);                                               \
     ASSERT_TRUE(s_.ok()) << #expr << ": " << StatusOf(s_).ToString(); \
   } while (0)
 
-const Status& StatusOf(const Status& s) { return s; }
+const Status& StatusOf(const Status& s) {
+  return s;
+}
 template <typename T>
 const Status& StatusOf(const Result<T>& r) {
   return r.status();
@@ -312,14 +314,16 @@ TEST_P(StoreConformance, DamagedOrTruncatedStreamsAreRejectedAndChangeNothing) {
     bad[pos] ^= 0x5a;
     auto r = ReceiveString("replica", bad);
     ASSERT_FALSE(r.ok()) << "flip at " << pos << " was accepted";
-    EXPECT_EQ(r.status().code(), Code::kCorrupt) << "flip at " << pos << ": " << r.status().ToString();
+    EXPECT_EQ(r.status().code(), Code::kCorrupt)
+        << "flip at " << pos << ": " << r.status().ToString();
   }
-  std::vector<size_t> cuts = {0, 1, 7, 8, 20, inc.size() / 3, inc.size() / 2, inc.size() - 9,
-                              inc.size() - 1};
+  std::vector<size_t> cuts = {
+      0, 1, 7, 8, 20, inc.size() / 3, inc.size() / 2, inc.size() - 9, inc.size() - 1};
   for (size_t cut : cuts) {
     auto r = ReceiveString("replica", inc.substr(0, cut));
     ASSERT_FALSE(r.ok()) << "cut at " << cut << " was accepted";
-    EXPECT_EQ(r.status().code(), Code::kCorrupt) << "cut at " << cut << ": " << r.status().ToString();
+    EXPECT_EQ(r.status().code(), Code::kCorrupt)
+        << "cut at " << cut << ": " << r.status().ToString();
   }
   EXPECT_EQ(CaptureTree(Live("replica")), before);
   EXPECT_EQ(SnapIds("replica"), ids_before);

@@ -1,9 +1,9 @@
 // Property: after any sequence of random file operations, snapshots and
 // incremental send/receive, the replica's live tree equals the source's
 // byte for byte, and each snapshot read back equals the tree it captured.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdlib>

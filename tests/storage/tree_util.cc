@@ -60,10 +60,10 @@ std::string DescribeDifference(const TreeState& a, const TreeState& b) {
     if (it == b.end()) {
       os << "only in first: " << p << "\n";
     } else if (!(it->second == n)) {
-      os << "differs: " << p << " (type " << n.type << "/" << it->second.type << ", mode " << std::oct
-         << n.mode << "/" << it->second.mode << std::dec << ", size " << n.content.size() << "/"
-         << it->second.content.size() << ", mtime " << n.mtime_ns << "/" << it->second.mtime_ns
-         << ")\n";
+      os << "differs: " << p << " (type " << n.type << "/" << it->second.type << ", mode "
+         << std::oct << n.mode << "/" << it->second.mode << std::dec << ", size "
+         << n.content.size() << "/" << it->second.content.size() << ", mtime " << n.mtime_ns << "/"
+         << it->second.mtime_ns << ")\n";
     }
   }
   for (const auto& [p, n] : b) {

@@ -10,8 +10,8 @@ namespace hc::storage::testing {
 struct NodeState {
   char type = 'f';  // f, d, l
   uint32_t mode = 0;
-  std::string content;  // file content or symlink target
-  int64_t mtime_ns = 0; // files only
+  std::string content;   // file content or symlink target
+  int64_t mtime_ns = 0;  // files only
   bool operator==(const NodeState&) const = default;
 };
 using TreeState = std::map<std::string, NodeState>;

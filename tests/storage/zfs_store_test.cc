@@ -33,9 +33,7 @@ class TempDir {
   }
   ~TempDir() { (void)RemoveTree(path_); }
   const std::string& path() const { return path_; }
-  UniqueFd Open() const {
-    return OpenFile(path_, O_RDONLY | O_DIRECTORY).value();
-  }
+  UniqueFd Open() const { return OpenFile(path_, O_RDONLY | O_DIRECTORY).value(); }
 
  private:
   std::string path_;
@@ -107,25 +105,18 @@ TEST_F(BrowseTest, FollowsSymlinksThatStayInside) {
 
 TEST_F(BrowseTest, RefusesEscapes) {
   StringSink out;
-  EXPECT_EQ(BrowseReadFile(fd_.get(), "abs", label_, out).code(),
-            Code::kPermissionDenied);
-  EXPECT_EQ(BrowseReadFile(fd_.get(), "up", label_, out).code(),
-            Code::kPermissionDenied);
-  EXPECT_EQ(BrowseReadFile(fd_.get(), "d/../a.txt", label_, out).code(),
-            Code::kPermissionDenied);
-  EXPECT_EQ(BrowseListDir(fd_.get(), "..", label_).status().code(),
-            Code::kPermissionDenied);
-  EXPECT_EQ(BrowseStat(fd_.get(), "up", label_).status().code(),
-            Code::kPermissionDenied);
+  EXPECT_EQ(BrowseReadFile(fd_.get(), "abs", label_, out).code(), Code::kPermissionDenied);
+  EXPECT_EQ(BrowseReadFile(fd_.get(), "up", label_, out).code(), Code::kPermissionDenied);
+  EXPECT_EQ(BrowseReadFile(fd_.get(), "d/../a.txt", label_, out).code(), Code::kPermissionDenied);
+  EXPECT_EQ(BrowseListDir(fd_.get(), "..", label_).status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(BrowseStat(fd_.get(), "up", label_).status().code(), Code::kPermissionDenied);
   EXPECT_TRUE(out.out.empty());
 }
 
 TEST_F(BrowseTest, ReportsMissingAndWrongKinds) {
   StringSink out;
-  EXPECT_EQ(BrowseStat(fd_.get(), "nope", label_).status().code(),
-            Code::kNotFound);
-  EXPECT_EQ(BrowseReadFile(fd_.get(), "d", label_, out).code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(BrowseStat(fd_.get(), "nope", label_).status().code(), Code::kNotFound);
+  EXPECT_EQ(BrowseReadFile(fd_.get(), "d", label_, out).code(), Code::kInvalidArgument);
   auto st = BrowseStat(fd_.get(), "in", label_);
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->type, FileType::kSymlink);
@@ -150,10 +141,9 @@ TEST(ZfsDiffTrees, ListsAddedAndDeletedDirectoriesWithTheirContents) {
   auto d = DiffTrees(fa.get(), fb.get());
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   std::vector<std::string> got;
-  for (const auto& e : *d)
-    got.push_back(std::string(DiffKindName(e.kind)) + e.path);
-  EXPECT_EQ(got, (std::vector<std::string>{"Mchanged", "-gone", "-gone/sub",
-                                           "-gone/sub/f", "+new", "+new/g"}));
+  for (const auto& e : *d) got.push_back(std::string(DiffKindName(e.kind)) + e.path);
+  EXPECT_EQ(got, (std::vector<std::string>{"Mchanged", "-gone", "-gone/sub", "-gone/sub/f", "+new",
+                                           "+new/g"}));
 }
 
 // Against a real pool (zfs-fuse or OpenZFS); skipped where there is none.

@@ -53,8 +53,7 @@ class ZfsTestEnv {
     if (!pool_.empty()) {
       auto r = RunCommand({"zpool", "destroy", "-f", pool_});
       if (!r.ok() || !r->ok()) {
-        std::fprintf(stderr, "warning: could not destroy test pool %s\n",
-                     pool_.c_str());
+        std::fprintf(stderr, "warning: could not destroy test pool %s\n", pool_.c_str());
       }
     }
     if (!dir_.empty()) (void)RemoveTree(dir_);
@@ -65,12 +64,10 @@ class ZfsTestEnv {
       auto text = ReadFileToString(pidfile);
       pid_t pid = text.ok() ? static_cast<pid_t>(std::atol(text->c_str())) : 0;
       if (pid > 0 && ::kill(pid, SIGTERM) == 0) {
-        bool gone = WaitFor([pid] { return ::kill(pid, 0) != 0; },
-                            std::chrono::seconds(10));
+        bool gone = WaitFor([pid] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(10));
         if (!gone) {
           ::kill(pid, SIGKILL);
-          WaitFor([pid] { return ::kill(pid, 0) != 0; },
-                  std::chrono::seconds(5));
+          WaitFor([pid] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(5));
         }
       }
       ::unlink(pidfile.c_str());
@@ -106,31 +103,24 @@ class ZfsTestEnv {
  private:
   std::string Init() {
     if (::geteuid() != 0) return "zfs tests need root";
-    if (::access("/dev/fuse", R_OK | W_OK) != 0 &&
-        ::access("/dev/zfs", F_OK) != 0) {
+    if (::access("/dev/fuse", R_OK | W_OK) != 0 && ::access("/dev/zfs", F_OK) != 0) {
       return "neither /dev/fuse (zfs-fuse) nor /dev/zfs (OpenZFS) is available";
     }
     auto probe = RunCommand({"zfs", "-?"});
-    if (!probe.ok())
-      return "the 'zfs' command is not installed: " + probe.status().ToString();
-    if (!MakeDirs(kSharedDir, 0700).ok())
-      return "cannot create /tmp/hc-zfs-test";
-    auto lock = OpenFile(std::string(kSharedDir) + "/daemon.lock",
-                         O_RDWR | O_CREAT, 0600);
+    if (!probe.ok()) return "the 'zfs' command is not installed: " + probe.status().ToString();
+    if (!MakeDirs(kSharedDir, 0700).ok()) return "cannot create /tmp/hc-zfs-test";
+    auto lock = OpenFile(std::string(kSharedDir) + "/daemon.lock", O_RDWR | O_CREAT, 0600);
     if (!lock.ok()) return lock.status().ToString();
     lock_ = std::move(*lock);
     ::flock(lock_.get(), LOCK_EX);
     std::string why;
     if (!ZfsResponds()) {
-      if (::access("/usr/sbin/zfs-fuse", X_OK) != 0 &&
-          ::access("/usr/bin/zfs-fuse", X_OK) != 0) {
+      if (::access("/usr/sbin/zfs-fuse", X_OK) != 0 && ::access("/usr/bin/zfs-fuse", X_OK) != 0) {
         why = "ZFS is not running and zfs-fuse is not installed";
       } else {
         std::string pidfile = std::string(kSharedDir) + "/zfs-fuse.pid";
-        auto r =
-            RunCommand({"zfs-fuse", "--no-kstat-mount", "--pidfile", pidfile});
-        if (!r.ok() || !r->ok() ||
-            !WaitFor(ZfsResponds, std::chrono::seconds(15))) {
+        auto r = RunCommand({"zfs-fuse", "--no-kstat-mount", "--pidfile", pidfile});
+        if (!r.ok() || !r->ok() || !WaitFor(ZfsResponds, std::chrono::seconds(15))) {
           why = "could not start zfs-fuse";
         }
       }
@@ -148,12 +138,11 @@ class ZfsTestEnv {
     }
     if (::truncate(img.c_str(), 1LL << 30) != 0) return "cannot size " + img;
     std::string pool = "hctest" + std::to_string(::getpid());
-    auto r = RunCommand({"zpool", "create", "-o", "cachefile=none", "-m",
-                         dir_ + "/mnt", pool, img});
+    auto r =
+        RunCommand({"zpool", "create", "-o", "cachefile=none", "-m", dir_ + "/mnt", pool, img});
     if (!r.ok() || !r->ok()) {
       return "cannot create a test pool: " +
-             (r.ok() ? DescribeFailure({"zpool", "create"}, *r)
-                     : r.status().ToString());
+             (r.ok() ? DescribeFailure({"zpool", "create"}, *r) : r.status().ToString());
     }
     pool_ = pool;
     return "";
@@ -178,8 +167,7 @@ TestStore MakeZfsTestStore() {
   if (!t.skip_reason.empty()) return t;
   auto parent = env.NewParent();
   if (!parent.ok()) {
-    t.skip_reason =
-        "cannot create a test dataset: " + parent.status().ToString();
+    t.skip_reason = "cannot create a test dataset: " + parent.status().ToString();
     return t;
   }
   auto scratch = env.NewScratch();

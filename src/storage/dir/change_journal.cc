@@ -26,7 +26,9 @@ std::string Parent(const std::string& rel) {
 
 }  // namespace
 
-ChangeJournal::ChangeJournal() { fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC); }
+ChangeJournal::ChangeJournal() {
+  fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+}
 
 ChangeJournal::~ChangeJournal() {
   if (fd_ >= 0) ::close(fd_);
@@ -111,7 +113,8 @@ void ChangeJournal::DrainLocked() {
       }
       v.dirty.insert(rel);
       if (name.empty() && !rel.empty()) v.dirty.insert(Parent(rel));  // own metadata
-      if (is_dir && (ev->mask & IN_CREATE)) new_dirs.emplace_back(w->second.volume, Join(rel, name));
+      if (is_dir && (ev->mask & IN_CREATE))
+        new_dirs.emplace_back(w->second.volume, Join(rel, name));
     }
   }
   for (const auto& [volume, rel] : new_dirs) {

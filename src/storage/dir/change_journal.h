@@ -60,7 +60,7 @@ class ChangeJournal {
 
   std::mutex mu_;
   int fd_ = -1;
-  std::unordered_map<int, Watch> watches_;        // GUARDED_BY(mu_)
+  std::unordered_map<int, Watch> watches_;           // GUARDED_BY(mu_)
   std::unordered_map<std::string, Volume> volumes_;  // GUARDED_BY(mu_)
 };
 

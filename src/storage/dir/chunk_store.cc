@@ -59,8 +59,8 @@ bool ChunkStore::Has(const Digest& id) const {
   return ::access(PathOf(id).c_str(), F_OK) == 0;
 }
 
-Status ChunkStore::WriteTo(const std::string& dir, const std::string& tmp_dir,
-                           const Digest& id, const StoredChunk& chunk) {
+Status ChunkStore::WriteTo(const std::string& dir, const std::string& tmp_dir, const Digest& id,
+                           const StoredChunk& chunk) {
   std::string hex = ToHex(id);
   std::string sub = dir + "/" + hex.substr(0, 2);
   std::string final_path = sub + "/" + hex;
@@ -91,8 +91,7 @@ Status ChunkStore::WriteTo(const std::string& dir, const std::string& tmp_dir,
   return ErrnoStatus("store chunk " + final_path, err);
 }
 
-Result<Digest> ChunkStore::Put(ChunkKind kind, std::span<const uint8_t> raw,
-                               bool* added) {
+Result<Digest> ChunkStore::Put(ChunkKind kind, std::span<const uint8_t> raw, bool* added) {
   HC_CHECK(raw.size() <= (16u << 20), "chunk too large");
   Digest id = ChunkId(kind, raw);
   if (added) *added = false;
@@ -163,8 +162,7 @@ Status Decompress(const StoredChunk& c, std::vector<uint8_t>* out) {
   return Status::Ok();
 }
 
-Status ChunkStore::Verify(const Digest& id, const StoredChunk& chunk,
-                          std::vector<uint8_t>* raw) {
+Status ChunkStore::Verify(const Digest& id, const StoredChunk& chunk, std::vector<uint8_t>* raw) {
   std::vector<uint8_t> local;
   std::vector<uint8_t>* buf = raw ? raw : &local;
   if (chunk.codec == Codec::kRaw && raw == nullptr) {

@@ -46,8 +46,7 @@ class ChunkStore {
 
   // Compresses and stores `raw` unless present. Returns the id; *added tells
   // whether a new file was written.
-  Result<Digest> Put(ChunkKind kind, std::span<const uint8_t> raw,
-                     bool* added = nullptr);
+  Result<Digest> Put(ChunkKind kind, std::span<const uint8_t> raw, bool* added = nullptr);
 
   // Reads the chunk as stored (no decompression, no verification).
   Result<StoredChunk> ReadStored(const Digest& id) const;
@@ -57,13 +56,12 @@ class ChunkStore {
 
   // Checks that `chunk` really has id `id` (decompressing it). Fills `raw`
   // with the decompressed bytes when non-null.
-  static Status Verify(const Digest& id, const StoredChunk& chunk,
-                       std::vector<uint8_t>* raw);
+  static Status Verify(const Digest& id, const StoredChunk& chunk, std::vector<uint8_t>* raw);
 
   // Writes an already verified chunk below `dir` (the store's chunks dir or
   // a staging dir laid out the same way).
-  static Status WriteTo(const std::string& dir, const std::string& tmp_dir,
-                        const Digest& id, const StoredChunk& chunk);
+  static Status WriteTo(const std::string& dir, const std::string& tmp_dir, const Digest& id,
+                        const StoredChunk& chunk);
 
   // Calls fn for every chunk id present.
   Status ForEach(const std::function<void(const Digest&)>& fn) const;

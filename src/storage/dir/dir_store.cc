@@ -7,12 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <mutex>
-#include <set>
-#include <unordered_map>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <unordered_map>
 
 #include "common/fs.h"
 #include "storage/dir/change_journal.h"
@@ -96,8 +96,10 @@ class DirStore final : public Store {
     if (PathExists(fmt)) {
       HC_ASSIGN_OR_RETURN(std::string s, ReadFileToString(fmt));
       if (s != kFormatLine) {
-        return InvalidArgument(root_ + " is not a HybridCluster dir store of a version this "
-                               "build understands (format file says '" + s.substr(0, 40) + "')");
+        return InvalidArgument(root_ +
+                               " is not a HybridCluster dir store of a version this "
+                               "build understands (format file says '" +
+                               s.substr(0, 40) + "')");
       }
     } else {
       HC_RETURN_IF_ERROR(WriteFileAtomic(fmt, kFormatLine, sync_));
@@ -205,8 +207,8 @@ class DirStore final : public Store {
     return out;
   }
 
-  Status Send(const std::string& v, const std::optional<std::string>& from,
-              const std::string& to, ByteSink& out) override {
+  Status Send(const std::string& v, const std::optional<std::string>& from, const std::string& to,
+              ByteSink& out) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", v));
     HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
     HC_RETURN_IF_ERROR(MustExist(v));
@@ -233,19 +235,21 @@ class DirStore final : public Store {
     h.to_created_unix_ns = b->rec.created_unix_ns;
     StreamWriter w(out);
     HC_RETURN_IF_ERROR(w.Begin(h));
-    HC_RETURN_IF_ERROR(dir::NewObjects(
-        reader_, a ? &a->rec.tree : nullptr, b->rec.tree,
-        [&](const Digest& id, ChunkKind kind) -> Status {
-          HC_ASSIGN_OR_RETURN(StoredChunk c, chunks_.ReadStored(id));
-          if (c.kind != kind) return Corrupt("chunk " + ToHex(id) + " has the wrong kind");
-          uint8_t head[38];
-          std::memcpy(head, id.data(), 32);
-          head[32] = static_cast<uint8_t>(c.kind);
-          head[33] = static_cast<uint8_t>(c.codec);
-          for (int i = 0; i < 4; ++i) head[34 + i] = static_cast<uint8_t>(c.raw_len >> (8 * i));
-          std::span<const uint8_t> parts[2] = {head, c.stored};
-          return w.Write(kRecordChunk, parts);
-        }));
+    HC_RETURN_IF_ERROR(
+        dir::NewObjects(reader_, a ? &a->rec.tree : nullptr, b->rec.tree,
+                        [&](const Digest& id, ChunkKind kind) -> Status {
+                          HC_ASSIGN_OR_RETURN(StoredChunk c, chunks_.ReadStored(id));
+                          if (c.kind != kind)
+                            return Corrupt("chunk " + ToHex(id) + " has the wrong kind");
+                          uint8_t head[38];
+                          std::memcpy(head, id.data(), 32);
+                          head[32] = static_cast<uint8_t>(c.kind);
+                          head[33] = static_cast<uint8_t>(c.codec);
+                          for (int i = 0; i < 4; ++i)
+                            head[34 + i] = static_cast<uint8_t>(c.raw_len >> (8 * i));
+                          std::span<const uint8_t> parts[2] = {head, c.stored};
+                          return w.Write(kRecordChunk, parts);
+                        }));
     std::string rec = dir::EncodeSnapshotRecord(b->rec);
     HC_RETURN_IF_ERROR(w.Write(kRecordSnapshot, AsBytes(rec)));
     return w.Finish();
@@ -282,20 +286,24 @@ class DirStore final : public Store {
     if (h.from_id.empty()) {
       if (exists) {
         return Conflict("volume '" + v + "' already exists; a full stream (of snapshot '" +
-                        h.to_name + "') only creates new volumes. Receive it under another "
+                        h.to_name +
+                        "') only creates new volumes. Receive it under another "
                         "name, or send incrementally from a snapshot both sides have");
       }
     } else {
       if (!exists) {
-        return Conflict("volume '" + v + "' does not exist, and this is an incremental stream "
-                        "from snapshot '" + h.from_name + "'; send a full stream first");
+        return Conflict("volume '" + v +
+                        "' does not exist, and this is an incremental stream "
+                        "from snapshot '" +
+                        h.from_name + "'; send a full stream first");
       }
       for (const auto& s : snaps) {
         if (ToHex(s.id) == h.from_id) base = &s;
       }
       if (base == nullptr) {
         return Conflict("volume '" + v + "' has no snapshot with identity " + h.from_id +
-                        " (the stream's base '" + h.from_name + "'); send from a snapshot "
+                        " (the stream's base '" + h.from_name +
+                        "'); send from a snapshot "
                         "both sides have");
       }
       if (base != &snaps.back()) {
@@ -303,15 +311,21 @@ class DirStore final : public Store {
         for (auto it = snaps.begin() + (base - snaps.data()) + 1; it != snaps.end(); ++it) {
           newer += (newer.empty() ? "" : ", ") + it->rec.name;
         }
-        return Conflict("volume '" + v + "' has diverged: it has snapshots newer than the "
-                        "stream's base '" + h.from_name + "' (" + newer + "); nothing was "
-                        "changed. Roll it back to '" + base->rec.name + "' (keeping a branch) "
+        return Conflict("volume '" + v +
+                        "' has diverged: it has snapshots newer than the "
+                        "stream's base '" +
+                        h.from_name + "' (" + newer +
+                        "); nothing was "
+                        "changed. Roll it back to '" +
+                        base->rec.name +
+                        "' (keeping a branch) "
                         "before receiving");
       }
       HC_ASSIGN_OR_RETURN(auto live, dir::ScanLive(LiveDir(v), ReadCache(v), nullptr));
       if (live.root != base->rec.tree) {
         return Conflict("volume '" + v + "' has writes since its newest snapshot '" +
-                        base->rec.name + "' that the sender lacks; nothing was changed. "
+                        base->rec.name +
+                        "' that the sender lacks; nothing was changed. "
                         "Snapshot or roll back the volume first");
       }
     }
@@ -375,8 +389,8 @@ class DirStore final : public Store {
       HC_RETURN_IF_ERROR(MakeDirs(target + "/snapshots", 0755));
     }
     StatCache cache = exists ? ReadCache(v) : StatCache{};
-    Status s = dir::Checkout(target + "/live", reader_, base ? &base->rec.tree : nullptr,
-                             rec->tree, verified, &cache);
+    Status s = dir::Checkout(target + "/live", reader_, base ? &base->rec.tree : nullptr, rec->tree,
+                             verified, &cache);
     if (!s.ok()) {
       if (!exists) (void)RemoveTree(target);
       return s.Annotate("receive into '" + v + "'");
@@ -417,7 +431,8 @@ class DirStore final : public Store {
       bool has_newer = ti + 1 < snaps.size();
       if (!opts.discard_newer && (live_dirty || has_newer)) {
         if (PathExists(VolDir(branch)) || !ValidateName("volume", branch).ok()) {
-          return AlreadyExists("branch volume '" + branch + "' already exists; pick another "
+          return AlreadyExists("branch volume '" + branch +
+                               "' already exists; pick another "
                                "branch name");
         }
         if (live_dirty) {
@@ -449,8 +464,8 @@ class DirStore final : public Store {
         }
         HC_RETURN_IF_ERROR(RemoveTree(old));
       } else {
-        HC_RETURN_IF_ERROR(dir::Checkout(LiveDir(v), reader_, &newest.rec.tree,
-                                         target->rec.tree, {}, &cache));
+        HC_RETURN_IF_ERROR(
+            dir::Checkout(LiveDir(v), reader_, &newest.rec.tree, target->rec.tree, {}, &cache));
       }
       for (size_t i = ti + 1; i < snaps.size(); ++i) {
         if (opts.discard_newer) result.discarded.push_back(snaps[i].rec.name);
@@ -570,8 +585,8 @@ class DirStore final : public Store {
                 report.bytes_checked += c->raw_len;
               } else {
                 report.problems.push_back(
-                    std::string(kind == ChunkKind::kTree ? "tree object " : "chunk ") +
-                    ToHex(id) + " (volume " + vol + ", snapshot " + s.rec.name + ", " +
+                    std::string(kind == ChunkKind::kTree ? "tree object " : "chunk ") + ToHex(id) +
+                    " (volume " + vol + ", snapshot " + s.rec.name + ", " +
                     (kind == ChunkKind::kTree ? "directory " : "file ") + path +
                     "): " + st.message());
               }
@@ -695,7 +710,8 @@ class DirStore final : public Store {
     if (d == nullptr) return ErrnoStatus("opendir " + path, errno);
     std::vector<std::string> names;
     while (struct dirent* e = ::readdir(d)) {
-      if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) {
+      if (e->d_name[0] == '.' &&
+          (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) {
         continue;
       }
       names.emplace_back(e->d_name);
@@ -733,8 +749,8 @@ class DirStore final : public Store {
     for (const auto& s : snaps) {
       if (s.rec.name == name || ToHex(s.id) == name) return &s;
     }
-    std::string hint = snaps.empty() ? "it has no snapshots"
-                                     : "newest is '" + snaps.back().rec.name + "'";
+    std::string hint =
+        snaps.empty() ? "it has no snapshots" : "newest is '" + snaps.back().rec.name + "'";
     return NotFound("volume '" + v + "' has no snapshot '" + name + "'; " + hint);
   }
 
@@ -872,7 +888,8 @@ class DirStore final : public Store {
         // Only symlink targets bring ".." here (user paths with ".." were
         // refused): resolve it against the directories walked so far.
         if (stack.size() <= 1) {
-          return PermissionDenied("'" + path + "' goes through a symlink that leads outside "
+          return PermissionDenied("'" + path +
+                                  "' goes through a symlink that leads outside "
                                   "the snapshot");
         }
         stack.pop_back();
@@ -885,8 +902,8 @@ class DirStore final : public Store {
       HC_ASSIGN_OR_RETURN(dir::Tree t, reader_.LoadTree(cur.subtree));
       const dir::TreeEntry* e = t.Find(seg);
       if (e == nullptr) {
-        return NotFound("'" + path + "' does not exist in snapshot '" + snap + "' of volume '" +
-                        v + "'");
+        return NotFound("'" + path + "' does not exist in snapshot '" + snap + "' of volume '" + v +
+                        "'");
       }
       if (e->type == FileType::kSymlink && (follow_last || !todo.empty())) {
         if (++links > 40) return InvalidArgument("too many symlinks resolving '" + path + "'");
@@ -895,15 +912,7 @@ class DirStore final : public Store {
           return PermissionDenied("'" + path + "' is a symlink to an absolute path (" + target +
                                   "), which leads outside the snapshot");
         }
-        std::vector<std::string> parts;
-        size_t i = 0;
-        while (i <= target.size()) {
-          size_t j = target.find('/', i);
-          if (j == std::string::npos) j = target.size();
-          std::string p = target.substr(i, j - i);
-          if (!p.empty() && p != ".") parts.push_back(p);
-          i = j + 1;
-        }
+        std::vector<std::string> parts = dir::SplitPathSegments(target);
         todo.insert(todo.end(), parts.rbegin(), parts.rend());
         continue;
       }

@@ -17,7 +17,9 @@ constexpr char kCacheMagic[4] = {'H', 'C', 'C', '3'};
 constexpr uint32_t kMaxName = 255;
 constexpr uint32_t kMaxLink = 4096;
 
-void PutDigest(Encoder& e, const Digest& d) { e.Bytes(d); }
+void PutDigest(Encoder& e, const Digest& d) {
+  e.Bytes(d);
+}
 bool GetDigest(Decoder& d, Digest* out) {
   auto b = d.Bytes(32);
   if (!d.ok()) return false;
@@ -113,8 +115,7 @@ Result<Tree> DecodeTree(std::span<const uint8_t> bytes) {
       case FileType::kDirectory: GetDigest(d, &en.subtree); break;
       case FileType::kSymlink:
         en.link_target = d.Str(kMaxLink);
-        if (d.ok() && (en.link_target.empty() ||
-                       en.link_target.find('\0') != std::string::npos)) {
+        if (d.ok() && (en.link_target.empty() || en.link_target.find('\0') != std::string::npos)) {
           return Corrupt("tree object has an invalid symlink");
         }
         break;
@@ -166,7 +167,9 @@ std::pair<std::string, std::string> SplitPath(const std::string& path) {
   if (slash == std::string::npos) return {"", path};
   return {path.substr(0, slash), path.substr(slash + 1)};
 }
-bool NameLess(const CachedFile& f, const std::string& n) { return f.name < n; }
+bool NameLess(const CachedFile& f, const std::string& n) {
+  return f.name < n;
+}
 }  // namespace
 
 void StatCache::Put(const std::string& path, CachedFile f) {
@@ -246,7 +249,8 @@ StatCache DecodeStatCache(std::span<const uint8_t> bytes) {
   StatCache empty;
   if (bytes.size() < 8) return empty;
   uint64_t check = 0;
-  for (int i = 0; i < 8; ++i) check |= static_cast<uint64_t>(bytes[bytes.size() - 8 + i]) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    check |= static_cast<uint64_t>(bytes[bytes.size() - 8 + i]) << (8 * i);
   auto body = bytes.first(bytes.size() - 8);
   if (XXH3_64bits(body.data(), body.size()) != check) return empty;
   Decoder d(body);
@@ -287,20 +291,27 @@ StatCache DecodeStatCache(std::span<const uint8_t> bytes) {
   return c;
 }
 
-Result<std::vector<std::string>> SplitSnapshotPath(const std::string& path) {
+std::vector<std::string> SplitPathSegments(const std::string& path) {
   std::vector<std::string> out;
   size_t i = 0;
   while (i <= path.size()) {
     size_t j = path.find('/', i);
     if (j == std::string::npos) j = path.size();
     std::string seg = path.substr(i, j - i);
+    if (!seg.empty() && seg != ".") out.push_back(std::move(seg));
+    i = j + 1;
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> SplitSnapshotPath(const std::string& path) {
+  if (path.find('\0') != std::string::npos) return InvalidArgument("path contains a NUL byte");
+  std::vector<std::string> out = SplitPathSegments(path);
+  for (const auto& seg : out) {
     if (seg == "..") {
       return PermissionDenied("path '" + path +
                               "' contains '..'; snapshot paths cannot leave the snapshot");
     }
-    if (seg.find('\0') != std::string::npos) return InvalidArgument("path contains a NUL byte");
-    if (!seg.empty() && seg != ".") out.push_back(std::move(seg));
-    i = j + 1;
   }
   return out;
 }

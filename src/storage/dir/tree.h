@@ -98,6 +98,10 @@ std::string EncodeStatCache(const StatCache& c);
 // Returns an empty cache for damaged input (it is only a hint).
 StatCache DecodeStatCache(std::span<const uint8_t> bytes);
 
+// Splits a '/'-separated path into segments, dropping empty and "."
+// segments (".." is kept).
+std::vector<std::string> SplitPathSegments(const std::string& path);
+
 // Splits a user path into segments; rejects ".." (kPermissionDenied),
 // empty and "." segments are dropped.
 Result<std::vector<std::string>> SplitSnapshotPath(const std::string& path);

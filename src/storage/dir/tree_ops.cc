@@ -11,10 +11,10 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <tuple>
 #include <future>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "common/fs.h"
 #include "storage/stream_format.h"
@@ -126,8 +126,7 @@ class Scanner {
             was != nullptr && was->type == FileType::kDirectory ? &was->subtree : nullptr;
         // Incremental scans share one cache object: no forking.
         if (hints_ == nullptr && spare_->fetch_sub(1) > 0) {
-          forked.push_back({tree.entries.size(),
-                            std::async(std::launch::async, [this, sub, path] {
+          forked.push_back({tree.entries.size(), std::async(std::launch::async, [this, sub, path] {
                               Scanner child(*old_, store_, spare_);
                               child.scan_start_ = scan_start_;
                               auto d = child.ScanDir(sub, path);
@@ -207,7 +206,8 @@ class Scanner {
   Status ScanFile(int dirfd, const std::string& name, const std::string& path,
                   const struct stat& st, TreeEntry* e) {
     if (st.st_nlink > 1) {
-      result.multi_link_dirs.insert(path.size() > name.size() ? path.substr(0, path.size() - name.size() - 1) : "");
+      result.multi_link_dirs.insert(
+          path.size() > name.size() ? path.substr(0, path.size() - name.size() - 1) : "");
     }
     CachedFile now;
     now.ino = st.st_ino;
@@ -224,8 +224,8 @@ class Scanner {
       }
     }
     if (c != nullptr) {
-      bool racy = c->mtime_ns + kRacyMarginNs >= racy_after_ ||
-                  c->ctime_ns + kRacyMarginNs >= racy_after_;
+      bool racy =
+          c->mtime_ns + kRacyMarginNs >= racy_after_ || c->ctime_ns + kRacyMarginNs >= racy_after_;
       // The cache's chunks are present: garbage collection treats every
       // volume's stat cache as a root.
       if (!racy && c->ino == now.ino && c->ctime_ns == now.ctime_ns &&
@@ -335,8 +335,7 @@ void CountFromCache(ScanResult* r) {
 }
 }  // namespace
 
-Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old,
-                            ChunkStore* store) {
+Result<ScanResult> ScanLive(const std::string& live_dir, StatCache old, ChunkStore* store) {
   // One extra thread per further core: stat() dominates a scan, and on
   // virtual machines each system call is expensive.
   std::atomic<int> spare{static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) - 1};
@@ -409,7 +408,8 @@ class CheckoutRun {
             return ErrnoStatus("mkdir " + path, errno);
           }
           if (old == nullptr || old->subtree != e.subtree) {
-            int sub = ::openat(dirfd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int sub =
+                ::openat(dirfd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub < 0) return ErrnoStatus("open " + path, errno);
             UniqueFd guard(sub);
             HC_ASSIGN_OR_RETURN(Tree to_sub, reader_.LoadTree(e.subtree));
@@ -430,7 +430,8 @@ class CheckoutRun {
             return ErrnoStatus("symlink " + path, errno);
           }
           if (root_) ::fchownat(dirfd, tmp.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW);
-          struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
+          struct timespec ts[2] = {{0, UTIME_OMIT},
+                                   {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
           ::utimensat(dirfd, tmp.c_str(), ts, AT_SYMLINK_NOFOLLOW);
           if (::renameat(dirfd, tmp.c_str(), dirfd, e.name.c_str()) != 0) {
             int err = errno;
@@ -449,8 +450,8 @@ class CheckoutRun {
 
  private:
   static std::string TmpName(const std::string& name) {
-    return ".hc-tmp-" + std::to_string(::getpid()) + "-" +
-           std::to_string(g_tmp_seq.fetch_add(1)) + "-" + name.substr(0, 100);
+    return ".hc-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(g_tmp_seq.fetch_add(1)) +
+           "-" + name.substr(0, 100);
   }
 
   Status Remove(int dirfd, const std::string& rel, const TreeEntry& old) {
@@ -467,15 +468,15 @@ class CheckoutRun {
   }
 
   // `name` is relative to `dirfd`; `path` names it in messages.
-  Status SetMeta(int dirfd, const TreeEntry& e, const std::string& name,
-                 const std::string& path) {
+  Status SetMeta(int dirfd, const TreeEntry& e, const std::string& name, const std::string& path) {
     if (root_ && ::fchownat(dirfd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoStatus("chown " + path, errno);
     }
     if (::fchmodat(dirfd, name.c_str(), e.mode, 0) != 0) {
       return ErrnoStatus("chmod " + path, errno);
     }
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
+    struct timespec ts[2] = {{0, UTIME_OMIT},
+                             {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
     if (::utimensat(dirfd, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoStatus("set times of " + path, errno);
     }
@@ -581,7 +582,8 @@ class CheckoutRun {
     const TreeEntry& e = job.entry;
     const std::string& path = job.path;
     size_t slash = path.rfind('/');
-    std::string tmp = (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + TmpName(e.name);
+    std::string tmp =
+        (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + TmpName(e.name);
     int fd = ::openat(root_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return ErrnoStatus("create " + path, errno);
     UniqueFd guard(fd);
@@ -595,7 +597,8 @@ class CheckoutRun {
     }
     if (root_ && ::fchown(fd, e.uid, e.gid) != 0) return fail(ErrnoStatus("chown " + path, errno));
     if (::fchmod(fd, e.mode) != 0) return fail(ErrnoStatus("chmod " + path, errno));
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
+    struct timespec ts[2] = {{0, UTIME_OMIT},
+                             {e.mtime_ns / 1'000'000'000, e.mtime_ns % 1'000'000'000}};
     if (::futimens(fd, ts) != 0) return fail(ErrnoStatus("set times of " + path, errno));
     struct stat st;
     if (::fstat(fd, &st) != 0) return fail(ErrnoStatus("stat " + path, errno));
@@ -622,9 +625,8 @@ class CheckoutRun {
 
 }  // namespace
 
-Status Checkout(const std::string& live_dir, const ChunkReader& reader,
-                const Digest* from, const Digest& to, const DigestSet& verified,
-                StatCache* cache) {
+Status Checkout(const std::string& live_dir, const ChunkReader& reader, const Digest* from,
+                const Digest& to, const DigestSet& verified, StatCache* cache) {
   if (from != nullptr && *from == to) return Status::Ok();
   int fd = ::open(live_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open " + live_dir, errno);
@@ -713,9 +715,9 @@ class NewObjectWalk {
       if (e.type == FileType::kFile) {
         if (old != nullptr && old->chunks == e.chunks) continue;
         for (const auto& c : e.chunks) {
-          if (old != nullptr && std::find_if(old->chunks.begin(), old->chunks.end(),
-                                             [&](const ChunkRef& r) { return r.id == c.id; }) !=
-                                    old->chunks.end()) {
+          if (old != nullptr &&
+              std::find_if(old->chunks.begin(), old->chunks.end(),
+                           [&](const ChunkRef& r) { return r.id == c.id; }) != old->chunks.end()) {
             continue;
           }
           if (seen_.insert(c.id).second) HC_RETURN_IF_ERROR(fn_(c.id, ChunkKind::kData));
@@ -765,10 +767,10 @@ Status NewObjects(const ChunkReader& reader, const Digest* from, const Digest& t
   return w.Walk(nullptr, to);
 }
 
-Status WalkObjects(const ChunkReader& reader, const Digest& root, DigestSet* seen,
-                   const std::function<Status(const Digest&, ChunkKind,
-                                              const std::string& path)>& fn,
-                   bool strict) {
+Status WalkObjects(
+    const ChunkReader& reader, const Digest& root, DigestSet* seen,
+    const std::function<Status(const Digest&, ChunkKind, const std::string& path)>& fn,
+    bool strict) {
   struct Item {
     Digest id;
     std::string path;

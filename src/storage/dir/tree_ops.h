@@ -73,9 +73,8 @@ Result<ScanResult> ScanLiveIncremental(const std::string& live_dir, StatCache ol
 // Makes `live_dir`, whose content equals tree `from` (nullptr: empty
 // directory), equal to tree `to`. Chunks in `verified` are trusted, all
 // others are checked against their id while being read. Updates `cache`.
-Status Checkout(const std::string& live_dir, const ChunkReader& reader,
-                const Digest* from, const Digest& to, const DigestSet& verified,
-                StatCache* cache);
+Status Checkout(const std::string& live_dir, const ChunkReader& reader, const Digest* from,
+                const Digest& to, const DigestSet& verified, StatCache* cache);
 
 // Compares two trees (`from` may be nullptr: everything is added). Calls
 // `on_change` for every changed path in path order; directories added or
@@ -93,9 +92,9 @@ Status NewObjects(const ChunkReader& reader, const Digest* from, const Digest& t
 // adding what it visits); `path` gives context for reports. A tree that
 // cannot be read is reported to `fn` and skipped, or, when `strict`, ends
 // the walk with its error.
-Status WalkObjects(const ChunkReader& reader, const Digest& root, DigestSet* seen,
-                   const std::function<Status(const Digest&, ChunkKind,
-                                              const std::string& path)>& fn,
-                   bool strict = false);
+Status WalkObjects(
+    const ChunkReader& reader, const Digest& root, DigestSet* seen,
+    const std::function<Status(const Digest&, ChunkKind, const std::string& path)>& fn,
+    bool strict = false);
 
 }  // namespace hc::storage::dir

@@ -1,10 +1,9 @@
 #include "storage/zfs/zfs_store.h"
 
-#include <sys/vfs.h>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,8 +72,7 @@ struct Listing {
   std::vector<SnapRow> snaps;                // oldest first
 };
 
-const std::string& Prop(const std::map<std::string, std::string>& props,
-                        const std::string& name) {
+const std::string& Prop(const std::map<std::string, std::string>& props, const std::string& name) {
   static const std::string kNone;
   auto it = props.find(name);
   return it == props.end() ? kNone : it->second;
@@ -86,8 +84,7 @@ class ZfsStore;
 // a temporary read-only clone that is destroyed with this object.
 class SnapshotView {
  public:
-  SnapshotView(ZfsStore* store, std::string clone, std::string mountpoint,
-               UniqueFd root)
+  SnapshotView(ZfsStore* store, std::string clone, std::string mountpoint, UniqueFd root)
       : store_(store),
         clone_(std::move(clone)),
         mountpoint_(std::move(mountpoint)),
@@ -127,16 +124,14 @@ class ZfsStore : public Store {
     HC_RETURN_IF_ERROR(MustExist(volume));
     HC_ASSIGN_OR_RETURN(auto clones, ClonesOf(Ds(volume) + "@"));
     if (!clones.empty()) {
-      return Conflict("volume '" + volume +
-                      "' cannot be destroyed: " + Join(clones, ", ") +
+      return Conflict("volume '" + volume + "' cannot be destroyed: " + Join(clones, ", ") +
                       " depend on its snapshots; destroy them first");
     }
     return DestroyDataset(Ds(volume), /*recursive=*/true);
   }
 
   Result<std::vector<VolumeInfo>> ListVolumes() override {
-    HC_ASSIGN_OR_RETURN(PropertyTable t,
-                        GetProps({"-r"}, kVolumeProps, parent_));
+    HC_ASSIGN_OR_RETURN(PropertyTable t, GetProps({"-r"}, kVolumeProps, parent_));
     std::vector<VolumeInfo> out;
     for (const auto& [name, props] : t) {
       std::string volume = VolumeOf(name);
@@ -144,16 +139,13 @@ class ZfsStore : public Store {
       out.push_back(MakeVolumeInfo(volume, props, t));
     }
     std::sort(out.begin(), out.end(),
-              [](const VolumeInfo& a, const VolumeInfo& b) {
-                return a.name < b.name;
-              });
+              [](const VolumeInfo& a, const VolumeInfo& b) { return a.name < b.name; });
     return out;
   }
 
   Result<VolumeInfo> GetVolume(const std::string& volume) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
-    HC_ASSIGN_OR_RETURN(auto t,
-                        GetPropsIfExists({"-r"}, kVolumeProps, Ds(volume)));
+    HC_ASSIGN_OR_RETURN(auto t, GetPropsIfExists({"-r"}, kVolumeProps, Ds(volume)));
     if (!t) return NotFound("volume '" + volume + "' does not exist");
     return MakeVolumeInfo(volume, (*t)[Ds(volume)], *t);
   }
@@ -161,9 +153,8 @@ class ZfsStore : public Store {
   Result<std::string> LivePath(const std::string& volume) override {
     HC_ASSIGN_OR_RETURN(VolumeInfo v, GetVolume(volume));
     if (v.live_path.empty() || v.live_path[0] != '/') {
-      return Unavailable("volume '" + volume + "' has mountpoint '" +
-                         v.live_path + "'; set a mountpoint on dataset '" +
-                         parent_ + "' so volumes are mounted");
+      return Unavailable("volume '" + volume + "' has mountpoint '" + v.live_path +
+                         "'; set a mountpoint on dataset '" + parent_ + "' so volumes are mounted");
     }
     return v.live_path;
   }
@@ -175,25 +166,20 @@ class ZfsStore : public Store {
     return SetReadOnlyProps(Ds(volume), read_only);
   }
 
-  Result<SnapshotInfo> Snapshot(const std::string& volume,
-                                const std::string& snapshot,
+  Result<SnapshotInfo> Snapshot(const std::string& volume, const std::string& snapshot,
                                 const SnapshotOptions& options) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
-    HC_ASSIGN_OR_RETURN(Listing l,
-                        ListExisting(volume, std::string("readonly,") +
-                                                 kReadOnlyProp));
-    if (Prop(l.props, "readonly") == "on" ||
-        Prop(l.props, kReadOnlyProp) == "on") {
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume, std::string("readonly,") + kReadOnlyProp));
+    if (Prop(l.props, "readonly") == "on" || Prop(l.props, kReadOnlyProp) == "on") {
       return PermissionDenied("volume '" + volume +
                               "' is read-only (a replica); snapshots are "
                               "taken on its primary");
     }
     for (const auto& s : l.snaps) {
       if (s.info.name == snapshot) {
-        return AlreadyExists("volume '" + volume +
-                             "' already has a snapshot '" + snapshot + "'");
+        return AlreadyExists("volume '" + volume + "' already has a snapshot '" + snapshot + "'");
       }
     }
     if (options.freeze) HC_RETURN_IF_ERROR(options.freeze());
@@ -204,8 +190,7 @@ class ZfsStore : public Store {
     return FindSnapshot(volume, snapshot);
   }
 
-  Result<std::vector<SnapshotInfo>> ListSnapshots(
-      const std::string& volume) override {
+  Result<std::vector<SnapshotInfo>> ListSnapshots(const std::string& volume) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_ASSIGN_OR_RETURN(auto rows, Snaps(volume));
     std::vector<SnapshotInfo> out;
@@ -213,8 +198,7 @@ class ZfsStore : public Store {
     return out;
   }
 
-  Result<std::vector<DiffEntry>> Diff(const std::string& volume,
-                                      const std::string& from,
+  Result<std::vector<DiffEntry>> Diff(const std::string& volume, const std::string& from,
                                       const std::string& to) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", from));
@@ -271,8 +255,7 @@ class ZfsStore : public Store {
       });
     }
     Result<StreamHeader> header = reader.Begin();
-    Result<Listing> listed =
-        listing.valid() ? listing.get() : Result<Listing>(lock.status());
+    Result<Listing> listed = listing.valid() ? listing.get() : Result<Listing>(lock.status());
     HC_ASSIGN_OR_RETURN(StreamHeader h, std::move(header));
     if (h.backend != "zfs") {
       return InvalidArgument("the stream was written by the '" + h.backend +
@@ -300,8 +283,7 @@ class ZfsStore : public Store {
         return Conflict("volume '" + volume +
                         "' does not exist; the incremental stream needs its "
                         "base snapshot '" +
-                        h.from_name + "' (id " + h.from_id +
-                        "): send a full stream first");
+                        h.from_name + "' (id " + h.from_id + "): send a full stream first");
       }
       for (const auto& s : snaps) {
         if (s.info.id == h.to_id) return AlreadyPresent(reader, s.info, result);
@@ -311,8 +293,7 @@ class ZfsStore : public Store {
         if (snaps[i].info.id == h.from_id) base = i;
       }
       if (base == snaps.size()) {
-        return Conflict("volume '" + volume +
-                        "' has no snapshot with identity " + h.from_id +
+        return Conflict("volume '" + volume + "' has no snapshot with identity " + h.from_id +
                         " (the stream's base '" + h.from_name +
                         "'); send a full stream or an increment from a "
                         "snapshot the volume has");
@@ -330,9 +311,9 @@ class ZfsStore : public Store {
       }
       for (const auto& s : snaps) {
         if (s.info.name == h.to_name) {
-          return Conflict("volume '" + volume + "' already has a snapshot '" +
-                          h.to_name + "' with a different identity (" +
-                          s.info.id + ", stream has " + h.to_id + ")");
+          return Conflict("volume '" + volume + "' already has a snapshot '" + h.to_name +
+                          "' with a different identity (" + s.info.id + ", stream has " + h.to_id +
+                          ")");
         }
       }
       if (caps_.written && ParseU64(Prop(before.props, "written")) > 0) {
@@ -341,8 +322,7 @@ class ZfsStore : public Store {
     }
     HC_ASSIGN_OR_RETURN(
         uint64_t bytes,
-        ReceiveCommand(volume, reader, h,
-                       snaps.empty() ? "" : snaps.back().info.name));
+        ReceiveCommand(volume, reader, h, snaps.empty() ? "" : snaps.back().info.name));
     result.stream_bytes = bytes;
     const std::string ds = Ds(volume);
     // zfs-fuse: an existing volume is remounted to drop the FUSE cache.
@@ -355,9 +335,9 @@ class ZfsStore : public Store {
       HC_ASSIGN_OR_RETURN(SnapRow row, FindRowIn(after, volume, h.to_name));
       result.snapshot = row.info;
       if (result.snapshot.id != h.to_id) {
-        return Corrupt("received snapshot '" + h.to_name + "' of volume '" +
-                       volume + "' has identity " + result.snapshot.id +
-                       " but the stream announced " + h.to_id);
+        return Corrupt("received snapshot '" + h.to_name + "' of volume '" + volume +
+                       "' has identity " + result.snapshot.id + " but the stream announced " +
+                       h.to_id);
       }
       std::vector<std::vector<std::string>> sets;
       if (Prop(after.props, "atime") != "off") {
@@ -368,9 +348,8 @@ class ZfsStore : public Store {
       }
       return RunConcurrently(sets);
     };
-    auto after = ListExisting(
-        volume, std::string("atime,readonly,mounted,mountpoint,") +
-                    kReadOnlyProp);
+    auto after =
+        ListExisting(volume, std::string("atime,readonly,mounted,mountpoint,") + kReadOnlyProp);
     Status settled = after.ok() ? settle(*after) : after.status();
     if (!settled.ok()) {
       // Mounted again, as it was before the receive.
@@ -383,8 +362,7 @@ class ZfsStore : public Store {
     return result;
   }
 
-  Result<RollbackResult> Rollback(const std::string& volume,
-                                  const std::string& snapshot,
+  Result<RollbackResult> Rollback(const std::string& volume, const std::string& snapshot,
                                   const RollbackOptions& options) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
@@ -404,9 +382,8 @@ class ZfsStore : public Store {
     if (options.discard_newer) {
       HC_ASSIGN_OR_RETURN(auto clones, ClonesOfSnapshots(volume, newer));
       if (!clones.empty()) {
-        return Conflict("cannot discard the snapshots of volume '" + volume +
-                        "' newer than '" + snapshot +
-                        "': " + Join(clones, ", ") + " depend on them");
+        return Conflict("cannot discard the snapshots of volume '" + volume + "' newer than '" +
+                        snapshot + "': " + Join(clones, ", ") + " depend on them");
       }
       std::vector<std::string> argv = {"rollback"};
       if (!newer.empty()) argv.push_back("-r");
@@ -445,8 +422,7 @@ class ZfsStore : public Store {
     return result;
   }
 
-  Result<std::vector<DirEntry>> ListDir(const std::string& volume,
-                                        const std::string& snapshot,
+  Result<std::vector<DirEntry>> ListDir(const std::string& volume, const std::string& snapshot,
                                         const std::string& path) override {
     HC_ASSIGN_OR_RETURN(FileLock lock, LockForBrowse(volume, snapshot));
     HC_ASSIGN_OR_RETURN(auto view, View(volume, snapshot));
@@ -460,12 +436,11 @@ class ZfsStore : public Store {
     return zfs::BrowseStat(view->root(), path, Label(volume, snapshot));
   }
 
-  Status ReadFile(const std::string& volume, const std::string& snapshot,
-                  const std::string& path, ByteSink& out) override {
+  Status ReadFile(const std::string& volume, const std::string& snapshot, const std::string& path,
+                  ByteSink& out) override {
     HC_ASSIGN_OR_RETURN(FileLock lock, LockForBrowse(volume, snapshot));
     HC_ASSIGN_OR_RETURN(auto view, View(volume, snapshot));
-    return zfs::BrowseReadFile(view->root(), path, Label(volume, snapshot),
-                               out);
+    return zfs::BrowseReadFile(view->root(), path, Label(volume, snapshot), out);
   }
 
   Status Clone(const std::string& volume, const std::string& snapshot,
@@ -478,15 +453,13 @@ class ZfsStore : public Store {
     HC_ASSIGN_OR_RETURN(FileLock target_lock, Lock(target));
     HC_ASSIGN_OR_RETURN(bool exists, Exists(Ds(target)));
     if (exists) return AlreadyExists("volume '" + target + "' already exists");
-    HC_RETURN_IF_ERROR(Run(
-        {"clone", "-o", "atime=off", Ds(volume) + "@" + snapshot, Ds(target)}));
+    HC_RETURN_IF_ERROR(Run({"clone", "-o", "atime=off", Ds(volume) + "@" + snapshot, Ds(target)}));
     // A clone of a replica is a new primary.
     HC_RETURN_IF_ERROR(SetReadOnlyProps(Ds(target), false));
     return EnsureMounted(Ds(target));
   }
 
-  Status DestroySnapshot(const std::string& volume,
-                         const std::string& snapshot) override {
+  Status DestroySnapshot(const std::string& volume, const std::string& snapshot) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
@@ -514,13 +487,11 @@ class ZfsStore : public Store {
       StreamHeader h;
       h.backend = "zfs";
       h.to_id = s.info.id;
-      auto bytes = SendCommand({"zfs", "send", Ds(volume) + "@" + s.info.name},
-                               h, nullptr);
+      auto bytes = SendCommand({"zfs", "send", Ds(volume) + "@" + s.info.name}, h, nullptr);
       ++report.objects_checked;
       if (!bytes.ok()) {
-        report.problems.push_back(
-            "snapshot '" + s.info.name + "' of volume '" + volume +
-            "' cannot be read: " + bytes.status().message());
+        report.problems.push_back("snapshot '" + s.info.name + "' of volume '" + volume +
+                                  "' cannot be read: " + bytes.status().message());
         continue;
       }
       report.bytes_checked += *bytes;
@@ -536,8 +507,7 @@ class ZfsStore : public Store {
       HC_RETURN_IF_ERROR(MustExist(volume));
       ds = Ds(volume);
     }
-    HC_ASSIGN_OR_RETURN(PropertyTable t,
-                        GetProps({}, "used,usedbysnapshots,referenced", ds));
+    HC_ASSIGN_OR_RETURN(PropertyTable t, GetProps({}, "used,usedbysnapshots,referenced", ds));
     auto& p = t[ds];
     SpaceUsage u;
     u.live_bytes = ParseU64(p["referenced"]);
@@ -550,16 +520,14 @@ class ZfsStore : public Store {
   void DestroyTemp(const std::string& ds) {
     Status s = DestroyDataset(ds, false);
     if (!s.ok()) {
-      std::fprintf(stderr,
-                   "warning: temporary dataset %s was not removed: %s\n",
-                   ds.c_str(), s.ToString().c_str());
+      std::fprintf(stderr, "warning: temporary dataset %s was not removed: %s\n", ds.c_str(),
+                   s.ToString().c_str());
     }
   }
 
   // Removes browse clones left by processes that died.
   void CleanStaleTemps() {
-    auto r =
-        RunCommand({"zfs", "list", "-H", "-o", "name", "-d", "1", parent_});
+    auto r = RunCommand({"zfs", "list", "-H", "-o", "name", "-d", "1", parent_});
     if (!r.ok() || !r->ok()) return;
     const std::string prefix = parent_ + "/" + kBrowsePrefix;
     size_t pos = 0;
@@ -570,8 +538,8 @@ class ZfsStore : public Store {
       std::string name = out.substr(pos, nl - pos);
       pos = nl + 1;
       if (name.rfind(prefix, 0) != 0) continue;
-      pid_t pid = static_cast<pid_t>(ParseU64(name.substr(
-          prefix.size(), name.find('-', prefix.size()) - prefix.size())));
+      pid_t pid = static_cast<pid_t>(
+          ParseU64(name.substr(prefix.size(), name.find('-', prefix.size()) - prefix.size())));
       if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) DestroyTemp(name);
     }
   }
@@ -581,9 +549,7 @@ class ZfsStore : public Store {
       "type,readonly,origin,mountpoint,"
       "hc:readonly";
 
-  std::string Ds(const std::string& volume) const {
-    return parent_ + "/" + volume;
-  }
+  std::string Ds(const std::string& volume) const { return parent_ + "/" + volume; }
 
   static std::string Label(const std::string& volume, const std::string& snap) {
     return "volume '" + volume + "' snapshot '" + snap + "'";
@@ -591,15 +557,14 @@ class ZfsStore : public Store {
 
   // "tank/hc/shop" -> "shop"; "" for anything that is not a volume.
   std::string VolumeOf(const std::string& ds) const {
-    if (ds.size() <= parent_.size() + 1 ||
-        ds.compare(0, parent_.size(), parent_) || ds[parent_.size()] != '/') {
+    if (ds.size() <= parent_.size() + 1 || ds.compare(0, parent_.size(), parent_) ||
+        ds[parent_.size()] != '/') {
       return "";
     }
     std::string rest = ds.substr(parent_.size() + 1);
     size_t at = rest.find('@');
     std::string vol = rest.substr(0, at);
-    if (vol.find('/') != std::string::npos ||
-        !ValidateName("volume", vol).ok()) {
+    if (vol.find('/') != std::string::npos || !ValidateName("volume", vol).ok()) {
       return "";
     }
     return vol;
@@ -608,13 +573,11 @@ class ZfsStore : public Store {
   // "tank/hc/shop@s1" -> "shop@s1"; other origins are shown in full.
   std::string ShowOrigin(const std::string& origin) const {
     if (origin.empty() || origin == "-") return "";
-    if (origin.rfind(parent_ + "/", 0) == 0)
-      return origin.substr(parent_.size() + 1);
+    if (origin.rfind(parent_ + "/", 0) == 0) return origin.substr(parent_.size() + 1);
     return origin;
   }
 
-  VolumeInfo MakeVolumeInfo(const std::string& volume,
-                            std::map<std::string, std::string> props,
+  VolumeInfo MakeVolumeInfo(const std::string& volume, std::map<std::string, std::string> props,
                             const PropertyTable& all) const {
     VolumeInfo v;
     v.name = volume;
@@ -661,28 +624,18 @@ class ZfsStore : public Store {
     return Status::Ok();
   }
 
-  Result<PropertyTable> GetProps(std::vector<std::string> flags,
-                                 const std::string& props,
+  Result<PropertyTable> GetProps(std::vector<std::string> flags, const std::string& props,
                                  const std::string& ds) {
-    std::vector<std::string> args = {"get", "-H", "-p", "-o",
-                                     "name,property,value"};
-    args.insert(args.end(), flags.begin(), flags.end());
-    args.push_back(props);
-    args.push_back(ds);
-    HC_ASSIGN_OR_RETURN(CommandResult r, Zfs(args));
-    if (!r.ok()) {
-      args.insert(args.begin(), "zfs");
-      return IoError(DescribeFailure(args, r));
-    }
-    return ParseGetOutput(r.out);
+    HC_ASSIGN_OR_RETURN(auto t, GetPropsIfExists(std::move(flags), props, ds));
+    if (!t) return NotFound("dataset '" + ds + "' does not exist");
+    return std::move(*t);
   }
 
   // Like GetProps, but a dataset that does not exist gives nullopt.
-  Result<std::optional<PropertyTable>> GetPropsIfExists(
-      std::vector<std::string> flags, const std::string& props,
-      const std::string& ds) {
-    std::vector<std::string> args = {"get", "-H", "-p", "-o",
-                                     "name,property,value"};
+  Result<std::optional<PropertyTable>> GetPropsIfExists(std::vector<std::string> flags,
+                                                        const std::string& props,
+                                                        const std::string& ds) {
+    std::vector<std::string> args = {"get", "-H", "-p", "-o", "name,property,value"};
     args.insert(args.end(), flags.begin(), flags.end());
     args.push_back(props);
     args.push_back(ds);
@@ -698,8 +651,7 @@ class ZfsStore : public Store {
   // The volume's snapshots, oldest first (by creation transaction group:
   // creation times have whole seconds only), and the `extra` properties
   // (comma-separated, may be empty) of its dataset, in one command.
-  Result<Listing> List(const std::string& volume,
-                       const std::string& extra = "") {
+  Result<Listing> List(const std::string& volume, const std::string& extra = "") {
     std::string props = "guid,creation,referenced,createtxg";
     if (!extra.empty()) props += "," + extra;
     HC_ASSIGN_OR_RETURN(auto t, GetPropsIfExists({"-r"}, props, Ds(volume)));
@@ -713,22 +665,18 @@ class ZfsStore : public Store {
       SnapRow r;
       r.info.name = name.substr(prefix.size());
       r.info.id = p["guid"];
-      r.info.created_unix_ns =
-          static_cast<int64_t>(ParseU64(p["creation"])) * 1000000000;
+      r.info.created_unix_ns = static_cast<int64_t>(ParseU64(p["creation"])) * 1000000000;
       r.info.logical_bytes = ParseU64(p["referenced"]);
       r.createtxg = ParseU64(p["createtxg"]);
       l.snaps.push_back(std::move(r));
     }
     std::sort(l.snaps.begin(), l.snaps.end(),
-              [](const SnapRow& a, const SnapRow& b) {
-                return a.createtxg < b.createtxg;
-              });
+              [](const SnapRow& a, const SnapRow& b) { return a.createtxg < b.createtxg; });
     return l;
   }
 
   // List, with kNotFound for a volume that does not exist.
-  Result<Listing> ListExisting(const std::string& volume,
-                               const std::string& extra = "") {
+  Result<Listing> ListExisting(const std::string& volume, const std::string& extra = "") {
     HC_ASSIGN_OR_RETURN(Listing l, List(volume, extra));
     if (!l.exists) return NotFound("volume '" + volume + "' does not exist");
     return l;
@@ -751,13 +699,11 @@ class ZfsStore : public Store {
       if (s.info.name == snap) return s;
     }
     return NotFound("volume '" + volume + "' has no snapshot '" + snap + "'; " +
-                    (snaps.empty()
-                         ? std::string("it has no snapshots")
-                         : "newest is '" + snaps.back().info.name + "'"));
+                    (snaps.empty() ? std::string("it has no snapshots")
+                                   : "newest is '" + snaps.back().info.name + "'"));
   }
 
-  Result<SnapshotInfo> FindSnapshot(const std::string& volume,
-                                    const std::string& snap) {
+  Result<SnapshotInfo> FindSnapshot(const std::string& volume, const std::string& snap) {
     HC_ASSIGN_OR_RETURN(SnapRow r, FindRow(volume, snap));
     return r.info;
   }
@@ -771,14 +717,13 @@ class ZfsStore : public Store {
       const std::string& o = p["origin"];
       if (o.rfind(origin_prefix, 0) != 0) continue;
       std::string vol = VolumeOf(name);
-      out.push_back(vol.empty() ? "dataset '" + name + "'"
-                                : "volume '" + vol + "'");
+      out.push_back(vol.empty() ? "dataset '" + name + "'" : "volume '" + vol + "'");
     }
     return out;
   }
 
-  Result<std::vector<std::string>> ClonesOfSnapshots(
-      const std::string& volume, const std::vector<std::string>& snaps) {
+  Result<std::vector<std::string>> ClonesOfSnapshots(const std::string& volume,
+                                                     const std::vector<std::string>& snaps) {
     std::vector<std::string> out;
     if (snaps.empty()) return out;
     HC_ASSIGN_OR_RETURN(PropertyTable t, GetProps({"-r"}, "origin", pool_));
@@ -789,8 +734,7 @@ class ZfsStore : public Store {
       for (const auto& s : snaps) depends |= o == Ds(volume) + "@" + s;
       if (!depends) continue;
       std::string vol = VolumeOf(name);
-      out.push_back(vol.empty() ? "dataset '" + name + "'"
-                                : "volume '" + vol + "'");
+      out.push_back(vol.empty() ? "dataset '" + name + "'" : "volume '" + vol + "'");
     }
     return out;
   }
@@ -809,8 +753,7 @@ class ZfsStore : public Store {
   // `current` (the dataset's readonly and hc:readonly values), a property
   // that already has the wanted value is left out.
   static std::vector<std::vector<std::string>> ReadOnlySets(
-      const std::string& ds, bool read_only,
-      const std::map<std::string, std::string>* current) {
+      const std::string& ds, bool read_only, const std::map<std::string, std::string>* current) {
     const std::string v = read_only ? "on" : "off";
     std::vector<std::vector<std::string>> out;
     if (!current || Prop(*current, "readonly") != v) {
@@ -851,14 +794,12 @@ class ZfsStore : public Store {
   }
 
   Status EnsureMounted(const std::string& ds) {
-    HC_ASSIGN_OR_RETURN(PropertyTable t,
-                        GetProps({}, "mounted,mountpoint", ds));
+    HC_ASSIGN_OR_RETURN(PropertyTable t, GetProps({}, "mounted,mountpoint", ds));
     return MountIfNeeded(ds, t[ds]);
   }
 
   // `props` holds the dataset's current mounted and mountpoint values.
-  Status MountIfNeeded(const std::string& ds,
-                       const std::map<std::string, std::string>& props) {
+  Status MountIfNeeded(const std::string& ds, const std::map<std::string, std::string>& props) {
     const std::string& mp = Prop(props, "mountpoint");
     if (Prop(props, "mounted") == "yes" || mp.empty() || mp[0] != '/') {
       return Status::Ok();
@@ -904,8 +845,7 @@ class ZfsStore : public Store {
     return FileLock::Acquire(dir + "/" + key + ".lock", true);
   }
 
-  Result<FileLock> LockForBrowse(const std::string& volume,
-                                 const std::string& snapshot) {
+  Result<FileLock> LockForBrowse(const std::string& volume, const std::string& snapshot) {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
@@ -922,37 +862,32 @@ class ZfsStore : public Store {
   Result<std::unique_ptr<SnapshotView>> View(const std::string& volume,
                                              const std::string& snapshot) {
     if (caps_.snapdir) {
-      HC_ASSIGN_OR_RETURN(PropertyTable t,
-                          GetProps({}, "mountpoint", Ds(volume)));
-      std::string dir =
-          t[Ds(volume)]["mountpoint"] + "/.zfs/snapshot/" + snapshot;
+      HC_ASSIGN_OR_RETURN(PropertyTable t, GetProps({}, "mountpoint", Ds(volume)));
+      std::string dir = t[Ds(volume)]["mountpoint"] + "/.zfs/snapshot/" + snapshot;
       HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir, O_RDONLY | O_DIRECTORY));
       return std::make_unique<SnapshotView>(this, "", "", std::move(fd));
     }
     if (!cleaned_.exchange(true)) CleanStaleTemps();
     std::string clone = TempName(kBrowsePrefix);
-    std::string mnt = std::string(kRuntimeDir) + "/browse/" +
-                      clone.substr(clone.rfind('/') + 1);
+    std::string mnt = std::string(kRuntimeDir) + "/browse/" + clone.substr(clone.rfind('/') + 1);
     HC_RETURN_IF_ERROR(MakeDirs(mnt, 0700));
-    HC_RETURN_IF_ERROR(
-        Run({"clone", "-o", "readonly=on", "-o", "atime=off", "-o",
-             "mountpoint=" + mnt, Ds(volume) + "@" + snapshot, clone}));
+    HC_RETURN_IF_ERROR(Run({"clone", "-o", "readonly=on", "-o", "atime=off", "-o",
+                            "mountpoint=" + mnt, Ds(volume) + "@" + snapshot, clone}));
     // From here the view owns the clone and destroys it on every path.
     auto view = std::make_unique<SnapshotView>(this, clone, mnt, UniqueFd());
     HC_RETURN_IF_ERROR(EnsureMounted(clone));
     struct stat a, b;
-    if (::stat(mnt.c_str(), &a) != 0 ||
-        ::stat((mnt + "/..").c_str(), &b) != 0 || a.st_dev == b.st_dev) {
-      return IoError("the temporary clone of " + Label(volume, snapshot) +
-                     " did not mount at " + mnt);
+    if (::stat(mnt.c_str(), &a) != 0 || ::stat((mnt + "/..").c_str(), &b) != 0 ||
+        a.st_dev == b.st_dev) {
+      return IoError("the temporary clone of " + Label(volume, snapshot) + " did not mount at " +
+                     mnt);
     }
     HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(mnt, O_RDONLY | O_DIRECTORY));
     view->set_root(std::move(fd));
     return view;
   }
 
-  Result<std::vector<DiffEntry>> DiffLocked(const std::string& volume,
-                                            const std::string& from,
+  Result<std::vector<DiffEntry>> DiffLocked(const std::string& volume, const std::string& from,
                                             const std::string& to) {
     HC_ASSIGN_OR_RETURN(auto a, View(volume, from));
     HC_ASSIGN_OR_RETURN(auto b, View(volume, to));
@@ -967,11 +902,10 @@ class ZfsStore : public Store {
   // Whether the live data differs from `snapshot` (the newest). With the
   // `written` property ZFS knows; otherwise a probe snapshot is compared.
   // REQUIRES: the volume lock is held.
-  Result<bool> LiveDiffersFrom(const std::string& volume,
-                               const std::string& snapshot) {
+  Result<bool> LiveDiffersFrom(const std::string& volume, const std::string& snapshot) {
     if (caps_.written) return HasUnsnapshottedWrites(volume);
-    std::string probe = kProbePrefix + std::to_string(::getpid()) + "-" +
-                        std::to_string(counter_.fetch_add(1));
+    std::string probe =
+        kProbePrefix + std::to_string(::getpid()) + "-" + std::to_string(counter_.fetch_add(1));
     HC_RETURN_IF_ERROR(Run({"snapshot", Ds(volume) + "@" + probe}));
     auto diff = DiffLocked(volume, snapshot, probe);
     Status destroyed = Run({"destroy", Ds(volume) + "@" + probe}, true);
@@ -1011,16 +945,15 @@ class ZfsStore : public Store {
         DestroyTemp(tmp);
       }
       return s.Annotate(back.ok() ? "rollback undone"
-                                  : "rollback interrupted: volume data is in " +
-                                        Ds(branch) + " and " + tmp);
+                                  : "rollback interrupted: volume data is in " + Ds(branch) +
+                                        " and " + tmp);
     }
     (void)Run({"inherit", "mountpoint", ds});
     HC_RETURN_IF_ERROR(EnsureMounted(ds));
     return EnsureMounted(Ds(branch));
   }
 
-  Result<ReceiveResult> AlreadyPresent(StreamReader& reader,
-                                       const SnapshotInfo& snap,
+  Result<ReceiveResult> AlreadyPresent(StreamReader& reader, const SnapshotInfo& snap,
                                        ReceiveResult result) {
     for (;;) {
       HC_ASSIGN_OR_RETURN(StreamRecord r, reader.Next());
@@ -1032,10 +965,8 @@ class ZfsStore : public Store {
     return result;
   }
 
-  Status ModifiedConflict(const std::string& volume,
-                          const std::string& newest) {
-    return Conflict("volume '" + volume +
-                    "' has writes that are not in a snapshot (since '" +
+  Status ModifiedConflict(const std::string& volume, const std::string& newest) {
+    return Conflict("volume '" + volume + "' has writes that are not in a snapshot (since '" +
                     newest +
                     "'); it has diverged from the sender: roll it "
                     "back to '" +
@@ -1047,13 +978,10 @@ class ZfsStore : public Store {
   // Feeds verified 'D' records to `zfs receive`; on any stream error kills
   // it before it has seen the end of the ZFS stream, so ZFS discards the
   // partial receive.
-  Result<uint64_t> ReceiveCommand(const std::string& volume,
-                                  StreamReader& reader, const StreamHeader& h,
-                                  const std::string& newest) {
-    std::vector<std::string> argv = {"zfs", "receive",
-                                     Ds(volume) + "@" + h.to_name};
-    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, true, false,
-                                                        kStreamPipeBytes));
+  Result<uint64_t> ReceiveCommand(const std::string& volume, StreamReader& reader,
+                                  const StreamHeader& h, const std::string& newest) {
+    std::vector<std::string> argv = {"zfs", "receive", Ds(volume) + "@" + h.to_name};
+    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, true, false, kStreamPipeBytes));
     FdSink to_zfs(p.stdin_fd());
     Status stream_status;
     bool child_gone = false;
@@ -1079,9 +1007,9 @@ class ZfsStore : public Store {
         break;
       }
       if (rec->type != kRecordZfsData) {
-        stream_status = Corrupt("stream has an unexpected record type '" +
-                                std::string(1, static_cast<char>(rec->type)) +
-                                "' for a zfs stream");
+        stream_status =
+            Corrupt("stream has an unexpected record type '" +
+                    std::string(1, static_cast<char>(rec->type)) + "' for a zfs stream");
         break;
       }
       if (!flush()) {
@@ -1105,23 +1033,20 @@ class ZfsStore : public Store {
     }
     if (e.find("does not match incremental source") != std::string::npos ||
         e.find("already exists") != std::string::npos) {
-      return Conflict("volume '" + volume +
-                      "' cannot take this stream: " + FirstLine(e));
+      return Conflict("volume '" + volume + "' cannot take this stream: " + FirstLine(e));
     }
     if (e.find("invalid backup stream") != std::string::npos ||
         e.find("checksum") != std::string::npos) {
-      return Corrupt("zfs rejected the stream data for volume '" + volume +
-                     "': " + FirstLine(e));
+      return Corrupt("zfs rejected the stream data for volume '" + volume + "': " + FirstLine(e));
     }
     return IoError(DescribeFailure(argv, r));
   }
 
   // Runs `zfs send` and wraps its output; with no sink it only counts the
   // bytes (Verify). Returns the raw ZFS stream size.
-  Result<uint64_t> SendCommand(const std::vector<std::string>& argv,
-                               const StreamHeader& h, ByteSink* out) {
-    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, false, true,
-                                                        kStreamPipeBytes));
+  Result<uint64_t> SendCommand(const std::vector<std::string>& argv, const StreamHeader& h,
+                               ByteSink* out) {
+    HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, false, true, kStreamPipeBytes));
     std::optional<StreamWriter> writer;
     if (out) {
       writer.emplace(*out);
@@ -1164,12 +1089,10 @@ class ZfsStore : public Store {
   }
 
   Status PoolHealth(VerifyReport& report) {
-    HC_ASSIGN_OR_RETURN(CommandResult r,
-                        RunCommand({"zpool", "status", "-x", pool_}));
+    HC_ASSIGN_OR_RETURN(CommandResult r, RunCommand({"zpool", "status", "-x", pool_}));
     if (!r.ok() || r.out.find("is healthy") == std::string::npos) {
-      report.problems.push_back(
-          "pool '" + pool_ + "' is not healthy: " + FirstLine(r.out + r.err) +
-          " (see 'zpool status -v " + pool_ + "')");
+      report.problems.push_back("pool '" + pool_ + "' is not healthy: " + FirstLine(r.out + r.err) +
+                                " (see 'zpool status -v " + pool_ + "')");
     }
     return Status::Ok();
   }
@@ -1179,10 +1102,8 @@ class ZfsStore : public Store {
     if (!r.ok()) return IoError(DescribeFailure({"zpool", "scrub", pool_}, r));
     std::string status;
     for (;;) {
-      HC_ASSIGN_OR_RETURN(CommandResult s,
-                          RunCommand({"zpool", "status", "-v", pool_}));
-      if (!s.ok())
-        return IoError(DescribeFailure({"zpool", "status", pool_}, s));
+      HC_ASSIGN_OR_RETURN(CommandResult s, RunCommand({"zpool", "status", "-v", pool_}));
+      if (!s.ok()) return IoError(DescribeFailure({"zpool", "status", pool_}, s));
       status = s.out;
       if (status.find("in progress") == std::string::npos) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -1198,13 +1119,10 @@ class ZfsStore : public Store {
         if (nl == std::string::npos) nl = status.size();
         std::string line = status.substr(pos, nl - pos);
         pos = nl + 1;
-        if (line.find("scrub") != std::string::npos ||
-            line.find("errors") != std::string::npos ||
+        if (line.find("scrub") != std::string::npos || line.find("errors") != std::string::npos ||
             line.find('/') != std::string::npos) {
-          while (!line.empty() && (line[0] == ' ' || line[0] == '\t'))
-            line.erase(0, 1);
-          if (!line.empty())
-            report.problems.push_back("pool '" + pool_ + "': " + line);
+          while (!line.empty() && (line[0] == ' ' || line[0] == '\t')) line.erase(0, 1);
+          if (!line.empty()) report.problems.push_back("pool '" + pool_ + "': " + line);
         }
       }
       if (report.problems.empty()) {
@@ -1243,11 +1161,9 @@ Result<std::unique_ptr<Store>> OpenZfsStore(const StoreConfig& config) {
   const std::string& ds = config.dataset;
   // One command for everything: `zfs get` of a property this ZFS lacks
   // (zfs-fuse has no `written`) fails as a whole, `all` lists what exists.
-  auto r = RunCommand(
-      {"zfs", "get", "-H", "-p", "-o", "name,property,value", "all", ds});
+  auto r = RunCommand({"zfs", "get", "-H", "-p", "-o", "name,property,value", "all", ds});
   if (!r.ok()) {
-    return Unavailable("the 'zfs' command is not available (" +
-                       r.status().message() +
+    return Unavailable("the 'zfs' command is not available (" + r.status().message() +
                        "); install OpenZFS (zfsutils-linux) or zfs-fuse, or "
                        "use the 'dir' backend");
   }
@@ -1258,27 +1174,24 @@ Result<std::unique_ptr<Store>> OpenZfsStore(const StoreConfig& config) {
                       "with 'zfs create -p " +
                       ds + "'");
     }
-    return Unavailable("ZFS is not usable: " +
-                       DescribeFailure({"zfs", "get", "type", ds}, *r) +
+    return Unavailable("ZFS is not usable: " + DescribeFailure({"zfs", "get", "type", ds}, *r) +
                        " (is the zfs-fuse daemon or the zfs module loaded?)");
   }
   PropertyTable t = ParseGetOutput(r->out);
   const auto& props = t[ds];
   const std::string& type = Prop(props, "type");
   if (type != "filesystem") {
-    return InvalidArgument("'" + ds + "' is a " + type +
-                           ", not a filesystem dataset");
+    return InvalidArgument("'" + ds + "' is a " + type + ", not a filesystem dataset");
   }
   Capabilities caps;
   caps.written = props.count("written") > 0;
   {
     const std::string& dir = Prop(props, "mountpoint");
-    caps.snapdir =
-        !dir.empty() && dir[0] == '/' && PathExists(dir + "/.zfs/snapshot");
+    caps.snapdir = !dir.empty() && dir[0] == '/' && PathExists(dir + "/.zfs/snapshot");
     struct statfs fs;
     constexpr long kFuseSuperMagic = 0x65735546;
-    caps.fuse_mounts = !dir.empty() && dir[0] == '/' &&
-                       ::statfs(dir.c_str(), &fs) == 0 && fs.f_type == kFuseSuperMagic;
+    caps.fuse_mounts = !dir.empty() && dir[0] == '/' && ::statfs(dir.c_str(), &fs) == 0 &&
+                       fs.f_type == kFuseSuperMagic;
   }
   std::string pool = ds.substr(0, ds.find('/'));
   auto store = std::make_unique<ZfsStore>(ds, pool, caps);

@@ -31,8 +31,7 @@ std::vector<std::string> SplitFields(const std::string& line, char sep) {
 
 // "a//b/./c/" -> "a/b/c"; "" -> "." (the root). ".." is refused before the
 // kernel sees it so the error does not depend on where it would lead.
-Result<std::string> NormalizePath(const std::string& path,
-                                  const std::string& label) {
+Result<std::string> NormalizePath(const std::string& path, const std::string& label) {
   std::string out;
   for (const std::string& seg : SplitFields(path, '/')) {
     if (seg.empty() || seg == ".") continue;
@@ -53,8 +52,7 @@ Status BrowseErrno(int err, const std::string& path, const std::string& label) {
       return PermissionDenied("path '" + path + "' in " + label +
                               " leads outside the snapshot (through a "
                               "symlink); refused");
-    case ENOENT:
-      return NotFound(label + " has no '" + path + "'");
+    case ENOENT: return NotFound(label + " has no '" + path + "'");
     case ENOTDIR:
       return NotFound("'" + path + "' in " + label +
                       " is not a directory (or a part of it is not)");
@@ -63,15 +61,12 @@ Status BrowseErrno(int err, const std::string& path, const std::string& label) {
                              " has too many levels of symlinks");
     case EACCES:
     case EPERM:
-      return PermissionDenied("cannot open '" + path + "' in " + label + ": " +
-                              std::strerror(err));
-    default:
-      return ErrnoStatus("open '" + path + "' in " + label, err);
+      return PermissionDenied("cannot open '" + path + "' in " + label + ": " + std::strerror(err));
+    default: return ErrnoStatus("open '" + path + "' in " + label, err);
   }
 }
 
-int OpenAt2(int dir_fd, const std::string& rel, uint64_t flags,
-            uint64_t resolve) {
+int OpenAt2(int dir_fd, const std::string& rel, uint64_t flags, uint64_t resolve) {
   struct open_how how;
   std::memset(&how, 0, sizeof how);
   how.flags = flags | O_CLOEXEC;
@@ -86,8 +81,7 @@ int OpenAt2(int dir_fd, const std::string& rel, uint64_t flags,
 // Opens `rel` (already normalized) below the root, following symlinks only
 // while they stay below it.
 Result<UniqueFd> OpenBeneath(int root_fd, const std::string& rel, int flags,
-                             const std::string& shown,
-                             const std::string& label) {
+                             const std::string& shown, const std::string& label) {
   int fd = OpenAt2(root_fd, rel, static_cast<uint64_t>(flags),
                    RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
   if (fd < 0) return BrowseErrno(errno, shown, label);
@@ -108,10 +102,8 @@ DirEntry EntryFromStat(const std::string& name, const struct stat& st) {
   e.mode = st.st_mode & 07777;
   // A directory's st_size is file-system specific (entry count on ZFS);
   // the store reports 0 like the `dir` backend's trees.
-  e.size =
-      e.type == FileType::kDirectory ? 0 : static_cast<uint64_t>(st.st_size);
-  e.mtime_ns =
-      static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  e.size = e.type == FileType::kDirectory ? 0 : static_cast<uint64_t>(st.st_size);
+  e.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   return e;
 }
 
@@ -156,9 +148,8 @@ Result<std::vector<DirEntry>> ReadDirectory(int dir_fd) {
   }
   ::closedir(d);
   HC_RETURN_IF_ERROR(status);
-  std::sort(out.begin(), out.end(), [](const DirEntry& a, const DirEntry& b) {
-    return a.name < b.name;
-  });
+  std::sort(out.begin(), out.end(),
+            [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
   return out;
 }
 
@@ -170,9 +161,8 @@ Status Walk(int dir_fd, const std::string& prefix, WalkMap& out) {
   for (DirEntry& e : entries) {
     std::string path = prefix.empty() ? e.name : prefix + "/" + e.name;
     if (e.type == FileType::kDirectory) {
-      int sub =
-          OpenAt2(dir_fd, e.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW,
-                  RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV);
+      int sub = OpenAt2(dir_fd, e.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW,
+                        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV);
       if (sub < 0) return ErrnoStatus("open directory " + path, errno);
       UniqueFd sub_fd(sub);
       out.emplace(path, std::move(e));
@@ -185,8 +175,7 @@ Status Walk(int dir_fd, const std::string& prefix, WalkMap& out) {
 }
 
 Result<bool> SameContent(int from_root, int to_root, const std::string& path) {
-  const uint64_t resolve =
-      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV;
+  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV;
   int a = OpenAt2(from_root, path, O_RDONLY | O_NOFOLLOW, resolve);
   if (a < 0) return ErrnoStatus("open " + path, errno);
   UniqueFd fa(a);
@@ -209,8 +198,7 @@ Result<bool> SameContent(int from_root, int to_root, const std::string& path) {
     ssize_t na = read_full(fa.get(), ba);
     ssize_t nb = read_full(fb.get(), bb);
     if (na < 0 || nb < 0) return ErrnoStatus("read " + path, errno);
-    if (na != nb ||
-        std::memcmp(ba.data(), bb.data(), static_cast<size_t>(na))) {
+    if (na != nb || std::memcmp(ba.data(), bb.data(), static_cast<size_t>(na))) {
       return false;
     }
     if (na == 0) return true;
@@ -246,18 +234,14 @@ bool IsBusyError(const std::string& err) {
          err.find("Device or resource busy") != std::string::npos;
 }
 
-Result<std::vector<DirEntry>> BrowseListDir(int root_fd,
-                                            const std::string& path,
+Result<std::vector<DirEntry>> BrowseListDir(int root_fd, const std::string& path,
                                             const std::string& label) {
   HC_ASSIGN_OR_RETURN(std::string rel, NormalizePath(path, label));
-  HC_ASSIGN_OR_RETURN(
-      UniqueFd fd,
-      OpenBeneath(root_fd, rel, O_RDONLY | O_DIRECTORY, path, label));
+  HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenBeneath(root_fd, rel, O_RDONLY | O_DIRECTORY, path, label));
   return ReadDirectory(fd.get());
 }
 
-Result<DirEntry> BrowseStat(int root_fd, const std::string& path,
-                            const std::string& label) {
+Result<DirEntry> BrowseStat(int root_fd, const std::string& path, const std::string& label) {
   HC_ASSIGN_OR_RETURN(std::string rel, NormalizePath(path, label));
   struct stat st;
   if (rel == ".") {
@@ -267,11 +251,9 @@ Result<DirEntry> BrowseStat(int root_fd, const std::string& path,
   size_t slash = rel.rfind('/');
   std::string parent = slash == std::string::npos ? "." : rel.substr(0, slash);
   std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
-  HC_ASSIGN_OR_RETURN(
-      UniqueFd dir,
-      OpenBeneath(root_fd, parent, O_PATH | O_DIRECTORY, path, label));
-  if (::fstatat(dir.get(), name.c_str(), &st,
-                AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0) {
+  HC_ASSIGN_OR_RETURN(UniqueFd dir,
+                      OpenBeneath(root_fd, parent, O_PATH | O_DIRECTORY, path, label));
+  if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0) {
     return BrowseErrno(errno, path, label);
   }
   DirEntry e = EntryFromStat(name, st);
@@ -279,8 +261,8 @@ Result<DirEntry> BrowseStat(int root_fd, const std::string& path,
     HC_ASSIGN_OR_RETURN(e.link_target, ReadLinkAt(dir.get(), name));
     // A link that leads outside is refused like any other escape; one that
     // dangles inside the snapshot is still a valid entry to show.
-    int fd = OpenAt2(root_fd, rel, O_PATH,
-                     RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
+    int fd =
+        OpenAt2(root_fd, rel, O_PATH, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
     if (fd >= 0) {
       ::close(fd);
     } else if (errno == EXDEV) {
@@ -290,20 +272,17 @@ Result<DirEntry> BrowseStat(int root_fd, const std::string& path,
   return e;
 }
 
-Status BrowseReadFile(int root_fd, const std::string& path,
-                      const std::string& label, ByteSink& out) {
+Status BrowseReadFile(int root_fd, const std::string& path, const std::string& label,
+                      ByteSink& out) {
   HC_ASSIGN_OR_RETURN(std::string rel, NormalizePath(path, label));
-  HC_ASSIGN_OR_RETURN(UniqueFd fd,
-                      OpenBeneath(root_fd, rel, O_RDONLY, path, label));
+  HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenBeneath(root_fd, rel, O_RDONLY, path, label));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("stat " + path, errno);
   if (S_ISDIR(st.st_mode)) {
-    return InvalidArgument("'" + path + "' in " + label +
-                           " is a directory; list it instead");
+    return InvalidArgument("'" + path + "' in " + label + " is a directory; list it instead");
   }
   if (!S_ISREG(st.st_mode)) {
-    return InvalidArgument("'" + path + "' in " + label +
-                           " is not a regular file");
+    return InvalidArgument("'" + path + "' in " + label + " is not a regular file");
   }
   std::vector<uint8_t> buf(kReadChunk);
   for (;;) {
@@ -336,12 +315,10 @@ Result<std::vector<DiffEntry>> DiffTrees(int from_root_fd, int to_root_fd) {
       const DirEntry& b = ti->second;
       bool modified = a.type != b.type || a.mode != b.mode;
       if (!modified && a.type != FileType::kDirectory) {
-        modified = a.size != b.size || a.mtime_ns != b.mtime_ns ||
-                   a.link_target != b.link_target;
+        modified = a.size != b.size || a.mtime_ns != b.mtime_ns || a.link_target != b.link_target;
       }
       if (!modified && a.type == FileType::kFile) {
-        HC_ASSIGN_OR_RETURN(bool same,
-                            SameContent(from_root_fd, to_root_fd, fi->first));
+        HC_ASSIGN_OR_RETURN(bool same, SameContent(from_root_fd, to_root_fd, fi->first));
         modified = !same;
       }
       if (modified) {

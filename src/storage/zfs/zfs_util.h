@@ -32,15 +32,13 @@ bool IsBusyError(const std::string& err);
 // kPermissionDenied; symlinks are followed only while they stay below the
 // root (openat2 RESOLVE_BENEATH), otherwise kPermissionDenied. `label` names
 // the snapshot in messages ("volume 'shop' snapshot 's1'").
-Result<std::vector<DirEntry>> BrowseListDir(int root_fd,
-                                            const std::string& path,
+Result<std::vector<DirEntry>> BrowseListDir(int root_fd, const std::string& path,
                                             const std::string& label);
 // lstat-like: a final symlink is reported as a symlink (with its target),
 // but refused if it leads outside the snapshot.
-Result<DirEntry> BrowseStat(int root_fd, const std::string& path,
-                            const std::string& label);
-Status BrowseReadFile(int root_fd, const std::string& path,
-                      const std::string& label, ByteSink& out);
+Result<DirEntry> BrowseStat(int root_fd, const std::string& path, const std::string& label);
+Status BrowseReadFile(int root_fd, const std::string& path, const std::string& label,
+                      ByteSink& out);
 
 // Changes between two mounted trees, sorted by path. Files are modified when
 // their type, permission bits, size, mtime, link target or content differ;
