@@ -9,6 +9,7 @@ namespace {
 
 constexpr size_t kFrameHead = 5;  // type + length
 constexpr size_t kFrameTail = 8;  // check
+constexpr size_t kGatherThreshold = 64 * 1024;
 constexpr uint32_t kHeaderVersion = 1;
 
 void PutLe(uint8_t* p, uint64_t v, int n) {
@@ -132,21 +133,37 @@ Status StreamWriter::Write(RecordType type, std::span<const std::span<const uint
   size_t len = 0;
   for (auto p : parts) len += p.size();
   HC_CHECK(len <= kMaxRecordPayload, "stream record too large");
-  // One contiguous buffer: a single write() per record and one hash pass.
+  uint8_t head[kFrameHead];
+  head[0] = type;
+  PutLe(head + 1, len, 4);
+  ++seq_;
+  payload_total_ += len;
+  bytes_ += kFrameHead + len + kFrameTail;
+  if (len >= kGatherThreshold) {
+    // Large payloads (zfs data) are hashed and written in place: a copy of
+    // every byte costs more than three write() calls.
+    XXH3_state_t* st = XXH3_createState();
+    HC_CHECK(st != nullptr, "XXH3_createState");
+    XXH3_64bits_reset_withSeed(st, seq_ - 1);
+    XXH3_64bits_update(st, head, kFrameHead);
+    for (auto part : parts) XXH3_64bits_update(st, part.data(), part.size());
+    uint8_t tail[kFrameTail];
+    PutLe(tail, XXH3_64bits_digest(st), 8);
+    XXH3_freeState(st);
+    HC_RETURN_IF_ERROR(out_.Write(head));
+    for (auto part : parts) HC_RETURN_IF_ERROR(out_.Write(part));
+    return out_.Write(tail);
+  }
+  // Small records: one contiguous buffer, a single write() and hash pass.
   scratch_.resize(kFrameHead + len + kFrameTail);
   uint8_t* p = scratch_.data();
-  p[0] = type;
-  PutLe(p + 1, len, 4);
+  std::memcpy(p, head, kFrameHead);
   size_t off = kFrameHead;
   for (auto part : parts) {
     if (!part.empty()) std::memcpy(p + off, part.data(), part.size());
     off += part.size();
   }
-  uint64_t check = XXH3_64bits_withSeed(p, kFrameHead + len, seq_);
-  PutLe(p + off, check, 8);
-  ++seq_;
-  payload_total_ += len;
-  bytes_ += scratch_.size();
+  PutLe(p + off, XXH3_64bits_withSeed(p, kFrameHead + len, seq_ - 1), 8);
   return out_.Write(scratch_);
 }
 

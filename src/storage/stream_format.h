@@ -92,6 +92,11 @@ class StreamReader {
 
   uint64_t bytes_read() const { return bytes_; }
 
+  // Exchanges the buffer holding the last record with `other`: the record's
+  // payload span stays valid (now inside *other) after further Next() calls.
+  // Lets a caller hold a record back without copying it.
+  void SwapBuffer(std::vector<uint8_t>* other) { buf_.swap(*other); }
+
  private:
   Status Fail(const std::string& what) const;
   ByteSource& in_;

@@ -989,7 +989,8 @@ class ZfsStore : public Store {
     // the ZFS end record, without waiting for EOF. Holding back the last
     // data record until our own end record has been verified means a stream
     // that is damaged or cut anywhere after it never gets committed.
-    std::vector<uint8_t> pending;
+    std::vector<uint8_t> pending_buf;
+    std::span<const uint8_t> pending;
     bool have_pending = false;
     auto flush = [&]() -> bool {
       if (!have_pending) return true;
@@ -1016,7 +1017,8 @@ class ZfsStore : public Store {
         child_gone = true;  // zfs receive exited early; its stderr says why
         break;
       }
-      pending.assign(rec->payload.begin(), rec->payload.end());
+      reader.SwapBuffer(&pending_buf);
+      pending = rec->payload;  // now points into pending_buf
       have_pending = true;
     }
     if (!stream_status.ok()) {
