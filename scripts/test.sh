@@ -31,6 +31,7 @@ if [ "$(id -u)" -eq 0 ] && [ -e /dev/fuse ] && command -v zfs-fuse >/dev/null &&
   zfs-fuse --no-kstat-mount --pidfile "$pidfile"
   for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
   ZFS_PID="$(cat "$pidfile")"
+  rm -f "$pidfile"
   echo "== started zfs-fuse (pid $ZFS_PID) for this run"
 fi
 
@@ -58,10 +59,12 @@ cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DHC_FUZZ=ON -DHC
   -DHC_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j "$JOBS" --target fuzz_targets
 fuzz_pass=0; fuzz_fail=0
+rm -rf build-fuzz/tmp
 for f in build-fuzz/fuzz/fuzz_*; do
   name="$(basename "$f")"
   corpus="build-fuzz/corpus/$name"; mkdir -p "$corpus" "tests/fuzz/corpus/$name"
-  if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 "$corpus" "tests/fuzz/corpus/$name" \
+  mkdir -p build-fuzz/tmp
+  if TMPDIR="$PWD/build-fuzz/tmp" "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 "$corpus" "tests/fuzz/corpus/$name" \
        >"build-fuzz/$name.log" 2>&1; then
     echo "fuzz $name: ok ($(grep -o 'Done [0-9]* runs' "build-fuzz/$name.log" | grep -o '[0-9]*' || echo '?') inputs)"
     fuzz_pass=$((fuzz_pass + 1))
@@ -70,6 +73,7 @@ for f in build-fuzz/fuzz/fuzz_*; do
     fuzz_fail=$((fuzz_fail + 1))
   fi
 done
+rm -rf build-fuzz/tmp
 echo "fuzz targets: $fuzz_pass ok, $fuzz_fail crashed"
 echo "all: $((total_pass + fuzz_pass)) passed, $fuzz_fail failed"
 [ "$fuzz_fail" = 0 ]

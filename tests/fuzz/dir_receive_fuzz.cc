@@ -15,8 +15,11 @@
 namespace {
 std::string& Root() {
   static std::string root = [] {
-    char tmpl[] = "/tmp/hc-fuzz-XXXXXX";
-    std::string r = ::mkdtemp(tmpl);
+    // libFuzzer may end the process without running atexit handlers: the
+    // runner points TMPDIR at a directory it removes itself.
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp != nullptr ? tmp : "/tmp") + "/hc-fuzz-XXXXXX";
+    std::string r = ::mkdtemp(tmpl.data());
     std::atexit([] { (void)hc::RemoveTree(Root()); });
     return r;
   }();
