@@ -16,7 +16,7 @@ PACKAGES=(
   # libraries
   libssl-dev libzstd-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev zstd tar procps
+  libgtest-dev libgmock-dev libbenchmark-dev zstd tar procps bc
   # storage backends: ZFS through zfs-fuse here (OpenZFS in production)
   zfs-fuse fuse
 )
