@@ -265,3 +265,109 @@ TEST(DirJournal, SeesWritesThroughHardLinksAndRecreatedDirectories) {
 
 }  // namespace
 }  // namespace hc::storage
+
+namespace hc::storage {
+namespace {
+
+TEST(DirJournal, NewLinkIntoADirectoryAlreadyHoldingLinksIsSeen) {
+  auto t = testing::MakeTestStore("dir");
+  Store& st = *t.store;
+  ASSERT_TRUE(st.CreateVolume("v").ok());
+  std::string live = *st.LivePath("v");
+  for (char c = 'a'; c <= 'h'; ++c) {
+    ASSERT_TRUE(MakeDirs(live + "/" + c).ok());
+    WriteFile(live + "/" + c + "/f", std::string(1, c));
+  }
+  WriteFile(live + "/a/m1", "m");
+  ASSERT_EQ(::link((live + "/a/m1").c_str(), (live + "/a/m2").c_str()), 0);
+  WriteFile(live + "/b/f", "OLD");
+  ASSERT_TRUE(st.Snapshot("v", "s1", {}).ok());
+  ASSERT_TRUE(st.Snapshot("v", "s2", {}).ok());
+  ASSERT_EQ(::link((live + "/b/f").c_str(), (live + "/a/h").c_str()), 0);
+  ASSERT_TRUE(st.Snapshot("v", "s3", {}).ok());
+  WriteFile(live + "/a/h", "NEW");
+  ASSERT_TRUE(st.Snapshot("v", "s4", {}).ok());
+  StringSink out;
+  ASSERT_TRUE(st.ReadFile("v", "s4", "b/f", out).ok());
+  EXPECT_EQ(out.out, "NEW");
+}
+
+TEST(DirReceive, RefusesASnapshotNameTakenByAnotherSnapshot) {
+  auto a = testing::MakeTestStore("dir");
+  auto b = testing::MakeTestStore("dir");
+  ASSERT_TRUE(a.store->CreateVolume("v").ok());
+  std::string live = *a.store->LivePath("v");
+  WriteFile(live + "/f", "1");
+  ASSERT_TRUE(a.store->Snapshot("v", "x", {}).ok());
+  auto send = [&](std::optional<std::string> from, const std::string& to) {
+    StringSink s;
+    EXPECT_TRUE(a.store->Send("v", from, to, s).ok());
+    StringSource in(s.out);
+    return b.store->Receive("v", in, {});
+  };
+  ASSERT_TRUE(send(std::nullopt, "x").ok());
+  WriteFile(live + "/f", "2");
+  ASSERT_TRUE(a.store->Snapshot("v", "base", {}).ok());
+  ASSERT_TRUE(send(std::string("x"), "base").ok());
+  ASSERT_TRUE(a.store->DestroySnapshot("v", "x").ok());
+  WriteFile(live + "/f", "3");
+  ASSERT_TRUE(a.store->Snapshot("v", "x", {}).ok());
+  auto before = b.store->ListSnapshots("v");
+  auto r = send(std::string("base"), "x");
+  EXPECT_EQ(r.status().code(), Code::kConflict) << r.status().ToString();
+  auto after = b.store->ListSnapshots("v");
+  ASSERT_TRUE(before.ok() && after.ok());
+  ASSERT_EQ(after->size(), before->size());
+  EXPECT_EQ((*after)[0].id, (*before)[0].id);
+}
+
+TEST(DirReceive, ADamagedStoredCopyIsReplacedNotTrusted) {
+  auto a = testing::MakeTestStore("dir");
+  auto b = testing::MakeTestStore("dir");
+  ASSERT_TRUE(a.store->CreateVolume("v").ok());
+  std::string live = *a.store->LivePath("v");
+  WriteFile(live + "/f", std::string(5000, 'q'));
+  ASSERT_TRUE(a.store->Snapshot("v", "s1", {}).ok());
+  StringSink full;
+  ASSERT_TRUE(a.store->Send("v", std::nullopt, "s1", full).ok());
+  StringSource in(full.out);
+  ASSERT_TRUE(b.store->Receive("v", in, {}).ok());
+  // Damage B's copy of the data chunk.
+  std::string chunks = b.cleanup_dir + "/store/chunks";
+  bool damaged = false;
+  DIR* top = ::opendir(chunks.c_str());
+  while (auto* e = ::readdir(top)) {
+    if (e->d_name[0] == '.') continue;
+    std::string d = chunks + "/" + e->d_name;
+    DIR* dd = ::opendir(d.c_str());
+    while (auto* f = ::readdir(dd)) {
+      if (f->d_name[0] == '.') continue;
+      std::string p = d + "/" + f->d_name;
+      std::string data = ReadWholeFile(p);
+      if (data.find("HCT1") == std::string::npos && data.size() > 20 && data[4] == 1) {
+        ::chmod(p.c_str(), 0644);
+        data[data.size() - 1] ^= 1;
+        WriteFile(p, data);
+        damaged = true;
+      }
+    }
+    ::closedir(dd);
+  }
+  ::closedir(top);
+  ASSERT_TRUE(damaged);
+  // The same content arrives again under another name.
+  WriteFile(live + "/copy", std::string(5000, 'q'));
+  ASSERT_TRUE(a.store->Snapshot("v", "s2", {}).ok());
+  StringSink inc;
+  ASSERT_TRUE(a.store->Send("v", std::string("s1"), "s2", inc).ok());
+  StringSource in2(inc.out);
+  auto r = b.store->Receive("v", in2, {});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ReadWholeFile(*b.store->LivePath("v") + "/copy"), std::string(5000, 'q'));
+  auto v = b.store->Verify("v");
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok()) << v->problems[0];
+}
+
+}  // namespace
+}  // namespace hc::storage

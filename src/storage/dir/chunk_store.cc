@@ -56,7 +56,10 @@ std::string ChunkStore::PathOf(const Digest& id) const {
 }
 
 bool ChunkStore::Has(const Digest& id) const {
-  return ::access(PathOf(id).c_str(), F_OK) == 0;
+  // A file shorter than a header is what a crash can leave of a chunk that
+  // was not flushed yet: treat it as absent so it is written again.
+  struct stat st;
+  return ::stat(PathOf(id).c_str(), &st) == 0 && st.st_size >= static_cast<off_t>(kChunkHeader);
 }
 
 Status ChunkStore::WriteTo(const std::string& dir, const std::string& tmp_dir, const Digest& id,

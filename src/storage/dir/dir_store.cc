@@ -330,6 +330,13 @@ class DirStore final : public Store {
       }
     }
 
+    for (const auto& s : snaps) {
+      if (s.rec.name == h.to_name) {
+        return Conflict("volume '" + v + "' already has a different snapshot named '" + h.to_name +
+                        "' (id " + ToHex(s.id) + ", stream has " + h.to_id +
+                        "); nothing was changed. Rename or destroy one of them first");
+      }
+    }
     ForgetScanState(v);
     // Verified chunks go straight into the store. If the stream turns out
     // damaged later, they stay there unreferenced: invisible, collected by
@@ -357,14 +364,27 @@ class DirStore final : public Store {
         auto body = d.Bytes(d.remaining());
         c.stored.assign(body.begin(), body.end());
         HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, nullptr).Annotate("stream"));
-        if (verified.insert(id).second && !chunks_.Has(id)) {
-          HC_RETURN_IF_ERROR(ChunkStore::WriteTo(chunks_.dir(), root_ + "/tmp", id, c));
+        if (verified.count(id) == 0) {
+          // A copy already stored is only trusted once it checks out; a
+          // damaged one is replaced by the stream's verified copy.
+          bool have = false;
+          if (chunks_.Has(id)) {
+            auto stored = chunks_.ReadStored(id);
+            have = stored.ok() && stored->kind == c.kind &&
+                   ChunkStore::Verify(id, *stored, nullptr).ok();
+          }
+          if (!have) HC_RETURN_IF_ERROR(ChunkStore::WriteTo(chunks_.dir(), root_ + "/tmp", id, c));
+          verified.insert(id);
         }
       } else if (r.type == kRecordSnapshot) {
         if (rec) return Corrupt("stream has two snapshot records");
         HC_ASSIGN_OR_RETURN(SnapshotRecord sr, dir::DecodeSnapshotRecord(r.payload));
         if (ToHex(dir::SnapshotId(sr)) != h.to_id || sr.name != h.to_name) {
           return Corrupt("stream's snapshot record does not match its header");
+        }
+        if (base != nullptr && sr.created_unix_ns <= base->rec.created_unix_ns) {
+          return Corrupt("stream's snapshot '" + sr.name + "' is not newer than its base '" +
+                         base->rec.name + "'");
         }
         rec = std::move(sr);
       } else {
@@ -636,7 +656,12 @@ class DirStore final : public Store {
                           " has a damaged tree (run hc volume verify)"));
       }
       // The stat cache is a root too: a snapshot reuses its chunks unread.
-      for (const auto& [dir, files] : ReadCache(n).dirs) {
+      auto raw = ReadFileToString(VolDir(n) + "/statcache");
+      if (!raw.ok() && raw.status().code() != Code::kNotFound) {
+        return raw.status().Annotate("space not reclaimed: cannot read the scan cache of " + n);
+      }
+      StatCache cache = raw.ok() ? dir::DecodeStatCache(AsBytes(*raw)) : StatCache{};
+      for (const auto& [dir, files] : cache.dirs) {
         for (const auto& f : files) {
           for (const auto& c : f.chunks) live.insert(c.id);
         }
@@ -795,10 +820,7 @@ class DirStore final : public Store {
       scan = dir::ScanLiveIncremental(LiveDir(v), std::move(old), &chunks_, hints);
       // A new hard link: its other names may sit in directories the journal
       // did not report, so only a full scan can be trusted now.
-      bool new_links = false;
-      if (scan.ok()) {
-        for (const auto& d : scan->multi_link_dirs) new_links |= !state.multi_link_dirs.count(d);
-      }
+      bool new_links = scan.ok() && scan->new_multi_link;
       if (new_links) {
         incremental = false;
         old = ReadCache(v);  // the incremental scan consumed its copy
@@ -824,11 +846,12 @@ class DirStore final : public Store {
     if (!snaps.empty()) rec.parent = snaps.back().id;
     rec.logical_bytes = scan->logical_bytes;
     rec.file_count = scan->file_count;
-    if (scan->files_read > 0) HC_RETURN_IF_ERROR(Sync());
+    if (scan->chunks_added > 0) HC_RETURN_IF_ERROR(Sync());
     HC_RETURN_IF_ERROR(WriteRecord(VolDir(v), rec));
     // An unchanged scan leaves the cache as it was: rewriting it would only
     // cost time on the path of the most frequent snapshot, the idle one.
-    if (scan->files_read > 0 || snaps.empty() || scan->root != snaps.back().rec.tree) {
+    if (scan->files_read > 0 || scan->chunks_added > 0 || snaps.empty() ||
+        scan->root != snaps.back().rec.tree) {
       (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(scan->cache), false);
     }
     state.root = scan->root;

@@ -118,6 +118,7 @@ class Scanner {
         e.type = FileType::kDirectory;
         int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub < 0) {
+          if (errno == ENOENT) continue;  // deleted while we scan
           failed = ErrnoStatus("open " + path, errno);
           break;
         }
@@ -175,6 +176,8 @@ class Scanner {
       result.logical_bytes += part.logical_bytes;
       result.files_read += part.files_read;
       result.multi_link_dirs.merge(part.multi_link_dirs);
+      result.new_multi_link |= part.new_multi_link;
+      result.chunks_added += part.chunks_added;
       for (auto& kv : part.cache.dirs) result.cache.dirs.insert(std::move(kv));
       for (auto& kv : part.cache.dir_scanned_ns) result.cache.dir_scanned_ns.insert(kv);
     }
@@ -196,7 +199,12 @@ class Scanner {
       result.cache.dir_scanned_ns.erase(rel);
     }
     std::string enc = EncodeTree(tree);
-    if (store_ != nullptr) return store_->Put(ChunkKind::kTree, AsBytes(enc));
+    if (store_ != nullptr) {
+      bool added = false;
+      auto id = store_->Put(ChunkKind::kTree, AsBytes(enc), &added);
+      if (added) ++result.chunks_added;
+      return id;
+    }
     return ChunkId(ChunkKind::kTree, AsBytes(enc));
   }
 
@@ -243,6 +251,8 @@ class Scanner {
     if (fd < 0) return ErrnoStatus("open " + path, errno);
     UniqueFd guard(fd);
     ++result.files_read;
+    // Reached only when the cache did not vouch for the file: new or changed.
+    if (st.st_nlink > 1) result.new_multi_link = true;
     uint64_t total = 0;
     for (;;) {
       size_t got = 0;
@@ -259,7 +269,9 @@ class Scanner {
       std::span<const uint8_t> piece(buf_.data(), got);
       Digest id;
       if (store_ != nullptr) {
-        HC_ASSIGN_OR_RETURN(id, store_->Put(ChunkKind::kData, piece));
+        bool added = false;
+        HC_ASSIGN_OR_RETURN(id, store_->Put(ChunkKind::kData, piece, &added));
+        if (added) ++result.chunks_added;
       } else {
         id = ChunkId(ChunkKind::kData, piece);
       }

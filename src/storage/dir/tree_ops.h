@@ -46,6 +46,10 @@ struct ScanResult {
   // Directories holding files with more than one link: a write through
   // another link does not show up in this directory's change journal.
   std::set<std::string> multi_link_dirs;
+  // A multiply-linked file was new or changed: its other names may be in
+  // directories a change journal did not report.
+  bool new_multi_link = false;
+  uint64_t chunks_added = 0;  // chunks and tree objects newly stored
   uint64_t logical_bytes = 0;
   uint64_t file_count = 0;
   uint64_t files_read = 0;  // files whose content was (re)read
