@@ -19,6 +19,27 @@ namespace {
 using testing::ReadWholeFile;
 using testing::WriteFile;
 
+// All chunk files of the dir store at `store_root`.
+std::vector<std::string> ChunkFilesOf(const std::string& store_root) {
+  std::vector<std::string> out;
+  std::function<void(const std::string&)> walk = [&](const std::string& d) {
+    DIR* dir = ::opendir(d.c_str());
+    if (!dir) return;
+    while (auto* e = ::readdir(dir)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      if (e->d_type == DT_DIR) {
+        walk(d + "/" + n);
+      } else {
+        out.push_back(d + "/" + n);
+      }
+    }
+    ::closedir(dir);
+  };
+  walk(store_root + "/chunks");
+  return out;
+}
+
 class DirStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -30,26 +51,7 @@ class DirStoreTest : public ::testing::Test {
     live_ = *store_->LivePath("v");
   }
 
-  // All chunk files in the store.
-  std::vector<std::string> ChunkFiles() {
-    std::vector<std::string> out;
-    std::function<void(const std::string&)> walk = [&](const std::string& d) {
-      DIR* dir = ::opendir(d.c_str());
-      if (!dir) return;
-      while (auto* e = ::readdir(dir)) {
-        std::string n = e->d_name;
-        if (n == "." || n == "..") continue;
-        if (e->d_type == DT_DIR) {
-          walk(d + "/" + n);
-        } else {
-          out.push_back(d + "/" + n);
-        }
-      }
-      ::closedir(dir);
-    };
-    walk(root_ + "/chunks");
-    return out;
-  }
+  std::vector<std::string> ChunkFiles() { return ChunkFilesOf(root_); }
 
   testing::TestStore t_;
   Store* store_;
@@ -333,27 +335,16 @@ TEST(DirReceive, ADamagedStoredCopyIsReplacedNotTrusted) {
   StringSource in(full.out);
   ASSERT_TRUE(b.store->Receive("v", in, {}).ok());
   // Damage B's copy of the data chunk.
-  std::string chunks = b.cleanup_dir + "/store/chunks";
   bool damaged = false;
-  DIR* top = ::opendir(chunks.c_str());
-  while (auto* e = ::readdir(top)) {
-    if (e->d_name[0] == '.') continue;
-    std::string d = chunks + "/" + e->d_name;
-    DIR* dd = ::opendir(d.c_str());
-    while (auto* f = ::readdir(dd)) {
-      if (f->d_name[0] == '.') continue;
-      std::string p = d + "/" + f->d_name;
-      std::string data = ReadWholeFile(p);
-      if (data.find("HCT1") == std::string::npos && data.size() > 20 && data[4] == 1) {
-        ::chmod(p.c_str(), 0644);
-        data[data.size() - 1] ^= 1;
-        WriteFile(p, data);
-        damaged = true;
-      }
+  for (const auto& p : ChunkFilesOf(b.cleanup_dir + "/store")) {
+    std::string data = ReadWholeFile(p);
+    if (data.size() > 20 && data[4] == 1) {
+      ::chmod(p.c_str(), 0644);
+      data[data.size() - 1] ^= 1;
+      WriteFile(p, data);
+      damaged = true;
     }
-    ::closedir(dd);
   }
-  ::closedir(top);
   ASSERT_TRUE(damaged);
   // The same content arrives again under another name.
   WriteFile(live + "/copy", std::string(5000, 'q'));
