@@ -112,8 +112,6 @@ class Scanner {
         e.type = FileType::kFile;
         failed = ScanFile(dirfd, name, path, st, &e);
         if (!failed.ok()) break;
-        ++result.file_count;
-        result.logical_bytes += e.size;
       } else if (S_ISDIR(st.st_mode)) {
         e.type = FileType::kDirectory;
         int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -172,8 +170,6 @@ class Scanner {
         continue;
       }
       tree.entries[f.index].subtree = *digest;
-      result.file_count += part.file_count;
-      result.logical_bytes += part.logical_bytes;
       result.files_read += part.files_read;
       result.multi_link_dirs.merge(part.multi_link_dirs);
       result.new_multi_link |= part.new_multi_link;
