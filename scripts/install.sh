@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything HybridCluster needs on Debian 12 (apt packages by
-# name), builds it, and installs `hc` and `hcd` into /usr/local/bin.
+# name), builds it, and installs `hc`, `hc-shim` and `hcd` into /usr/local/bin.
 # This script is the single source of what the project installs; CI and the
 # test script call it too.
 #
@@ -19,6 +19,10 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev zstd tar procps bc
   # storage backends: ZFS through zfs-fuse here (OpenZFS in production)
   zfs-fuse fuse
+  # app runtime: containers, their init, and what the templates run
+  runc tini busybox libnss-wrapper postgresql mariadb-server
+  # real clients used by tests and benchmarks
+  curl postgresql-client mariadb-client
 )
 
 SUDO=""
@@ -30,14 +34,23 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
+  # The database packages would start their system-wide servers; HybridCluster
+  # runs them per app instead, so service starts are refused during the install.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$policy_added" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 [ "${1:-}" = "--deps" ] && exit 0
 
 echo "== building (build/)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build --target hc hcd
-echo "== installing hc and hcd into /usr/local/bin"
+cmake --build build --target hc hcd hc-shim
+echo "== installing hc, hc-shim and hcd into /usr/local/bin"
 $SUDO cmake --install build --prefix /usr/local >/dev/null
 echo "== done: $(command -v hc) $(command -v hcd)"

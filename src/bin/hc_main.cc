@@ -9,12 +9,13 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   CLI::App app{
       "hc - HybridCluster command-line client.\n"
-      "Volumes with snapshots, streams and rollback on this machine today; the cluster "
-      "commands arrive with hcd."};
+      "Volumes with snapshots, streams and rollback, and apps in containers, on this machine "
+      "today; the cluster commands arrive with hcd."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hc 0.1.0");
   int exit_code = 0;
   hc::cli::AddVolumeCommands(app, &exit_code);
+  hc::cli::AddLocalCommands(app, &exit_code);
   hc::cli::AddDemoCommand(app, &exit_code);
   try {
     app.parse(argc, argv);

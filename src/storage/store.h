@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "common/io.h"
+#include "common/names.h"
 #include "common/status.h"
 
 namespace hc::storage {
@@ -229,7 +230,6 @@ struct StoreConfig {
 // unknown backend or missing root/dataset, kUnavailable if ZFS is absent.
 Result<std::unique_ptr<Store>> OpenStore(const StoreConfig& config);
 
-// Validates a volume or snapshot name; the error names the offending part.
-Status ValidateName(const std::string& what, const std::string& name);
+using hc::ValidateName;  // common/names.h
 
 }  // namespace hc::storage

@@ -1,0 +1,145 @@
+// The "runc" backend: one OCI container per app, started detached so no Go
+// process stays behind per app; the container's init is reparented to the
+// supervisor (a child subreaper), which reaps it and reads its exit status.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fs.h"
+#include "runtime/bind_filter.h"
+#include "runtime/cgroup.h"
+#include "runtime/shim/launcher.h"
+
+namespace hc::runtime::shim {
+namespace {
+
+class RuncLauncher : public Launcher {
+ public:
+  RuncLauncher(const ShimConfig& cfg, const AppSpec& spec)
+      : cfg_(cfg),
+        spec_(spec),
+        id_("hc-" + spec.name),
+        bundle_(JoinPath(cfg.app_dir, "bundle")),
+        cgroup_(DetectCgroupMode(), cfg.cgroup_parent + "/" + spec.name) {}
+
+  Status Prepare() override {
+    HC_RETURN_IF_ERROR(MakeDirs(bundle_, 0700));
+    return WriteFileAtomic(JoinPath(bundle_, "config.json"), OciConfigJson(cfg_, spec_), false);
+  }
+
+  Result<pid_t> Launch(int out_fd, int err_fd) override {
+    if (PathExists(JoinPath(cfg_.runc_root, id_))) DeleteContainer();
+    // The port filter must be in place before the app's first instruction, so
+    // the (unified) group is made here and runc joins it.
+    HC_RETURN_IF_ERROR(cgroup_.CreateUnified());
+    if (!cgroup_.UnifiedPath().empty() && BindFilterSupported()) {
+      HC_RETURN_IF_ERROR(AttachBindFilter(cgroup_.UnifiedPath(), spec_.port));
+    }
+    std::string pid_file = JoinPath(bundle_, "init.pid");
+    std::string log_file = JoinPath(bundle_, "runc.log");
+    ::unlink(pid_file.c_str());
+    ::unlink(log_file.c_str());
+    std::vector<std::string> args = {
+        cfg_.runc_path, "--root", cfg_.runc_root, "--log", log_file,           "run", "-d",
+        "--pid-file",   pid_file, "--bundle",     bundle_, "--no-new-keyring", id_};
+    HC_ASSIGN_OR_RETURN(int code, RunRunc(args, out_fd, err_fd));
+    if (code != 0) {
+      std::string why = LastRuncError(log_file);
+      DeleteContainer();
+      return Internal("runc could not start app '" + spec_.name + "' (exit " +
+                      std::to_string(code) + "): " + why);
+    }
+    HC_ASSIGN_OR_RETURN(std::string pid_text, ReadFileToString(pid_file));
+    pid_t pid = static_cast<pid_t>(std::strtol(pid_text.c_str(), nullptr, 10));
+    if (pid <= 0) return Internal("runc wrote no pid for app '" + spec_.name + "'");
+    return pid;
+  }
+
+  void Signal(pid_t main_pid, int sig) override { ::kill(main_pid, sig); }
+
+  Status KillAll(pid_t main_pid) override {
+    // init is pid 1 of the container's PID namespace: killing it kills all.
+    if (main_pid > 0) ::kill(main_pid, SIGKILL);
+    return cgroup_.KillAll();
+  }
+
+  Status Freeze(pid_t) override { return cgroup_.Freeze(); }
+  Status Thaw(pid_t) override { return cgroup_.Thaw(); }
+
+  Result<Usage> GetUsage(pid_t) override {
+    HC_ASSIGN_OR_RETURN(CgroupUsage cu, cgroup_.Usage());
+    return UsageFromCgroup(cu);
+  }
+
+  uint64_t OomKills() override {
+    auto u = cgroup_.Usage();
+    return u.ok() ? u->oom_kills : 0;
+  }
+
+  void Cleanup() override {
+    DeleteContainer();
+    (void)cgroup_.Remove();
+  }
+
+ private:
+  // Runs runc and waits for it (only for it: other children are reaped by the
+  // supervisor's loop).
+  Result<int> RunRunc(const std::vector<std::string>& args, int out_fd, int err_fd) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) return ErrnoStatus("fork", errno);
+    if (pid == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      int devnull = ::open("/dev/null", O_RDWR);
+      ::dup2(devnull, 0);
+      ::dup2(out_fd >= 0 ? out_fd : devnull, 1);
+      ::dup2(err_fd >= 0 ? err_fd : devnull, 2);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    return 128 + WTERMSIG(st);
+  }
+
+  void DeleteContainer() {
+    (void)RunRunc({cfg_.runc_path, "--root", cfg_.runc_root, "delete", "--force", id_}, -1, -1);
+  }
+
+  static std::string LastRuncError(const std::string& log_file) {
+    auto text = ReadFileToString(log_file);
+    if (!text.ok() || text->empty()) return "no message from runc";
+    std::string t = *text;
+    while (!t.empty() && t.back() == '\n') t.pop_back();
+    size_t nl = t.rfind('\n');
+    std::string last = nl == std::string::npos ? t : t.substr(nl + 1);
+    // runc logs JSON lines: {"level":"error","msg":"...","time":"..."}.
+    size_t m = last.find("\"msg\":\"");
+    if (m != std::string::npos) {
+      size_t e = last.find("\",\"", m + 7);
+      return last.substr(m + 7, e == std::string::npos ? std::string::npos : e - m - 7);
+    }
+    return last;
+  }
+
+  ShimConfig cfg_;
+  AppSpec spec_;
+  std::string id_;
+  std::string bundle_;
+  Cgroup cgroup_;
+};
+
+}  // namespace
+
+std::unique_ptr<Launcher> MakeRuncLauncher(const ShimConfig& cfg, const AppSpec& spec) {
+  return std::make_unique<RuncLauncher>(cfg, spec);
+}
+
+}  // namespace hc::runtime::shim
