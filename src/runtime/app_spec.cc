@@ -1,5 +1,6 @@
 #include "runtime/app_spec.h"
 
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "common/names.h"
@@ -52,6 +53,9 @@ Status ValidateAppSpec(const AppSpec& s) {
     return InvalidArgument("app '" + s.name +
                            "': restart policy needs 0 <= initial back-off <= max back-off and "
                            "crash_loop_after >= 1");
+  }
+  if (s.probe.timeout_ms < 0) {
+    return InvalidArgument("app '" + s.name + "': probe timeout must not be negative");
   }
   if (s.probe.kind == ProbeKind::kHttp &&
       (s.probe.http_path.empty() || s.probe.http_path[0] != '/' ||
@@ -119,6 +123,34 @@ std::string AppSpecToJson(const AppSpec& s) {
   return j.dump(2);
 }
 
+namespace {
+
+// Reads an optional integer field, refusing values that do not fit (JSON
+// numbers would otherwise be silently truncated: port 70000 -> 4464).
+template <typename T>
+Status GetInt(const json& j, const char* key, T* out) {
+  if (!j.contains(key)) return Status::Ok();
+  const json& v = j[key];
+  bool fits = false;
+  if (v.is_number_unsigned()) {
+    fits = v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+  } else if (v.is_number_integer()) {
+    int64_t x = v.get<int64_t>();
+    fits =
+        x >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+        (x < 0 || static_cast<uint64_t>(x) <= static_cast<uint64_t>(std::numeric_limits<T>::max()));
+  }
+  if (!fits) {
+    return InvalidArgument(std::string("app spec: '") + key + "' must be an integer from " +
+                           std::to_string(std::numeric_limits<T>::min()) + " to " +
+                           std::to_string(std::numeric_limits<T>::max()));
+  }
+  *out = v.get<T>();
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<AppSpec> AppSpecFromJson(std::string_view text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
@@ -130,18 +162,21 @@ Result<AppSpec> AppSpecFromJson(std::string_view text) {
     s.template_name = j.value("template", "");
     s.argv = j.at("argv").get<std::vector<std::string>>();
     s.env = j.value("env", std::vector<std::string>{});
-    s.port = j.at("port").get<uint16_t>();
+    if (!j.contains("port")) return InvalidArgument("app spec has no 'port'");
+    HC_RETURN_IF_ERROR(GetInt(j, "port", &s.port));
     s.volume_path = j.at("volume_path").get<std::string>();
-    s.uid = j.value("uid", 0u);
-    s.gid = j.value("gid", 0u);
+    HC_RETURN_IF_ERROR(GetInt(j, "uid", &s.uid));
+    HC_RETURN_IF_ERROR(GetInt(j, "gid", &s.gid));
     if (j.contains("limits")) {
       const json& l = j["limits"];
-      s.limits.memory_bytes = l.value("memory_bytes", s.limits.memory_bytes);
-      s.limits.cpu_millis = l.value("cpu_millis", s.limits.cpu_millis);
-      s.limits.pids = l.value("pids", s.limits.pids);
+      if (!l.is_object()) return InvalidArgument("app spec: 'limits' must be an object");
+      HC_RETURN_IF_ERROR(GetInt(l, "memory_bytes", &s.limits.memory_bytes));
+      HC_RETURN_IF_ERROR(GetInt(l, "cpu_millis", &s.limits.cpu_millis));
+      HC_RETURN_IF_ERROR(GetInt(l, "pids", &s.limits.pids));
     }
     if (j.contains("probe")) {
       const json& p = j["probe"];
+      if (!p.is_object()) return InvalidArgument("app spec: 'probe' must be an object");
       std::string kind = p.value("kind", "tcp");
       if (kind == "none") {
         s.probe.kind = ProbeKind::kNone;
@@ -153,17 +188,18 @@ Result<AppSpec> AppSpecFromJson(std::string_view text) {
         return InvalidArgument("probe kind '" + kind + "' is not none, tcp or http");
       }
       s.probe.http_path = p.value("http_path", s.probe.http_path);
-      s.probe.timeout_ms = p.value("timeout_ms", s.probe.timeout_ms);
+      HC_RETURN_IF_ERROR(GetInt(p, "timeout_ms", &s.probe.timeout_ms));
     }
     if (j.contains("restart")) {
       const json& r = j["restart"];
-      s.restart.initial_backoff_ms = r.value("initial_backoff_ms", s.restart.initial_backoff_ms);
-      s.restart.max_backoff_ms = r.value("max_backoff_ms", s.restart.max_backoff_ms);
-      s.restart.stable_after_ms = r.value("stable_after_ms", s.restart.stable_after_ms);
-      s.restart.crash_loop_after = r.value("crash_loop_after", s.restart.crash_loop_after);
+      if (!r.is_object()) return InvalidArgument("app spec: 'restart' must be an object");
+      HC_RETURN_IF_ERROR(GetInt(r, "initial_backoff_ms", &s.restart.initial_backoff_ms));
+      HC_RETURN_IF_ERROR(GetInt(r, "max_backoff_ms", &s.restart.max_backoff_ms));
+      HC_RETURN_IF_ERROR(GetInt(r, "stable_after_ms", &s.restart.stable_after_ms));
+      HC_RETURN_IF_ERROR(GetInt(r, "crash_loop_after", &s.restart.crash_loop_after));
     }
-    s.stop_signal = j.value("stop_signal", s.stop_signal);
-    s.stop_timeout_ms = j.value("stop_timeout_ms", s.stop_timeout_ms);
+    HC_RETURN_IF_ERROR(GetInt(j, "stop_signal", &s.stop_signal));
+    HC_RETURN_IF_ERROR(GetInt(j, "stop_timeout_ms", &s.stop_timeout_ms));
   } catch (const json::exception& e) {
     return InvalidArgument(std::string("app spec: ") + e.what());
   }

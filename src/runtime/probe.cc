@@ -86,9 +86,9 @@ bool CouldBeHttp(std::string_view prefix) {
   return true;
 }
 
-// Parses "HTTP/d.d NNN[ reason]" (RFC 9112 status-line, without its CRLF) and
-// returns the code, or -1 when the line is not one.
-int ParseStatusLine(std::string_view line) {
+}  // namespace
+
+int ParseHttpStatusLine(std::string_view line) {
   if (line.size() < kVersionPattern.size() + 3 || !CouldBeHttp(line)) return -1;
   std::string_view rest = line.substr(kVersionPattern.size());
   if (!IsDigit(rest[0]) || !IsDigit(rest[1]) || !IsDigit(rest[2])) return -1;
@@ -97,6 +97,8 @@ int ParseStatusLine(std::string_view line) {
   if (code < 100) return -1;
   return code;
 }
+
+namespace {
 
 // Waits until `fd` reports `events` or the deadline passes. Returns the
 // revents, 0 on timeout, -1 (errno set) on error.
@@ -166,7 +168,7 @@ Status HttpCheck(int fd, const std::string& path, int attempt_ms, Clock::time_po
     std::string_view got(buf, have);
     size_t eol = got.find("\r\n");
     if (eol != std::string_view::npos) {
-      int code = ParseStatusLine(got.substr(0, eol));
+      int code = ParseHttpStatusLine(got.substr(0, eol));
       if (code < 0) {
         return Unavailable("not HTTP from " + where + ": bad status line " +
                            Quote(got.substr(0, eol)));

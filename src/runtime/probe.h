@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "runtime/app_spec.h"
@@ -23,5 +24,10 @@ Status ProbeOnce(const ReadinessProbe& probe, uint16_t port, int attempt_ms);
 // (e.g. "the app exited with code 1").
 Status WaitForProbe(const ReadinessProbe& probe, uint16_t port, int timeout_ms,
                     const std::function<Status()>& keep_going = {});
+
+// Parses "HTTP/d.d NNN[ reason]" (an RFC 9112 status-line without its CRLF)
+// and returns the code (100-999), or -1 when the line is not one. The bytes
+// come from the app: any input is safe.
+int ParseHttpStatusLine(std::string_view line);
 
 }  // namespace hc::runtime
