@@ -22,6 +22,7 @@
 
 #include "common/fs.h"
 #include "common/names.h"
+#include "common/subprocess.h"
 #include "runtime/cgroup.h"
 #include "runtime/probe.h"
 #include "runtime/runtime.h"
@@ -122,6 +123,7 @@ class ShimRuntime : public Runtime {
     if (SupervisorAlive(dir)) {
       return AlreadyExists("app '" + spec.name + "' is already running; use restart to restart it");
     }
+    if (PathExists(JoinPath(dir, "spec.json"))) HC_RETURN_IF_ERROR(CleanUpLost(spec.name));
     HC_RETURN_IF_ERROR(CheckPort(spec));
     HC_RETURN_IF_ERROR(PrepareVolume(spec));
     HC_RETURN_IF_ERROR(MakeDirs(dir, 0700));
@@ -145,8 +147,8 @@ class ShimRuntime : public Runtime {
     HC_RETURN_IF_ERROR(ValidateName("app", name));
     std::string dir = AppDir(name);
     if (!PathExists(JoinPath(dir, "spec.json"))) return UnknownApp(name);
-    if (!SupervisorAlive(dir)) return Status::Ok();
     HC_ASSIGN_OR_RETURN(AppSpec spec, LoadSpec(name));
+    if (!SupervisorAlive(dir)) return CleanUpLost(name);
     auto reply = Call(dir, "stop", spec.stop_timeout_ms + 15000);
     if (!reply.ok() && SupervisorAlive(dir)) return reply.status();
     if (reply.ok()) HC_RETURN_IF_ERROR(StatusFromReply(*reply));
@@ -318,6 +320,33 @@ class ShimRuntime : public Runtime {
     auto text = ReadFileToString(JoinPath(AppDir(name), "spec.json"));
     if (!text.ok()) return UnknownApp(name);
     return AppSpecFromJson(*text);
+  }
+
+  // A supervisor that died (killed, OOM, host trouble) may leave the app
+  // running unsupervised: the container (runc) or the cgroup's processes are
+  // killed here, so a stop means stopped and a new start does not collide.
+  // Without cgroups (unprivileged process backend) the leftovers cannot be
+  // told apart from reused pids and are left alone.
+  hc::Status CleanUpLost(const std::string& name) {
+    std::string dir = AppDir(name);
+    auto text = ReadFileToString(JoinPath(dir, "state.json"));
+    json j = text.ok() ? json::parse(*text, nullptr, false) : json();
+    if (j.is_object() && j.value("state", "") == "stopped") return hc::Status::Ok();
+    if (cfg_.backend == "runc") {
+      auto r = RunCommand({cfg_.runc_path, "--root", JoinPath(cfg_.state_dir, "runc"), "delete",
+                           "--force", "hc-" + name});
+      (void)r;
+    }
+    if (::geteuid() == 0 && DetectCgroupMode() != CgroupMode::kNone) {
+      Cgroup cg(DetectCgroupMode(), cfg_.cgroup_parent + "/" + name);
+      HC_RETURN_IF_ERROR(cg.KillAll());
+      (void)cg.Remove();
+    }
+    if (!j.is_object()) j = json::object();
+    j["state"] = "stopped";
+    j["pid"] = 0;
+    j["message"] = "stopped after its supervisor was lost";
+    return WriteFileAtomic(JoinPath(dir, "state.json"), j.dump(), false);
   }
 
   // The supervisor holds shim.lock exclusively for its whole life.

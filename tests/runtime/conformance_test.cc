@@ -273,6 +273,39 @@ TEST_P(RuntimeConformance, AppOutlivesTheRuntimeObject) {
   ASSERT_OK((*again)->Stop("lasting"));
 }
 
+TEST_P(RuntimeConformance, LostSupervisorIsReportedAndStopCleansUp) {
+  std::string marker = std::to_string(800000 + ::getpid() % 10000);
+  AppSpec s = Shell("orphan", "exec sleep " + marker);
+  ASSERT_OK(rt_->Start(s));
+  ASSERT_TRUE(WaitFor([&] { return CountProcesses("sleep " + marker) >= 1; }));
+  // Kill the supervisor the hard way.
+  auto pid_of_shim = [&]() -> pid_t {
+    DIR* d = ::opendir("/proc");
+    pid_t found = 0;
+    while (struct dirent* e = ::readdir(d)) {
+      auto cmd = ReadFileToString(std::string("/proc/") + e->d_name + "/cmdline");
+      if (cmd.ok() && cmd->find("hc-shim") != std::string::npos &&
+          cmd->find(env_->dir + "/state/apps/orphan") != std::string::npos) {
+        found = std::atoi(e->d_name);
+      }
+    }
+    ::closedir(d);
+    return found;
+  };
+  pid_t shim = pid_of_shim();
+  ASSERT_GT(shim, 0);
+  ::kill(shim, SIGKILL);
+  ASSERT_TRUE(WaitFor([&] { return StatusOf("orphan").state == AppState::kLost; }));
+  EXPECT_NE(StatusOf("orphan").message.find("supervisor"), std::string::npos);
+  ASSERT_OK(rt_->Stop("orphan"));
+  EXPECT_EQ(StatusOf("orphan").state, AppState::kStopped);
+  if (::geteuid() == 0) EXPECT_EQ(CountProcesses("sleep " + marker), 0);
+  // And it starts again cleanly.
+  ASSERT_OK(rt_->Start(s));
+  ASSERT_OK(rt_->Stop("orphan"));
+  if (::geteuid() != 0) ::system(("pkill -f 'sleep " + marker + "'").c_str());
+}
+
 TEST_P(RuntimeConformance, AppMayBindOnlyItsOwnPortOnLoopback) {
   if (::geteuid() != 0 || !BindFilterSupported()) {
     GTEST_SKIP() << "skipped: port filtering needs root and cgroup BPF";

@@ -6,6 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
 #include "common/fs.h"
 #include "runtime/bind_filter.h"
 #include "runtime/cgroup.h"
@@ -56,7 +61,21 @@ class RuncLauncher : public Launcher {
     return pid;
   }
 
-  void Signal(pid_t main_pid, int sig) override { ::kill(main_pid, sig); }
+  // The container's PID 1 ignores signals it neither catches nor blocks, so a
+  // signal sent in the first moments after `runc run -d` returns (before
+  // tini has set up its signal mask) would be lost. Wait until the process
+  // handles `sig` (at most 1 s), then send it.
+  // tini -g forwards to the app's process group, which exists only once its
+  // child has called setpgid(); before that the forward fails (ESRCH) and
+  // is dropped, so wait for that too.
+  void Signal(pid_t main_pid, int sig) override {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!(HandlesSignal(main_pid, sig) && ChildLeadsGroupOrNoTini(main_pid)) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ::kill(main_pid, sig);
+  }
 
   Status KillAll(pid_t main_pid) override {
     // init is pid 1 of the container's PID namespace: killing it kills all.
@@ -107,6 +126,38 @@ class RuncLauncher : public Launcher {
     }
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     return 128 + WTERMSIG(st);
+  }
+
+  static bool ChildLeadsGroupOrNoTini(pid_t init) {
+    auto comm = ReadFileToString("/proc/" + std::to_string(init) + "/comm");
+    if (!comm.ok() || comm->rfind("tini", 0) != 0) return true;
+    for (pid_t child : Descendants(init)) {
+      auto stat = ReadFileToString("/proc/" + std::to_string(child) + "/stat");
+      if (!stat.ok()) continue;
+      size_t rp = stat->rfind(')');
+      if (rp == std::string::npos) continue;
+      // ") S ppid pgrp": the group id is the fifth field.
+      long ppid = 0, pgrp = 0;
+      char state;
+      if (std::sscanf(stat->c_str() + rp + 1, " %c %ld %ld", &state, &ppid, &pgrp) == 3 &&
+          ppid == init && pgrp == child) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  static bool HandlesSignal(pid_t pid, int sig) {
+    auto status = ReadFileToString("/proc/" + std::to_string(pid) + "/status");
+    if (!status.ok()) return true;  // gone: nothing to wait for
+    uint64_t bit = uint64_t{1} << (sig - 1);
+    for (const char* field : {"\nSigBlk:", "\nSigCgt:"}) {
+      size_t p = status->find(field);
+      if (p == std::string::npos) continue;
+      uint64_t mask = std::strtoull(status->c_str() + p + std::strlen(field), nullptr, 16);
+      if (mask & bit) return true;
+    }
+    return false;
   }
 
   void DeleteContainer() {
