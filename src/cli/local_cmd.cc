@@ -136,6 +136,31 @@ Status PrintStatus(Runtime& rt, const std::vector<AppStatus>& apps, bool as_json
   return Status::Ok();
 }
 
+// Writes log bytes to stdout; on a terminal, control characters the app
+// wrote (escape sequences could rewrite the screen or the title) are shown
+// as \xNN instead.
+void WriteLog(std::string_view bytes) {
+  static const bool tty = ::isatty(1);
+  if (!tty) {
+    std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+    return;
+  }
+  std::string out;
+  out.reserve(bytes.size());
+  for (unsigned char c : bytes) {
+    if (c < 0x20 && c != '\n' && c != '\t') {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    } else if (c == 0x7f) {
+      out += "\\x7f";
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+}
+
 // Prints the last `lines` lines of the log, then (follow) new lines as they come.
 Status ShowLog(const std::string& path, int lines, bool follow) {
   auto text = ReadFileToString(path);
@@ -148,7 +173,7 @@ Status ShowLog(const std::string& path, int lines, bool follow) {
       break;
     }
   }
-  std::fwrite(text->data() + pos, 1, text->size() - pos, stdout);
+  WriteLog(std::string_view(*text).substr(pos));
   std::fflush(stdout);
   if (!follow) return Status::Ok();
   uint64_t offset = text->size();
@@ -157,7 +182,7 @@ Status ShowLog(const std::string& path, int lines, bool follow) {
     auto now = ReadFileToString(path);
     if (!now.ok()) continue;
     if (now->size() < offset) offset = 0;  // rotated
-    std::fwrite(now->data() + offset, 1, now->size() - offset, stdout);
+    WriteLog(std::string_view(*now).substr(offset));
     std::fflush(stdout);
     offset = now->size();
   }
@@ -299,7 +324,15 @@ void AddLocalCommands(CLI::App& app, int* exit_code) {
       [](Runtime& rt, const std::string& n) { return rt.Stop(n); }, "stopped");
   simple(
       "start", "Start a stopped app again with its stored settings",
-      [](Runtime& rt, const std::string& n) { return rt.Restart(n); }, "started");
+      [](Runtime& rt, const std::string& n) -> Status {
+        HC_ASSIGN_OR_RETURN(AppStatus st, rt.GetStatus(n));
+        if (st.state != AppState::kStopped && st.state != AppState::kLost) {
+          return AlreadyExists("app '" + n + "' is already " + runtime::AppStateName(st.state) +
+                               "; use restart to restart it");
+        }
+        return rt.Restart(n);
+      },
+      "started");
   simple(
       "restart", "Stop and start an app",
       [](Runtime& rt, const std::string& n) { return rt.Restart(n); }, "restarted");

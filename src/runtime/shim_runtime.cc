@@ -119,6 +119,7 @@ class ShimRuntime : public Runtime {
   Status Start(const AppSpec& spec) override {
     HC_RETURN_IF_ERROR(ValidateAppSpec(spec));
     std::lock_guard<std::mutex> lock(start_mu_);
+    HC_ASSIGN_OR_RETURN(FileLock op, LockApp(spec.name));
     std::string dir = AppDir(spec.name);
     if (SupervisorAlive(dir)) {
       return AlreadyExists("app '" + spec.name + "' is already running; use restart to restart it");
@@ -148,9 +149,11 @@ class ShimRuntime : public Runtime {
     std::string dir = AppDir(name);
     if (!PathExists(JoinPath(dir, "spec.json"))) return UnknownApp(name);
     HC_ASSIGN_OR_RETURN(AppSpec spec, LoadSpec(name));
+    HC_ASSIGN_OR_RETURN(FileLock op, LockApp(name));
     if (!SupervisorAlive(dir)) return CleanUpLost(name);
     auto reply = Call(dir, "stop", spec.stop_timeout_ms + 15000);
     if (!reply.ok() && SupervisorAlive(dir)) return reply.status();
+    if (!reply.ok()) return CleanUpLost(name);  // the supervisor died meanwhile
     if (reply.ok()) HC_RETURN_IF_ERROR(StatusFromReply(*reply));
     // The reply comes just before the supervisor exits; wait for it to be gone.
     auto deadline = Clock::now() + std::chrono::seconds(5);
@@ -260,9 +263,12 @@ class ShimRuntime : public Runtime {
     HC_RETURN_IF_ERROR(ValidateName("app", name));
     std::string dir = AppDir(name);
     if (!PathExists(dir)) return UnknownApp(name);
+    HC_ASSIGN_OR_RETURN(FileLock op, LockApp(name));
     if (SupervisorAlive(dir)) {
       return Conflict("app '" + name + "' is running; stop it before removing it");
     }
+    // Never forget an app whose processes may still run unsupervised.
+    if (PathExists(JoinPath(dir, "spec.json"))) HC_RETURN_IF_ERROR(CleanUpLost(name));
     return RemoveTree(dir);
   }
 
@@ -320,6 +326,13 @@ class ShimRuntime : public Runtime {
     auto text = ReadFileToString(JoinPath(AppDir(name), "spec.json"));
     if (!text.ok()) return UnknownApp(name);
     return AppSpecFromJson(*text);
+  }
+
+  // Serializes Start/Stop/Remove of one app across processes (hc and hcd
+  // share the state directory); held from the liveness check until the
+  // supervisor has reported.
+  Result<FileLock> LockApp(const std::string& name) {
+    return FileLock::Acquire(JoinPath(AppsDir(), "." + name + ".lock"), true);
   }
 
   // A supervisor that died (killed, OOM, host trouble) may leave the app
@@ -414,9 +427,19 @@ class ShimRuntime : public Runtime {
     for (const auto& other : AppNames()) {
       if (other == spec.name || !SupervisorAlive(AppDir(other))) continue;
       auto os = LoadSpec(other);
-      if (os.ok() && os->port == spec.port) {
+      if (!os.ok()) continue;
+      if (os->port == spec.port) {
         return Conflict("port " + std::to_string(spec.port) + " belongs to app '" + other +
                         "'; choose another port");
+      }
+      uint32_t uid, gid, other_uid, other_gid;
+      shim::AppIdentity(spec, &uid, &gid);
+      shim::AppIdentity(*os, &other_uid, &other_gid);
+      if (::geteuid() == 0 && uid == other_uid) {
+        return Conflict("app '" + spec.name + "' would run as uid " + std::to_string(uid) +
+                        ", which app '" + other +
+                        "' already runs as; set a different uid in "
+                        "its spec");
       }
     }
     if (!PortFreeOnHost(spec.port)) {
@@ -428,6 +451,12 @@ class ShimRuntime : public Runtime {
 
   hc::Status PrepareVolume(const AppSpec& spec) {
     struct stat st;
+    // lstat: the path is chowned and mounted as root, so it must not be a
+    // symlink someone could point elsewhere.
+    if (::lstat(spec.volume_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      return InvalidArgument("volume path '" + spec.volume_path + "' of app '" + spec.name +
+                             "' is a symbolic link; give the real directory");
+    }
     if (::stat(spec.volume_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return NotFound("volume directory '" + spec.volume_path + "' of app '" + spec.name +
                       "' does not exist");
@@ -501,6 +530,8 @@ class ShimRuntime : public Runtime {
       ::setsid();
       pid_t grandchild = ::fork();
       if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+      // Not pinning the caller's working directory (it may be a volume).
+      if (::chdir("/") != 0) ::_exit(126);
       int devnull = ::open("/dev/null", O_RDWR);
       ::dup2(devnull, 0);
       ::dup2(devnull, 1);
@@ -577,10 +608,10 @@ Result<std::unique_ptr<Runtime>> OpenRuntime(const RuntimeConfig& config) {
         root && !runc.empty() && DetectCgroupMode() != CgroupMode::kNone ? "runc" : "process";
   if (c.backend == "runc") {
     if (!root) {
-      return PermissionDenied("the runc backend needs root; run as root or use --backend process");
+      return PermissionDenied("the runc runtime needs root; run as root or use --runtime process");
     }
     if (runc.empty()) {
-      return Unavailable("runc is not installed (Debian package runc); or use --backend process");
+      return Unavailable("runc is not installed (Debian package runc); or use --runtime process");
     }
     if (DetectCgroupMode() == CgroupMode::kNone) {
       return Unavailable("no cgroup filesystem is mounted; the runc backend needs one");

@@ -334,6 +334,10 @@ TEST_P(RuncIsolation, SeesOnlyItsProcessesAndWritesOnlyItsVolume) {
                     "ls /proc | grep -c '^[0-9]' > nprocs; "
                     "touch /etc/hc-escape 2> etc-err; touch /usr/hc-escape 2> usr-err; "
                     "touch /tmp/private 2> tmp-err && echo ok > tmp-ok; id -u > uid; "
+                    "unshare -U true 2> unshare-err; echo $? > unshare-rc; "
+                    // clone(CLONE_NEWUSER|SIGCHLD) through perl's raw syscall (x86_64: 56).
+                    "perl -e 'my $r = syscall(56, 0x10000011, 0, 0, 0, 0); exit 0 if $r == 0; "
+                    "print $r < 0 ? \"refused\" : \"allowed\"' > clone-newuser; "
                     "cat /proc/self/status | grep CapEff > caps; exec sleep 1000");
   ASSERT_OK(rt_->Start(s));
   ASSERT_TRUE(WaitFor([&] { return !ReadVolumeFile(s, "caps").empty(); }));
@@ -345,6 +349,10 @@ TEST_P(RuncIsolation, SeesOnlyItsProcessesAndWritesOnlyItsVolume) {
   EXPECT_FALSE(PathExists("/tmp/private"));
   EXPECT_EQ(ReadVolumeFile(s, "uid"), std::to_string(AppUid("jail")) + "\n");
   EXPECT_EQ(ReadVolumeFile(s, "caps"), "CapEff:\t0000000000000000\n");
+  EXPECT_NE(ReadVolumeFile(s, "unshare-rc"), "0\n") << ReadVolumeFile(s, "unshare-err");
+#if defined(__x86_64__)
+  EXPECT_EQ(ReadVolumeFile(s, "clone-newuser"), "refused");
+#endif
   ASSERT_OK(rt_->Stop("jail"));
 }
 

@@ -90,7 +90,7 @@ class ProcessLauncher : public Launcher {
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::signal(SIGPIPE, SIG_DFL);
+      ::signal(SIGPIPE, SIG_DFL);  // ignored in the supervisor
       ::setsid();
       if (use_cgroup_ && !cgroup_.AddProcess(::getpid()).ok()) fail("joining the app's cgroup");
       int devnull = ::open("/dev/null", O_RDONLY);

@@ -83,12 +83,30 @@ const char kTini[] = "/usr/bin/tini";
 json Seccomp() {
   json names = json::array();
   for (const char* n : kDeniedSyscalls) names.push_back(n);
+  json syscalls = json::array({{{"names", names}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 1}}});
+  // New namespaces through clone(2) as well as unshare(2): a user namespace
+  // would give the app CAP_NET_ADMIN and more over its own objects, a common
+  // path to kernel bugs. One rule per flag (seccomp compares masked values).
+  for (uint64_t flag :
+       {0x10000000ull /*NEWUSER*/, 0x00020000ull /*NEWNS*/, 0x40000000ull /*NEWNET*/,
+        0x20000000ull /*NEWPID*/, 0x08000000ull /*NEWIPC*/, 0x04000000ull /*NEWUTS*/,
+        0x02000000ull /*NEWCGROUP*/}) {
+    syscalls.push_back(
+        {{"names", {"clone"}},
+         {"action", "SCMP_ACT_ERRNO"},
+         {"errnoRet", 1},
+         {"args",
+          {{{"index", 0}, {"value", flag}, {"valueTwo", flag}, {"op", "SCMP_CMP_MASKED_EQ"}}}}});
+  }
+  // clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc
+  // fall back to clone, which the rules above check.
+  syscalls.push_back({{"names", {"clone3"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 38}});
   return {
       {"defaultAction", "SCMP_ACT_ALLOW"},
       {"architectures",
        {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64",
         "SCMP_ARCH_ARM"}},
-      {"syscalls", {{{"names", names}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 1}}}},
+      {"syscalls", syscalls},
   };
 }
 

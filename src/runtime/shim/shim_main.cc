@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: hc-shim <app-dir>\n"
                  "hc-shim supervises one app for the HybridCluster runtime; it is started by\n"
-                 "`hc app run-local` and hcd, not by hand.\n");
+                 "`hc local run` and hcd, not by hand.\n");
     return 2;
   }
   int ready_fd = ::fcntl(3, F_GETFD) >= 0 ? 3 : -1;

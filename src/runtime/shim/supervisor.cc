@@ -87,13 +87,24 @@ class Supervisor {
 
   Status Init() {
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    // Dispositions inherited from whoever started hc (nohup, a script in the
+    // background) must not reach the apps.
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    }
     ::signal(SIGPIPE, SIG_IGN);
     ::umask(077);
     // The lock says "a supervisor is alive" to the runtime, without pid files.
     HC_ASSIGN_OR_RETURN(lock_,
                         OpenFile(JoinPath(cfg_.app_dir, "shim.lock"), O_RDWR | O_CREAT, 0600));
-    if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
-      return AlreadyExists("app '" + spec_.name + "' already has a running supervisor");
+    // The runtime probes liveness with a brief shared lock: retry a moment
+    // before concluding that another supervisor holds it.
+    int tries = 0;
+    while (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (++tries > 250) {
+        return AlreadyExists("app '" + spec_.name + "' already has a running supervisor");
+      }
+      ::usleep(2000);
     }
     sigset_t mask;
     sigemptyset(&mask);
@@ -104,6 +115,11 @@ class Supervisor {
 
     HC_RETURN_IF_ERROR(MakeDirs(JoinPath(cfg_.app_dir, "log"), 0750));
     HC_RETURN_IF_ERROR(log_.Open());
+    if (cfg_.backend == "runc" && ::access("/usr/bin/tini", X_OK) != 0) {
+      (void)log_.Note(
+          "warning: /usr/bin/tini is missing (Debian package tini); the app runs as "
+          "PID 1 and may ignore the stop signal until it is killed");
+    }
     for (int i = 0; i < 2; ++i) {
       int p[2];
       if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
@@ -125,6 +141,7 @@ class Supervisor {
     if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       return ErrnoStatus("bind " + sock_path, errno);
     }
+    ::chmod(sock_path.c_str(), 0600);
     if (::listen(listen_.get(), 16) != 0) return ErrnoStatus("listen", errno);
 
     launcher_ =
@@ -180,11 +197,11 @@ class Supervisor {
 
  private:
   Status Launch() {
-    uint64_t oom = launcher_->OomKills();
     auto pid = launcher_->Launch(out_write_[0].get(), out_write_[1].get());
     if (!pid.ok()) return pid.status();
     main_pid_ = *pid;
-    oom_before_ = std::max(oom, launcher_->OomKills());
+    // After the launch: runc's new container has a new cgroup counting from 0.
+    oom_before_ = launcher_->OomKills();
     launched_at_ = Clock::now();
     status_.state = AppState::kRunning;
     status_.pid = main_pid_;
@@ -260,7 +277,10 @@ class Supervisor {
     // Leftovers (daemonized children) die with the main process, so a restart
     // starts clean and a stop leaves nothing behind.
     Status ks = launcher_->KillAll(0);
-    if (!ks.ok()) (void)log_.Note(ks.ToString());
+    if (!ks.ok()) {
+      (void)log_.Note(ks.ToString());
+      kill_error_ = ks;
+    }
     status_.pid = 0;
     status_.frozen = false;
     status_.has_last_exit = true;
@@ -324,6 +344,7 @@ class Supervisor {
         status_.crash_looping = false;
         Status s = Launch();
         RespondAll(&restart_waiters_, s.ok() ? json{{"ok", true}} : Error(s));
+        if (!s.ok()) OnExit(127, s.ToString());  // back to back-off, never stuck
       }
       return;
     }
@@ -346,7 +367,7 @@ class Supervisor {
     status_.message = "stopped on request";
     (void)log_.Note("stopped");
     SaveState();
-    RespondAll(&stop_waiters_, {{"ok", true}});
+    RespondAll(&stop_waiters_, kill_error_.ok() ? json{{"ok", true}} : Error(kill_error_));
     RespondAll(&restart_waiters_, Error(Unavailable("the app was stopped")));
     done_ = true;
   }
@@ -355,9 +376,11 @@ class Supervisor {
     (void)WriteFileAtomic(JoinPath(cfg_.app_dir, "state.json"), StatusJson(status_).dump(), false);
   }
 
+  // At most 1 MiB per call, so an app that writes without pause cannot keep
+  // the loop from signals and control requests.
   void DrainOutput(int i) {
     char buf[65536];
-    while (true) {
+    for (int round = 0; round < 16; ++round) {
       ssize_t n = ::read(out_read_[i].get(), buf, sizeof buf);
       if (n <= 0) break;
       (void)log_.Append(i == 0 ? "out" : "err", std::string_view(buf, n));
@@ -461,6 +484,7 @@ class Supervisor {
   std::optional<Clock::time_point> restart_at_, kill_at_;
   bool stopping_ = false;
   bool restart_requested_ = false;
+  Status kill_error_;  // processes that survived SIGKILL (reported on stop)
   bool done_ = false;
 };
 
