@@ -14,17 +14,7 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-pass=0; fail=0
-check() {  # description, expected exit code, command...
-  local what="$1" want="$2"; shift 2
-  "$@" >"$DIR/out" 2>"$DIR/err"; local got=$?
-  if [ "$got" = "$want" ]; then pass=$((pass + 1)); else
-    fail=$((fail + 1)); echo "FAIL: $what: exit $got, want $want"; cat "$DIR/out" "$DIR/err"; fi
-}
-contains() {  # description, file, text
-  if grep -qF -- "$3" "$2"; then pass=$((pass + 1)); else
-    fail=$((fail + 1)); echo "FAIL: $1: '$3' not in:"; cat "$2"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 check "help" 0 "$HC" local --help
 contains "help lists run" "$DIR/out" "run"
