@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "common/fs.h"
 #include "common/subprocess.h"
+#include "runtime/cgroup.h"
 #include "runtime/runtime.h"
 #include "runtime/templates.h"
 
@@ -44,6 +45,7 @@ Status StopDemoApps(const std::string& dir) {
     HC_RETURN_IF_ERROR(rt->Stop(a.name));
     std::printf("stopped demo app '%s'\n", a.name.c_str());
   }
+  if (::geteuid() == 0) (void)runtime::Cgroup(runtime::DetectCgroupMode(), "hc-demo").Remove();
   return Status::Ok();
 }
 

@@ -448,12 +448,20 @@ Status Cgroup::Freeze(int timeout_ms) {
   // use there, so the two never disagree about who froze the group.
   bool v1 = !freezer_root_.empty();
   if (!v1 && unified_root_.empty()) return Unavailable("no cgroup freezer is available");
-  if (v1) {
-    HC_RETURN_IF_ERROR(WriteValue(JoinPath(V1Dir(freezer_root_), "freezer.state"), "FROZEN"));
-  } else {
-    HC_RETURN_IF_ERROR(WriteValue(JoinPath(UnifiedPath(), "cgroup.freeze"), "1"));
-  }
-  for (;;) {
+  if (!v1) HC_RETURN_IF_ERROR(WriteValue(JoinPath(UnifiedPath(), "cgroup.freeze"), "1"));
+  for (int round = 0;; ++round) {
+    if (v1) {
+      // The v1 freezer tries each task once per write and can stay FREEZING
+      // (a task forking or in a short uninterruptible sleep at that moment),
+      // so write FROZEN again on every round and, now and then, thaw briefly
+      // to let a stuck task get past its critical section (as runc does).
+      std::string state_file = JoinPath(V1Dir(freezer_root_), "freezer.state");
+      if (round % 50 == 49) {
+        HC_RETURN_IF_ERROR(WriteValue(state_file, "THAWED"));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      HC_RETURN_IF_ERROR(WriteValue(state_file, "FROZEN"));
+    }
     HC_ASSIGN_OR_RETURN(bool frozen, IsFrozen());
     if (frozen) return Status::Ok();
     if (Clock::now() >= deadline) break;
