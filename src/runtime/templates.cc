@@ -132,6 +132,23 @@ constexpr std::string_view kStaticScript = R"SH(conf=/dev/null
 if [ -f "$APP_DIR/httpd.conf" ]; then conf="$APP_DIR/httpd.conf"; fi
 exec @BUSYBOX@ httpd -f -vv -p "127.0.0.1:$PORT" -h "$APP_DIR/public" -c "$conf")SH";
 
+// Shell functions both database templates use on their first run.
+constexpr std::string_view kFirstRunHelpers =
+    R"SH(# hc_refuse_foreign DIR MESSAGE: stop when DIR holds files but no database.
+hc_refuse_foreign() {
+  if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then
+    echo "$2; not initialising over it" >&2
+    exit 1
+  fi
+}
+# hc_secret FILE: a random password in FILE, made only once.
+hc_secret() {
+  if [ ! -s "$1" ]; then
+    od -An -vtx1 -N24 /dev/urandom | tr -d ' \n' >"$1.tmp"
+    mv "$1.tmp" "$1"
+  fi
+})SH";
+
 // First run: the data directory is built under a temporary name and renamed
 // into place only when complete, so an init that was killed half way is
 // simply redone on the next start. The password is generated once and kept
@@ -142,6 +159,7 @@ exec @BUSYBOX@ httpd -f -vv -p "127.0.0.1:$PORT" -h "$APP_DIR/public" -c "$conf"
 // /tmp in the process backend, where "trust" would make every local user a
 // superuser (and "peer" cannot work: app uids have no user name).
 constexpr std::string_view kPostgresScript = R"SH(set -eu
+@FIRSTRUN@
 umask 077
 data="$APP_DIR/pgdata"
 hc="$APP_DIR/.hc"
@@ -156,16 +174,10 @@ if [ -f "$data/PG_VERSION" ]; then
     fi
   fi
 else
-  if [ -d "$data" ] && [ -n "$(ls -A "$data")" ]; then
-    echo "hc postgres: $data is not empty but has no PG_VERSION; not initialising over it" >&2
-    exit 1
-  fi
+  hc_refuse_foreign "$data" "hc postgres: $data is not empty but has no PG_VERSION"
   mkdir -p "$hc"
   pw="$hc/postgres-password"
-  if [ ! -s "$pw" ]; then
-    od -An -vtx1 -N24 /dev/urandom | tr -d ' \n' >"$pw.tmp"
-    mv "$pw.tmp" "$pw"
-  fi
+  hc_secret "$pw"
   echo "hc postgres: first run, initdb into $data (superuser postgres, password in .hc/postgres-password)" >&2
   rm -rf "$data.init"
   printf 'postgres:x:%s:%s:PostgreSQL:%s:/bin/sh\n' "$(id -u)" "$(id -g)" "$APP_DIR" >"$hc/initdb-passwd"
@@ -193,21 +205,16 @@ exec "$bin/postgres" -D "$data" -p "$PORT" -c listen_addresses=127.0.0.1 \
 // the command line, which wins over the file. The server binds no other port
 // (no extra_port, no Galera), which the runtime's bind filter would refuse.
 constexpr std::string_view kMariadbScript = R"SH(set -eu
+@FIRSTRUN@
 umask 077
 data="$APP_DIR/mysql"
 hc="$APP_DIR/.hc"
 cnf="$APP_DIR/mariadb.cnf"
 if [ ! -d "$data/mysql" ]; then
-  if [ -d "$data" ] && [ -n "$(ls -A "$data")" ]; then
-    echo "hc mariadb: $data is not empty but has no mysql system schema; not initialising over it" >&2
-    exit 1
-  fi
+  hc_refuse_foreign "$data" "hc mariadb: $data is not empty but has no mysql system schema"
   mkdir -p "$hc"
   pw="$hc/mariadb-root-password"
-  if [ ! -s "$pw" ]; then
-    od -An -vtx1 -N24 /dev/urandom | tr -d ' \n' >"$pw.tmp"
-    mv "$pw.tmp" "$pw"
-  fi
+  hc_secret "$pw"
   if [ ! -f "$cnf" ]; then
     cat >"$cnf" <<'HC_EOF'
 # MariaDB options for this app (HybridCluster template "mariadb").
@@ -297,7 +304,8 @@ Result<AppSpec> PostgresTemplate(const TemplateRequest& req) {
   }
   AppSpec spec = BaseSpec(req);
   std::string bin = std::string(kPostgresRoot) + "/" + version + "/bin";
-  spec.argv = Shell(Fill(kPostgresScript, {{"PGBIN", ShellQuote(bin)},
+  spec.argv = Shell(Fill(kPostgresScript, {{"FIRSTRUN", std::string(kFirstRunHelpers)},
+                                           {"PGBIN", ShellQuote(bin)},
                                            {"PGROOT", kPostgresRoot},
                                            {"PGVERSION", version},  // digits and dots only
                                            {"NSSWRAPPER", ShellQuote(nss_wrapper)},
@@ -319,7 +327,8 @@ Result<AppSpec> MariadbTemplate(const TemplateRequest& req) {
     }
   }
   AppSpec spec = BaseSpec(req);
-  spec.argv = Shell(Fill(kMariadbScript, {{"MARIADBD", kMariadbd},
+  spec.argv = Shell(Fill(kMariadbScript, {{"FIRSTRUN", std::string(kFirstRunHelpers)},
+                                          {"MARIADBD", kMariadbd},
                                           {"INSTALLDB", kMariadbInstallDb},
                                           {"CACHEMB", std::to_string(CacheMiB(req.limits))}}));
   spec.probe.kind = ProbeKind::kTcp;
