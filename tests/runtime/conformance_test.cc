@@ -263,7 +263,7 @@ TEST_P(RuntimeConformance, AppOutlivesTheRuntimeObject) {
   RuntimeConfig c;
   c.backend = GetParam();
   c.state_dir = JoinPath(env_->dir, "state");
-  c.shim_path = HC_SHIM_PATH;
+  c.shim_path = TestShimPath();
   auto again = OpenRuntime(c);
   ASSERT_TRUE(again.ok());
   auto st = (*again)->GetStatus("lasting");

@@ -60,7 +60,7 @@ std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend) {
   RuntimeConfig c;
   c.backend = backend;
   c.state_dir = JoinPath(t->dir, "state");
-  c.shim_path = HC_SHIM_PATH;
+  c.shim_path = TestShimPath();
   c.cgroup_parent = "hc-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   t->cgroup_parent = c.cgroup_parent;
   auto rt = OpenRuntime(c);
@@ -68,6 +68,11 @@ std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend) {
     ::hc::CheckFailed(__FILE__, __LINE__, "OpenRuntime", rt.status().ToString().c_str());
   t->rt = std::move(*rt);
   return t;
+}
+
+std::string TestShimPath() {
+  const char* shim = std::getenv("HC_TEST_SHIM");
+  return shim && *shim ? shim : HC_SHIM_PATH;
 }
 
 uint16_t FreePort() {

@@ -44,6 +44,10 @@ class BackendTest : public ::testing::TestWithParam<std::string> {
   Runtime* rt_ = nullptr;
 };
 
+// hc-shim for tests: $HC_TEST_SHIM (a copy an unprivileged test user can
+// run), else the one from the build tree.
+std::string TestShimPath();
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 uint16_t FreePort();
 

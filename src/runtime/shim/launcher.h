@@ -58,6 +58,10 @@ class Launcher {
   // killed the app for exceeding its memory limit (no-cgroup fallback).
   virtual bool EnforceLimits(pid_t main_pid) { return false; }
 
+  // Whether EnforceLimits needs to be called at all (only the no-cgroup
+  // fallback does): idle apps then cost the supervisor no wake-ups.
+  virtual bool PollsLimits() const { return false; }
+
   // Processes killed by the memory limit so far (cumulative).
   virtual uint64_t OomKills() = 0;
 

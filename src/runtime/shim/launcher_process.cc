@@ -213,6 +213,8 @@ class ProcessLauncher : public Launcher {
     return u;
   }
 
+  bool PollsLimits() const override { return !use_cgroup_ && spec_.limits.memory_bytes != 0; }
+
   bool EnforceLimits(pid_t main_pid) override {
     if (use_cgroup_ || spec_.limits.memory_bytes == 0) return false;
     auto u = GetUsage(main_pid);

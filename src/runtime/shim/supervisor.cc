@@ -224,7 +224,7 @@ class Supervisor {
           0, std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1));
     }
     // Without cgroups the memory limit is checked by polling.
-    if (main_pid_ > 0 && spec_.limits.memory_bytes) ms = ms < 0 ? 250 : std::min(ms, 250);
+    if (main_pid_ > 0 && launcher_->PollsLimits()) ms = ms < 0 ? 250 : std::min(ms, 250);
     return ms;
   }
 
@@ -243,7 +243,8 @@ class Supervisor {
       Status s = Launch();
       if (!s.ok()) OnExit(127, s.ToString());
     }
-    if (main_pid_ > 0 && !stopping_ && launcher_->EnforceLimits(main_pid_)) {
+    if (main_pid_ > 0 && !stopping_ && launcher_->PollsLimits() &&
+        launcher_->EnforceLimits(main_pid_)) {
       (void)log_.Note("memory above the limit of " + std::to_string(spec_.limits.memory_bytes) +
                       " bytes; killed");
     }
