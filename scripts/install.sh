@@ -14,13 +14,15 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   clang libclang-rt-14-dev clang-format clang-tidy
   # libraries
-  libssl-dev libzstd-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
+  libssl-dev libzstd-dev libxxhash-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev zstd tar procps bc
   # storage backends: ZFS through zfs-fuse here (OpenZFS in production)
   zfs-fuse fuse
   # app runtime: containers, their init, and what the templates run
   runc tini busybox libnss-wrapper postgresql mariadb-server
+  # cluster state store
+  etcd-server etcd-client
   # real clients used by tests and benchmarks
   curl postgresql-client mariadb-client
 )

@@ -9,5 +9,6 @@ namespace hc::cli {
 void AddVolumeCommands(CLI::App& app, int* exit_code);
 void AddDemoCommand(CLI::App& app, int* exit_code);
 void AddLocalCommands(CLI::App& app, int* exit_code);
+void AddClusterCommands(CLI::App& app, int* exit_code);
 
 }  // namespace hc::cli

@@ -1,65 +1,70 @@
-// `hc demo`: a short, real walk through the storage engine on this machine.
+// `hc demo`: a real cluster on this machine (etcd + three hcd nodes on
+// loopback), a sample website created through the API and placed by the
+// leader, visited with curl, and its snapshots shown. `hc demo stop` removes
+// everything it started.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/api_client.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "common/fs.h"
 #include "common/subprocess.h"
-#include "runtime/cgroup.h"
+#include "devcluster/local_cluster.h"
 #include "runtime/runtime.h"
-#include "runtime/templates.h"
 
 namespace hc::cli {
 namespace {
+
+using json = nlohmann::json;
 
 std::string DefaultDemoDir() {
   return "/tmp/hybridcluster-demo-" + std::to_string(::getuid());
 }
 
 void Step(const std::string& title, const std::string& command) {
-  std::printf("\n== %s\n   $ %s\n", title.c_str(), command.c_str());
+  std::printf("\n== %s\n", title.c_str());
+  if (!command.empty()) std::printf("   $ %s\n", command.c_str());
+  std::fflush(stdout);
 }
 
-Status WriteText(const std::string& path, const std::string& text) {
-  return WriteFileAtomic(path, text, false);
+std::string SelfExe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "hc";
 }
 
-// The demo's apps live in their own runtime state and cgroup parent, so
-// `hc demo clean` stops exactly them.
-Result<std::unique_ptr<runtime::Runtime>> DemoRuntime(const std::string& dir) {
-  runtime::RuntimeConfig c;
-  c.state_dir = dir + "/runtime";
-  c.cgroup_parent = "hc-demo";
-  return runtime::OpenRuntime(c);
-}
-
-Status StopDemoApps(const std::string& dir) {
-  if (!PathExists(dir + "/runtime")) return Status::Ok();
-  HC_ASSIGN_OR_RETURN(auto rt, DemoRuntime(dir));
-  HC_ASSIGN_OR_RETURN(auto apps, rt->List());
-  for (const auto& a : apps) {
-    HC_RETURN_IF_ERROR(rt->Stop(a.name));
-    std::printf("stopped demo app '%s'\n", a.name.c_str());
+// Runs `hc ARGS...` (this binary) and indents what it prints.
+void RunHc(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {SelfExe()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = RunCommand(argv);
+  if (!r.ok()) return;
+  std::string out = r->err + r->out;
+  size_t start = 0;
+  while (start < out.size()) {
+    size_t nl = out.find('\n', start);
+    if (nl == std::string::npos) nl = out.size();
+    std::printf("   %.*s\n", static_cast<int>(nl - start), out.c_str() + start);
+    start = nl + 1;
   }
-  if (::geteuid() == 0) (void)runtime::Cgroup(runtime::DetectCgroupMode(), "hc-demo").Remove();
-  return Status::Ok();
 }
 
 // What a visitor of the site sees, fetched with the real curl.
-void ShowPage(uint16_t port, const std::string& path) {
-  std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
+void ShowPage(const std::string& url) {
+  std::printf("   $ curl %s\n", url.c_str());
   auto r = RunCommand({"curl", "-s", "--max-time", "5", url});
   if (!r.ok() || !r->ok()) {
     std::printf("   (curl %s failed)\n", url.c_str());
     return;
   }
-  std::printf("   $ curl %s\n", url.c_str());
   size_t start = 0;
-  while (start < r->out.size()) {
+  int lines = 0;
+  while (start < r->out.size() && lines++ < 12) {
     size_t nl = r->out.find('\n', start);
     if (nl == std::string::npos) nl = r->out.size();
     std::printf("   | %.*s\n", static_cast<int>(nl - start), r->out.c_str() + start);
@@ -67,144 +72,165 @@ void ShowPage(uint16_t port, const std::string& path) {
   }
 }
 
-Status RunDemo(const std::string& dir) {
-  HC_RETURN_IF_ERROR(StopDemoApps(dir));
-  HC_RETURN_IF_ERROR(RemoveTree(dir));
-  std::string root = dir + "/store";
-  std::string flags = "--root " + root;
-  std::printf("HybridCluster volume demo (store in %s)\n", root.c_str());
+bool IsDemoClientConfig(const std::string& path) {
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return false;
+  json j = json::parse(*text, nullptr, false);
+  return j.is_object() && j.value("demo", false);
+}
+
+Status StopDemo(const std::string& dir, bool quiet) {
+  if (!PathExists(JoinPath(dir, "cluster.json"))) {
+    if (PathExists(dir)) HC_RETURN_IF_ERROR(RemoveTree(dir));
+    if (!quiet) std::printf("no demo cluster in %s; nothing to stop\n", dir.c_str());
+    return Status::Ok();
+  }
+  HC_ASSIGN_OR_RETURN(auto c, devcluster::LocalCluster::Load(dir));
+  HC_RETURN_IF_ERROR(c.Destroy());
+  std::string cfg = ClientConfigPath();
+  if (IsDemoClientConfig(cfg)) ::unlink(cfg.c_str());
+  if (!quiet)
+    std::printf("stopped the demo cluster (etcd, %d nodes, their apps) and removed %s\n", c.nodes(),
+                dir.c_str());
+  return Status::Ok();
+}
+
+Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_backend) {
+  if (PathExists(JoinPath(dir, "cluster.json"))) {
+    auto old = devcluster::LocalCluster::Load(dir);
+    if (old.ok() && old->NodeRunning(1))
+      return AlreadyExists("a demo cluster is already running in " + dir +
+                           " (hc cluster status shows it; hc demo stop removes it)");
+    HC_RETURN_IF_ERROR(StopDemo(dir, true));  // leftovers of a crashed demo
+  }
+  devcluster::LocalClusterOptions o;
+  o.base_dir = dir;
+  o.nodes = nodes;
+  o.runtime_backend = runtime_backend;
+  o.progress = [](const std::string& line) {
+    std::printf("   %s\n", line.c_str());
+    std::fflush(stdout);
+  };
+  std::printf("HybridCluster demo: a %d-node cluster on this machine (files in %s)\n", nodes,
+              dir.c_str());
+  Step("start a real etcd and " + std::to_string(nodes) + " hcd nodes on loopback addresses", "");
+  HC_ASSIGN_OR_RETURN(auto cluster, devcluster::LocalCluster::Create(o));
+  Status s = cluster.Start();
+  if (!s.ok()) {
+    (void)cluster.Destroy();
+    return s;
+  }
+
+  // Let plain `hc` commands find this cluster, unless the user has a real one configured.
+  std::string api = cluster.ApiUrl(1);
+  std::string cfg_path = ClientConfigPath();
+  std::string api_flag;
+  if (!PathExists(cfg_path) || IsDemoClientConfig(cfg_path)) {
+    auto slash = cfg_path.rfind('/');
+    HC_RETURN_IF_ERROR(MakeDirs(cfg_path.substr(0, slash), 0700));
+    HC_RETURN_IF_ERROR(
+        WriteFileAtomic(cfg_path, json{{"api", api}, {"demo", true}}.dump(2) + "\n", true));
+    std::printf("   hc now talks to this cluster (%s written)\n", cfg_path.c_str());
+  } else {
+    api_flag = "--api " + api;
+    std::printf("   (%s points at another cluster: the commands below use --api %s)\n",
+                cfg_path.c_str(), api.c_str());
+  }
+  ApiFlags f;
+  f.api = api;
+
+  Step("create a website; the leader places it on the least-loaded node, with a replica elsewhere",
+       "hc app create hello --template static --domain hello.demo.test --replicas 1" +
+           (api_flag.empty() ? "" : " " + api_flag));
+  RunHc({"app", "create", "hello", "--template", "static", "--domain", "hello.demo.test",
+         "--replicas", "1", "--memory", "64M", "--api", api});
+
+  Step("the cluster: nodes, leader, and where the app runs",
+       "hc cluster status" + (api_flag.empty() ? "" : " " + api_flag));
+  RunHc({"cluster", "status", "--api", api});
+
+  HC_ASSIGN_OR_RETURN(auto text, CallApi(f, "GET", "/v1/apps/hello"));
+  json app = json::parse(text, nullptr, false);
+  std::string primary = app["placement"].is_object() ? app["placement"].value("primary", "") : "";
+  int port = 0;
+  for (const auto& st : app["status"])
+    if (st.value("node", "") == primary) port = st.value("port", 0);
+  if (primary.empty() || port == 0)
+    return Unavailable("the sample site did not start; see the node logs in " + dir);
+  int k = std::atoi(primary.c_str() + 4);  // "nodeK"
+  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/";
+  Step("visit it (on " + primary + "; the proxy that serves it by domain from any node comes next)",
+       "");
+  ShowPage(url);
+
+  // Snapshots of the app's volume on its primary node.
+  std::string root = JoinPath(cluster.NodeDataDir(k), "volumes");
+  std::string vflags = "--root " + root;
   HC_ASSIGN_OR_RETURN(auto store, storage::OpenStore({"dir", root, "", true}));
-  storage::Store& st = *store;
-
-  Step("create a volume for a website", "hc volume " + flags + " create site");
-  HC_RETURN_IF_ERROR(st.CreateVolume("site"));
-  HC_ASSIGN_OR_RETURN(std::string live, st.LivePath("site"));
-  HC_RETURN_IF_ERROR(MakeDirs(live + "/public"));
-  HC_RETURN_IF_ERROR(
-      WriteText(live + "/public/index.html", "<h1>Welcome to the sample shop</h1>\n"));
-  HC_RETURN_IF_ERROR(WriteText(live + "/public/about.html", "<p>About us</p>\n"));
-  std::printf("   wrote public/index.html and public/about.html into %s\n", live.c_str());
-
-  HC_ASSIGN_OR_RETURN(auto rt, DemoRuntime(dir));
-  HC_ASSIGN_OR_RETURN(uint16_t port, rt->PickPort());
-  std::string rflags = "--state-dir " + dir + "/runtime";
-  Step("serve it: a static web app on that volume (" + rt->backend() + " runtime)",
-       "hc local " + flags + " " + rflags + " run site --template static --port " +
-           std::to_string(port));
-  runtime::TemplateRequest req;
-  req.template_name = "static";
-  req.app_name = "site";
-  req.volume_path = live;
-  req.port = port;
-  req.limits.memory_bytes = 64ull << 20;
-  HC_ASSIGN_OR_RETURN(runtime::AppSpec spec, runtime::ApplyTemplate(req));
-  HC_RETURN_IF_ERROR(rt->Start(spec));
-  HC_RETURN_IF_ERROR(rt->WaitReady("site", 30000));
-  ShowPage(port, "/index.html");
-
-  Step("snapshot it", "hc volume " + flags + " snapshot site v1");
-  HC_ASSIGN_OR_RETURN(auto s1, st.Snapshot("site", "v1", {}));
+  HC_ASSIGN_OR_RETURN(std::string live, store->LivePath("hello"));
+  Step("snapshot the site's volume", "hc volume " + vflags + " snapshot hello v1");
+  HC_ASSIGN_OR_RETURN(auto s1, store->Snapshot("hello", "v1", {}));
   std::printf("   v1: %llu files, id %s\n", static_cast<unsigned long long>(s1.file_count),
               s1.id.substr(0, 16).c_str());
 
-  std::printf(
-      "\n== the customer edits the site (changes index.html, deletes about.html, "
-      "adds shop.html)\n");
-  HC_RETURN_IF_ERROR(WriteText(live + "/public/index.html",
-                               "<h1>Welcome to the sample shop</h1>\n<p>Now with a sale!</p>\n"));
-  ::unlink((live + "/public/about.html").c_str());
-  HC_RETURN_IF_ERROR(WriteText(live + "/public/shop.html", "<p>Buy things</p>\n"));
-
-  ShowPage(port, "/index.html");
-
-  Step("snapshot again, with the running site frozen for that moment (consistent)",
-       "hc local " + rflags + " freeze site && hc volume " + flags +
-           " snapshot site v2 && hc local " + rflags + " thaw site");
-  HC_RETURN_IF_ERROR(rt->Freeze("site"));
-  auto s2_or = st.Snapshot("site", "v2", {});
-  HC_RETURN_IF_ERROR(rt->Thaw("site"));
-  HC_ASSIGN_OR_RETURN(auto s2, std::move(s2_or));
-  std::printf("   v2: %llu files, id %s\n", static_cast<unsigned long long>(s2.file_count),
-              s2.id.substr(0, 16).c_str());
-
-  Step("what changed between v1 and v2", "hc volume " + flags + " diff site v1 v2");
-  HC_ASSIGN_OR_RETURN(auto diff, st.Diff("site", "v1", "v2"));
+  std::printf("\n== the customer edits the site\n");
+  HC_RETURN_IF_ERROR(WriteFileAtomic(
+      live + "/public/index.html",
+      "<h1>Hello from HybridCluster</h1>\n<p>Edited by the customer.</p>\n", false));
+  ShowPage(url);
+  Step("snapshot again and see what changed",
+       "hc volume " + vflags + " snapshot hello v2 && hc volume " + vflags + " diff hello v1 v2");
+  HC_ASSIGN_OR_RETURN(auto s2, store->Snapshot("hello", "v2", {}));
+  (void)s2;
+  HC_ASSIGN_OR_RETURN(auto diff, store->Diff("hello", "v1", "v2"));
   for (const auto& e : diff) std::printf("   %s %s\n", DiffKindName(e.kind), e.path.c_str());
-
-  Step("replicate: send v1 in full to a second volume",
-       "hc volume " + flags + " send site v1 | hc volume " + flags + " receive site-replica");
-  StringSink full;
-  HC_RETURN_IF_ERROR(st.Send("site", std::nullopt, "v1", full));
-  StringSource full_in(full.out);
-  HC_ASSIGN_OR_RETURN(auto r1, st.Receive("site-replica", full_in, {}));
-  std::printf("   full stream: %s\n", FormatBytes(r1.stream_bytes).c_str());
-
-  Step("then only the changes v1 -> v2", "hc volume " + flags +
-                                             " send site v2 --from v1 | hc volume " + flags +
-                                             " receive site-replica");
-  StringSink inc;
-  HC_RETURN_IF_ERROR(st.Send("site", std::string("v1"), "v2", inc));
-  StringSource inc_in(inc.out);
-  HC_ASSIGN_OR_RETURN(auto r2, st.Receive("site-replica", inc_in, {}));
-  std::printf("   incremental stream: %s; the replica now has v1 and v2 with the same ids\n",
-              FormatBytes(r2.stream_bytes).c_str());
-
-  Step("browse the replica's snapshot like a customer would",
-       "hc volume " + flags + " cat site-replica v2 public/index.html");
+  Step("the site's snapshots (the customer's timeline)",
+       "hc volume " + vflags + " snapshots hello");
+  RunHc({"volume", "--root", root, "snapshots", "hello"});
+  Step("browse the old version without restoring it",
+       "hc volume " + vflags + " cat hello v1 public/index.html");
   StringSink page;
-  HC_RETURN_IF_ERROR(st.ReadFile("site-replica", "v2", "public/index.html", page));
-  std::printf("%s", page.out.c_str());
+  HC_RETURN_IF_ERROR(store->ReadFile("hello", "v1", "public/index.html", page));
+  std::printf("   | %s\n", page.out.substr(0, page.out.find('\n')).c_str());
 
-  Step("oops: roll the site back to v1 (v2 is kept on a branch, nothing is lost)",
-       "hc local " + rflags + " stop site && hc volume " + flags +
-           " rollback site v1 --branch site-before-rollback && hc local " + rflags + " start site");
-  HC_RETURN_IF_ERROR(rt->Stop("site"));
-  HC_ASSIGN_OR_RETURN(auto rb, st.Rollback("site", "v1", {false, "site-before-rollback"}));
-  HC_RETURN_IF_ERROR(rt->Restart("site"));
-  HC_RETURN_IF_ERROR(rt->WaitReady("site", 30000));
-  ShowPage(port, "/index.html");
-  std::printf("   v2 lives on in volume '%s'\n", rb.branch.c_str());
-
-  Step("verify every stored chunk", "hc volume " + flags + " verify");
-  HC_ASSIGN_OR_RETURN(auto rep, st.Verify(""));
-  std::printf("   checked %llu objects: %s\n", static_cast<unsigned long long>(rep.objects_checked),
-              rep.ok() ? "no damage" : "DAMAGED");
-
-  Step("all volumes", "hc volume " + flags + " list");
-  HC_ASSIGN_OR_RETURN(auto vols, st.ListVolumes());
-  for (const auto& v : vols) {
-    HC_ASSIGN_OR_RETURN(auto snaps, st.ListSnapshots(v.name));
-    std::printf("   %-22s %s  snapshots:", v.name.c_str(), v.read_only ? "ro" : "rw");
-    for (const auto& s : snaps) std::printf(" %s", s.name.c_str());
-    std::printf("\n");
-  }
   std::printf(
-      "\nDone. The site is still served at http://127.0.0.1:%u/ (hc local %s status).\n"
-      "Try the commands above yourself (HC_STORE_ROOT=%s and HC_RUNTIME_DIR=%s/runtime save "
-      "typing).\nStop the site and remove the demo with: hc demo clean\n",
-      port, rflags.c_str(), root.c_str(), dir.c_str());
+      "\nDone. The cluster keeps running:\n"
+      "  hc cluster status            nodes, leader, apps\n"
+      "  hc app show hello            where the site runs, its status on each node\n"
+      "  hc app create NAME --template static|command|postgres|mariadb\n"
+      "  curl %s\n"
+      "  logs: %s/node1.log ... node%d.log, etcd.log\n"
+      "Stop everything it started with: hc demo stop\n",
+      url.c_str(), dir.c_str(), nodes);
   return Status::Ok();
 }
 
 }  // namespace
 
 void AddDemoCommand(CLI::App& app, int* exit_code) {
-  auto* demo = app.add_subcommand("demo",
-                                  "Run a short local demonstration: a website's volume, served "
-                                  "by a container, snapshotted, diffed, replicated, rolled back");
+  auto* demo = app.add_subcommand(
+      "demo",
+      "Start a local cluster (real etcd + 3 hcd nodes on loopback), create a sample website, "
+      "show where it runs and its snapshots");
   static std::string dir = DefaultDemoDir();
+  static int nodes = 3;
+  static std::string runtime_backend = "auto";
   demo->add_option("--dir", dir, "Where the demo keeps its files")->capture_default_str();
-  auto* clean =
-      demo->add_subcommand("clean", "Stop the demo's site and remove everything it created");
-  clean->callback([exit_code] {
-    Status s = StopDemoApps(dir);
-    if (s.ok()) s = RemoveTree(dir);
-    if (s.ok()) std::printf("removed %s\n", dir.c_str());
+  demo->add_option("--nodes", nodes, "Number of nodes (1-9)")->capture_default_str();
+  demo->add_option("--runtime", runtime_backend, "App runtime: auto, runc or process")
+      ->capture_default_str();
+  auto* stop =
+      demo->add_subcommand("stop", "Stop the demo cluster and its apps, and remove its files");
+  auto* clean = demo->add_subcommand("clean", "Same as stop");
+  auto do_stop = [exit_code] {
+    Status s = StopDemo(dir, false);
     *exit_code = s.ok() ? 0 : Fail(s);
-  });
-  demo->callback([exit_code, clean] {
-    if (clean->parsed()) return;  // CLI11 also runs the parent's callback
-    Status s = RunDemo(dir);
+  };
+  stop->callback(do_stop);
+  clean->callback(do_stop);
+  demo->callback([exit_code, stop, clean] {
+    if (stop->parsed() || clean->parsed()) return;  // CLI11 also runs the parent's callback
+    Status s = RunDemo(dir, nodes, runtime_backend);
     *exit_code = s.ok() ? 0 : Fail(s);
   });
 }

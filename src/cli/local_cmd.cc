@@ -14,6 +14,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "common/fs.h"
+#include "common/units.h"
 #include "runtime/runtime.h"
 #include "runtime/templates.h"
 
@@ -53,24 +54,6 @@ std::function<void()> WithRuntime(LocalFlags& f, int* exit_code, Fn fn) {
 }
 
 // "256M", "1G", "512k", "1048576" -> bytes.
-Result<uint64_t> ParseBytes(const std::string& text) {
-  char* end;
-  double v = std::strtod(text.c_str(), &end);
-  std::string unit = end;
-  uint64_t mult = 1;
-  if (unit == "k" || unit == "K" || unit == "KiB") {
-    mult = 1ull << 10;
-  } else if (unit == "m" || unit == "M" || unit == "MiB") {
-    mult = 1ull << 20;
-  } else if (unit == "g" || unit == "G" || unit == "GiB") {
-    mult = 1ull << 30;
-  } else if (!unit.empty()) {
-    return InvalidArgument("size '" + text + "' is not a number with K, M or G (e.g. 256M)");
-  }
-  if (end == text.c_str() || v < 0) return InvalidArgument("size '" + text + "' is not a number");
-  return static_cast<uint64_t>(v * static_cast<double>(mult));
-}
-
 json StatusJson(const AppStatus& s) {
   return {{"name", s.name},
           {"backend", s.backend},
@@ -247,7 +230,7 @@ void AddLocalCommands(CLI::App& app, int* exit_code) {
       req.app_name = name;
       req.command = command;
       req.env = env;
-      HC_ASSIGN_OR_RETURN(req.limits.memory_bytes, ParseBytes(memory));
+      HC_ASSIGN_OR_RETURN(req.limits.memory_bytes, ParseSize(memory));
       if (cpus < 0) return InvalidArgument("--cpus must be 0 (no limit) or more");
       req.limits.cpu_millis = static_cast<uint32_t>(cpus * 1000);
       req.limits.pids = pids;

@@ -1,0 +1,340 @@
+#include "agent/agent.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "common/log.h"
+#include "runtime/templates.h"
+
+namespace hc::agent {
+namespace {
+
+int64_t NowUnix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Reported fields that matter at once (usage only every status interval).
+bool SameState(const cluster::AppObserved& a, const cluster::AppObserved& b) {
+  return a.role == b.role && a.epoch == b.epoch && a.state == b.state && a.ready == b.ready &&
+         a.port == b.port && a.restarts == b.restarts && a.message == b.message;
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions opts, cluster::ClusterStore* cs, storage::Store* volumes,
+             runtime::Runtime* rt, std::function<int64_t()> lease)
+    : opts_(std::move(opts)), cs_(cs), volumes_(volumes), rt_(rt), lease_(std::move(lease)) {}
+
+Agent::~Agent() {
+  Stop();
+}
+
+Status Agent::Start() {
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+void Agent::Stop() {
+  stop_.store(true);
+  cv_.notify_all();
+  if (watch_) watch_->Stop();
+  if (thread_.joinable()) thread_.join();
+  watch_.reset();
+}
+
+void Agent::Kick(bool full_report) {
+  std::lock_guard<std::mutex> l(mu_);
+  kicked_ = true;
+  if (full_report) full_report_pending_ = true;
+  cv_.notify_all();
+}
+
+AgentStats Agent::stats() const {
+  std::lock_guard<std::mutex> l(mu_);
+  AgentStats s = stats_;
+  s.synced = synced_;
+  return s;
+}
+
+int64_t Agent::Resync() {
+  int64_t rev = 0;
+  auto list = cs_->LoadAssignments(opts_.node_id, &rev);
+  if (!list.ok()) {
+    LogWarn("agent: cannot read assignments: %s", list.status().ToString().c_str());
+    return 0;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<std::string, cluster::Assignment> fresh;
+  for (auto& a : *list) fresh[a.app.name] = std::move(a);
+  for (const auto& [name, a] : assigned_)
+    if (!fresh.count(name)) released_.insert(name);
+  assigned_ = std::move(fresh);
+  synced_ = true;
+  kicked_ = true;
+  cv_.notify_all();
+  return rev;
+}
+
+void Agent::OnEvents(const std::vector<cluster::WatchEvent>& evs) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& e : evs) {
+    std::string app = cs_->AssignKeyApp(opts_.node_id, e.kv.key);
+    if (app.empty()) continue;
+    if (e.type == cluster::WatchEvent::kDelete) {
+      assigned_.erase(app);
+      released_.insert(app);
+      continue;
+    }
+    auto a = cs_->ParseAssignment(opts_.node_id, e.kv.value);
+    if (!a.ok()) {
+      LogWarn("agent: ignoring unreadable assignment %s: %s", e.kv.key.c_str(),
+              a.status().ToString().c_str());
+      continue;
+    }
+    assigned_[app] = std::move(*a);
+    released_.erase(app);
+  }
+  kicked_ = true;
+  cv_.notify_all();
+}
+
+void Agent::Loop() {
+  // First read of the assignments, then the watch from the next revision.
+  int64_t rev = 0;
+  while (!stop_.load() && (rev = Resync()) == 0) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(500), [&] { return stop_.load(); });
+  }
+  if (stop_.load()) return;
+  watch_ = std::make_unique<cluster::Watch>(
+      cs_->etcd(), cs_->AssignPrefix(opts_.node_id), rev + 1,
+      [this](const std::vector<cluster::WatchEvent>& evs, int64_t) { OnEvents(evs); },
+      [this] { return Resync(); });
+  while (!stop_.load()) {
+    bool full = false;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, std::chrono::milliseconds(opts_.reconcile_interval_ms),
+                   [&] { return kicked_ || stop_.load(); });
+      if (stop_.load()) break;
+      kicked_ = false;
+      full = full_report_pending_;
+      full_report_pending_ = false;
+    }
+    ReconcileOnce(full);
+  }
+}
+
+Status Agent::EnsureVolume(const cluster::AppDef& app, std::string* path) {
+  auto v = volumes_->GetVolume(app.name);
+  bool created = false;
+  if (!v.ok()) {
+    if (v.status().code() != Code::kNotFound) return v.status();
+    HC_RETURN_IF_ERROR(volumes_->CreateVolume(app.name));
+    created = true;
+  }
+  HC_ASSIGN_OR_RETURN(*path, volumes_->LivePath(app.name));
+  if (created) LogInfo("agent: created volume %s", app.name.c_str());
+  return Status::Ok();
+}
+
+Status Agent::StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
+                       const std::string& path) {
+  HC_RETURN_IF_ERROR(runtime::SeedVolume(app.template_name, path, app.name));
+  runtime::TemplateRequest req;
+  req.template_name = app.template_name;
+  req.app_name = app.name;
+  req.volume_path = path;
+  req.command = app.command;
+  req.env = app.env;
+  req.limits.memory_bytes = app.limits.memory_bytes;
+  req.limits.cpu_millis = app.limits.cpu_millis;
+  req.limits.pids = app.limits.pids;
+  if (st && st->port) {
+    req.port = st->port;  // keep the port the app had on this node
+  } else {
+    HC_ASSIGN_OR_RETURN(req.port, rt_->PickPort());
+  }
+  HC_ASSIGN_OR_RETURN(auto spec, runtime::ApplyTemplate(req));
+  Status s = rt_->Start(spec);
+  if (!s.ok() && s.code() == Code::kConflict && st && st->port) {
+    // The old port is taken by now: take a new one.
+    HC_ASSIGN_OR_RETURN(spec.port, rt_->PickPort());
+    s = rt_->Start(spec);
+  }
+  if (s.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    stats_.starts++;
+    LogInfo("agent: started %s on port %u", app.name.c_str(), spec.port);
+  }
+  return s;
+}
+
+cluster::AppObserved Agent::ObservePrimary(const cluster::Assignment& a,
+                                           const runtime::AppStatus* st) {
+  cluster::AppObserved o;
+  o.app = a.app.name;
+  o.node = opts_.node_id;
+  o.role = "primary";
+  o.epoch = a.placement.epoch;
+  if (!st) {
+    o.state = "starting";
+    return o;
+  }
+  o.state = runtime::AppStateName(st->state);
+  o.port = st->port;
+  o.restarts = st->restarts;
+  o.message = st->message;
+  if (st->crash_looping) o.state = "crash-looping";
+  return o;
+}
+
+void Agent::ReconcileOnce(bool full_report) {
+  std::map<std::string, cluster::Assignment> assigned;
+  std::set<std::string> released;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!synced_) return;
+    assigned = assigned_;
+    released.swap(released_);
+    stats_.reconciles++;
+  }
+  std::map<std::string, runtime::AppStatus> running;
+  auto list = rt_->List();
+  if (!list.ok()) {
+    LogWarn("agent: cannot list apps: %s", list.status().ToString().c_str());
+    return;
+  }
+  for (auto& s : *list) running[s.name] = std::move(s);
+
+  int64_t now = NowUnix();
+  bool usage_due = full_report || now - last_usage_report_ >= opts_.status_interval_seconds;
+  std::vector<cluster::AppObserved> to_report;
+
+  for (const auto& [name, a] : assigned) {
+    if (stop_.load()) return;
+    auto it = running.find(name);
+    const runtime::AppStatus* st = it == running.end() ? nullptr : &it->second;
+    cluster::AppObserved o;
+    std::string path;
+    Status vs = EnsureVolume(a.app, &path);
+    if (a.primary_here) {
+      bool needs_start =
+          !st || st->state == runtime::AppState::kStopped || st->state == runtime::AppState::kLost;
+      Status s = vs;
+      if (s.ok() && needs_start) {
+        s = StartApp(a.app, st, path);
+        auto fresh = rt_->GetStatus(name);
+        if (fresh.ok()) running[name] = std::move(*fresh);
+        it = running.find(name);
+        st = it == running.end() ? nullptr : &it->second;
+        ready_.erase(name);
+      }
+      o = ObservePrimary(a, st);
+      if (!s.ok()) {
+        o.state = "error";
+        o.message = s.message();
+      } else if (st && st->state == runtime::AppState::kRunning) {
+        bool was_ready = ready_.count(name) > 0;
+        if (!was_ready || usage_due) {
+          bool ready = rt_->WaitReady(name, was_ready ? 1000 : opts_.ready_probe_ms).ok();
+          if (ready)
+            ready_.insert(name);
+          else
+            ready_.erase(name);
+        }
+        o.ready = ready_.count(name) > 0;
+        if (usage_due) {
+          auto u = rt_->GetUsage(name);
+          if (u.ok()) {
+            o.cpu_seconds = u->cpu_seconds;
+            o.memory_bytes = u->memory_bytes;
+          }
+        } else if (auto r = reported_.find(name); r != reported_.end()) {
+          o.cpu_seconds = r->second.cpu_seconds;
+          o.memory_bytes = r->second.memory_bytes;
+        }
+      } else {
+        ready_.erase(name);
+      }
+    } else {
+      // Replica: data only (filled by replication), never running here.
+      if (st && st->state != runtime::AppState::kStopped) {
+        LogInfo("agent: %s is a replica here now; stopping it", name.c_str());
+        (void)rt_->Stop(name);
+        std::lock_guard<std::mutex> l(mu_);
+        stats_.stops++;
+      }
+      if (st) (void)rt_->Remove(name);
+      ready_.erase(name);
+      o.app = name;
+      o.node = opts_.node_id;
+      o.role = "replica";
+      o.epoch = a.placement.epoch;
+      o.state = vs.ok() ? "replica" : "error";
+      if (!vs.ok()) o.message = vs.message();
+    }
+    o.updated_unix = now;
+    auto r = reported_.find(name);
+    bool usage_moved = r != reported_.end() && usage_due &&
+                       (o.cpu_seconds - r->second.cpu_seconds > 0.05 ||
+                        o.memory_bytes > r->second.memory_bytes * 21 / 20 ||
+                        o.memory_bytes < r->second.memory_bytes * 19 / 20);
+    if (full_report || usage_moved || r == reported_.end() || !SameState(r->second, o))
+      to_report.push_back(o);
+    else
+      o = r->second;  // keep the reported copy (its time stamp)
+  }
+
+  // Apps the runtime has that nobody assigned to us any more.
+  std::vector<std::string> gone;
+  for (const auto& [name, st] : running) {
+    if (assigned.count(name)) continue;
+    if (st.state != runtime::AppState::kStopped) {
+      LogInfo("agent: %s is no longer assigned here; stopping it", name.c_str());
+      Status s = rt_->Stop(name);
+      if (!s.ok()) LogWarn("agent: stop %s: %s", name.c_str(), s.ToString().c_str());
+      std::lock_guard<std::mutex> l(mu_);
+      stats_.stops++;
+    }
+    (void)rt_->Remove(name);
+    ready_.erase(name);
+  }
+  // Volumes of apps that were deleted (not merely moved elsewhere).
+  for (const auto& name : released) {
+    if (assigned.count(name)) continue;
+    auto def = cs_->GetApp(name);
+    if (def.ok() && !def->has_value()) {
+      Status s = volumes_->DestroyVolume(name);
+      if (s.ok())
+        LogInfo("agent: app %s was deleted; destroyed its volume", name.c_str());
+      else if (s.code() != Code::kNotFound)
+        LogWarn("agent: destroy volume %s: %s", name.c_str(), s.ToString().c_str());
+    } else if (def.ok()) {
+      LogInfo("agent: %s is no longer held here; its volume is kept", name.c_str());
+    } else {
+      std::lock_guard<std::mutex> l(mu_);
+      released_.insert(name);  // etcd unreachable: decide later
+    }
+  }
+  for (const auto& [name, o] : reported_)
+    if (!assigned.count(name)) gone.push_back(name);
+
+  if (to_report.empty() && gone.empty()) return;
+  Status s = cs_->ReportObserved(opts_.node_id, to_report, gone, lease_());
+  if (!s.ok()) {
+    LogWarn("agent: cannot report status: %s", s.ToString().c_str());
+    std::lock_guard<std::mutex> l(mu_);
+    full_report_pending_ = true;  // say everything again once etcd answers
+    return;
+  }
+  for (const auto& o : to_report) reported_[o.app] = o;
+  for (const auto& g : gone) reported_.erase(g);
+  if (usage_due) last_usage_report_ = now;
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.status_writes += static_cast<int64_t>(to_report.size() + gone.size());
+}
+
+}  // namespace hc::agent

@@ -1,0 +1,96 @@
+// The node agent: makes this node hold what the cluster state assigns it.
+//
+// It watches assign/<node>/ (resuming from the last revision after a
+// reconnect), and on every change and every reconcile_interval:
+//   - primary here: the volume exists (seeded from the template when new),
+//     the app runs under the runtime with its port kept across restarts;
+//   - replica here: the volume exists, the app does not run;
+//   - not assigned: the app is stopped and forgotten by the runtime; its
+//     volume is destroyed only when the app itself was deleted.
+// It reports what it sees (status/<node>/<app>, under the node's lease) when
+// something changes and every status_interval for usage.
+//
+// It only ever starts an app named by an assignment it read from etcd, and
+// an assignment is written in the same transaction as the placement, so it
+// never runs an app whose current placement does not name it.
+// Until the first read of its assignments succeeds, it touches nothing.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "cluster/cluster_store.h"
+#include "runtime/runtime.h"
+#include "storage/store.h"
+
+namespace hc::agent {
+
+struct AgentOptions {
+  std::string node_id;
+  int status_interval_seconds = 10;
+  int reconcile_interval_ms = 2000;
+  int ready_probe_ms = 300;  // per probe of a not-yet-ready app
+};
+
+struct AgentStats {
+  int64_t reconciles = 0;
+  int64_t starts = 0;
+  int64_t stops = 0;
+  int64_t status_writes = 0;
+  bool synced = false;
+};
+
+class Agent {
+ public:
+  Agent(AgentOptions opts, cluster::ClusterStore* cs, storage::Store* volumes, runtime::Runtime* rt,
+        std::function<int64_t()> lease);
+  ~Agent();  // Stop()
+  Status Start();
+  void Stop();
+  // Wake the loop now; `full_report` re-sends every status (new lease).
+  void Kick(bool full_report = false);
+  AgentStats stats() const;
+
+ private:
+  void Loop();
+  void ReconcileOnce(bool full_report);
+  int64_t Resync();  // re-reads every assignment; returns the revision
+  void OnEvents(const std::vector<cluster::WatchEvent>& evs);
+  cluster::AppObserved ObservePrimary(const cluster::Assignment& a, const runtime::AppStatus* st);
+  Status EnsureVolume(const cluster::AppDef& app, std::string* path);
+  Status StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
+                  const std::string& path);
+
+  AgentOptions opts_;
+  cluster::ClusterStore* cs_;
+  storage::Store* volumes_;
+  runtime::Runtime* rt_;
+  std::function<int64_t()> lease_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, cluster::Assignment> assigned_;  // by app
+  std::set<std::string> released_;  // assignments removed since the last reconcile
+  bool synced_ = false;
+  bool kicked_ = false;
+  bool full_report_pending_ = true;
+  AgentStats stats_;
+  std::atomic<bool> stop_{false};
+
+  // Loop-thread only.
+  std::map<std::string, cluster::AppObserved> reported_;
+  std::set<std::string> ready_;
+  int64_t last_usage_report_ = 0;
+
+  std::unique_ptr<cluster::Watch> watch_;
+  std::thread thread_;
+};
+
+}  // namespace hc::agent

@@ -1,0 +1,192 @@
+#include "agent/config.h"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "cluster/etcd_client.h"
+#include "cluster/state.h"
+#include "common/units.h"
+#include "net/socket.h"
+
+namespace hc::agent {
+namespace {
+
+struct Option {
+  const char* key;
+  const char* def;
+  const char* help;
+  std::function<Status(Config*, const YAML::Node&)> set;
+};
+
+Status Scalar(const YAML::Node& n, const char* key, std::string* out) {
+  if (!n.IsScalar()) return InvalidArgument(std::string(key) + " must be a single value");
+  *out = n.as<std::string>();
+  return Status::Ok();
+}
+
+Status Int(const YAML::Node& n, const char* key, int lo, int hi, int* out) {
+  std::string s;
+  HC_RETURN_IF_ERROR(Scalar(n, key, &s));
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v < lo || v > hi)
+    return InvalidArgument(std::string(key) + ": '" + s + "' must be a whole number from " +
+                           std::to_string(lo) + " to " + std::to_string(hi));
+  *out = static_cast<int>(v);
+  return Status::Ok();
+}
+
+#define STR_OPT(k, field, d, h)                                                     \
+  {                                                                                 \
+    k, d, h, [](Config* c, const YAML::Node& n) { return Scalar(n, k, &c->field); } \
+  }
+#define INT_OPT(k, field, lo, hi, d, h)                                                  \
+  {                                                                                      \
+    k, d, h, [](Config* c, const YAML::Node& n) { return Int(n, k, lo, hi, &c->field); } \
+  }
+
+const std::vector<Option>& Options() {
+  static const std::vector<Option> kOptions = {
+      STR_OPT("node_id", node_id, "(generated)",
+              "stable id of this node; generated on first start and kept in <data_dir>/node-id"),
+      STR_OPT("node_name", node_name, "(host name)", "name shown to people"),
+      STR_OPT("data_dir", data_dir, "/var/lib/hybridcluster",
+              "volumes, runtime state and the node id live here"),
+      STR_OPT("address", address, "127.0.0.1", "address other nodes and hc use to reach this node"),
+      STR_OPT("api_listen", api_listen, "<address>:7480", "where the REST API listens"),
+      STR_OPT("datacenter", datacenter, "dc1",
+              "data centre label; replicas prefer other data centres"),
+      {"etcd_endpoints", "[http://127.0.0.1:2379]",
+       "etcd client URLs (a list); a failing member is skipped",
+       [](Config* c, const YAML::Node& n) -> Status {
+         c->etcd_endpoints.clear();
+         if (n.IsScalar()) {
+           c->etcd_endpoints.push_back(n.as<std::string>());
+           return Status::Ok();
+         }
+         if (!n.IsSequence()) return InvalidArgument("etcd_endpoints must be a list of URLs");
+         for (const auto& e : n) {
+           if (!e.IsScalar()) return InvalidArgument("etcd_endpoints must be a list of URLs");
+           c->etcd_endpoints.push_back(e.as<std::string>());
+         }
+         return Status::Ok();
+       }},
+      STR_OPT("etcd_prefix", etcd_prefix, "/hc/", "all cluster keys live under this etcd prefix"),
+      INT_OPT("lease_ttl_seconds", lease_ttl_seconds, 2, 60, "3",
+              "a node that stops renewing for this long is considered gone"),
+      INT_OPT("status_interval_seconds", status_interval_seconds, 1, 3600, "10",
+              "how often resource usage is reported (state changes are reported at once)"),
+      INT_OPT("reconcile_interval_ms", reconcile_interval_ms, 100, 600000, "2000",
+              "periodic re-check of every app besides change notifications"),
+      STR_OPT("storage_backend", storage_backend, "auto",
+              "auto | dir | zfs (auto: zfs when zfs_dataset is set, else dir)"),
+      STR_OPT("zfs_dataset", zfs_dataset, "", "zfs: parent dataset for volumes, e.g. tank/hc"),
+      STR_OPT("runtime_backend", runtime_backend, "auto",
+              "auto | runc | process (auto: runc when root and runc is installed)"),
+      STR_OPT("cgroup_parent", cgroup_parent, "hybridcluster", "cgroup under which apps run"),
+      STR_OPT("memory_capacity", memory_capacity, "auto",
+              "memory offered to apps: auto (90% of RAM) or a size like 16G"),
+      STR_OPT("cpu_capacity", cpu_capacity, "auto", "cores offered to apps: auto or e.g. 3.5"),
+      STR_OPT("api_token_file", api_token_file, "",
+              "file holding the API bearer token; empty = no token (trusted network only)"),
+      STR_OPT("log_level", log_level, "info", "debug | info | warn | error"),
+  };
+  return kOptions;
+}
+
+}  // namespace
+
+Status LoadConfigFile(const std::string& path, Config* cfg) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return NotFound("cannot read config file " + path);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(path + ": " + e.what());
+  }
+  cfg->config_path = path;
+  if (root.IsNull()) return Status::Ok();  // empty file: all defaults
+  if (!root.IsMap()) return InvalidArgument(path + ": must be a map of 'key: value' lines");
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    std::string key = it->first.as<std::string>();
+    auto line = std::to_string(it->first.Mark().line + 1);
+    const Option* opt = nullptr;
+    for (const auto& o : Options())
+      if (key == o.key) opt = &o;
+    if (!opt)
+      return InvalidArgument(path + ":" + line + ": unknown option '" + key +
+                             "' (hcd --help lists the options)");
+    try {
+      Status s = opt->set(cfg, it->second);
+      if (!s.ok()) return InvalidArgument(path + ":" + line + ": " + s.message());
+    } catch (const YAML::Exception& e) {
+      return InvalidArgument(path + ":" + line + ": " + key + ": " + e.what());
+    }
+  }
+  return Status::Ok();
+}
+
+Status ResolveConfig(Config* c) {
+  if (!c->node_id.empty())
+    HC_RETURN_IF_ERROR(cluster::ValidateNodeId(c->node_id).Annotate("node_id"));
+  if (c->data_dir.empty() || c->data_dir[0] != '/')
+    return InvalidArgument("data_dir must be an absolute path, got '" + c->data_dir + "'");
+  HC_RETURN_IF_ERROR(net::ParseHostPort(c->address, 1).status().Annotate("address"));
+  if (c->api_listen.empty()) c->api_listen = net::HostPort{c->address, 7480}.ToString();
+  HC_RETURN_IF_ERROR(net::ParseHostPort(c->api_listen).status().Annotate("api_listen"));
+  HC_RETURN_IF_ERROR(
+      cluster::ValidateNodeId(c->datacenter).Annotate("datacenter (same rules as node ids)"));
+  HC_RETURN_IF_ERROR(cluster::EtcdClient::ValidateEndpoints(c->etcd_endpoints));
+  if (c->etcd_prefix.empty() || c->etcd_prefix[0] != '/')
+    return InvalidArgument("etcd_prefix must start with '/', got '" + c->etcd_prefix + "'");
+  if (c->etcd_prefix.back() != '/') c->etcd_prefix += '/';
+  if (c->storage_backend != "auto" && c->storage_backend != "dir" && c->storage_backend != "zfs")
+    return InvalidArgument("storage_backend must be auto, dir or zfs, got '" + c->storage_backend +
+                           "'");
+  if (c->storage_backend == "zfs" && c->zfs_dataset.empty())
+    return InvalidArgument("storage_backend zfs needs zfs_dataset (e.g. tank/hc)");
+  if (c->runtime_backend != "auto" && c->runtime_backend != "runc" &&
+      c->runtime_backend != "process")
+    return InvalidArgument("runtime_backend must be auto, runc or process, got '" +
+                           c->runtime_backend + "'");
+  if (c->log_level != "debug" && c->log_level != "info" && c->log_level != "warn" &&
+      c->log_level != "error")
+    return InvalidArgument("log_level must be debug, info, warn or error");
+  if (c->memory_capacity == "auto") {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    c->memory_bytes = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 10 * 9;
+  } else {
+    HC_ASSIGN_OR_RETURN(c->memory_bytes, ParseSize(c->memory_capacity));
+    if (c->memory_bytes < (64ull << 20))
+      return InvalidArgument("memory_capacity must be at least 64M");
+  }
+  if (c->cpu_capacity == "auto") {
+    c->cpu_millis = std::max(1u, std::thread::hardware_concurrency()) * 1000;
+  } else {
+    char* end = nullptr;
+    double cores = std::strtod(c->cpu_capacity.c_str(), &end);
+    if (*end != '\0' || !(cores >= 0.1 && cores <= 4096))
+      return InvalidArgument("cpu_capacity must be auto or a number of cores like 3.5, got '" +
+                             c->cpu_capacity + "'");
+    c->cpu_millis = static_cast<uint32_t>(std::llround(cores * 1000));
+  }
+  return Status::Ok();
+}
+
+std::string ConfigHelp() {
+  std::string out = "Options of /etc/hybridcluster/hcd.yaml (key: value):\n";
+  for (const auto& o : Options()) {
+    std::string k = std::string("  ") + o.key;
+    k.resize(std::max<size_t>(k.size() + 1, 28), ' ');
+    out += k + o.help + " [default: " + o.def + "]\n";
+  }
+  return out;
+}
+
+}  // namespace hc::agent

@@ -1,0 +1,49 @@
+// hcd's configuration: /etc/hybridcluster/hcd.yaml (or --config), every
+// option with a default, command-line flags override the file. `hcd --help`
+// prints the same table (ConfigHelp()).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace hc::agent {
+
+struct Config {
+  std::string config_path;  // where it was read from ("" = defaults only)
+  std::string node_id;      // "" = generated once, kept in <data_dir>/node-id
+  std::string node_name;    // "" = host name
+  std::string data_dir = "/var/lib/hybridcluster";
+  std::string address = "127.0.0.1";  // advertised to other nodes and to hc
+  std::string api_listen;             // "" = <address>:7480
+  std::string datacenter = "dc1";
+  std::vector<std::string> etcd_endpoints = {"http://127.0.0.1:2379"};
+  std::string etcd_prefix = "/hc/";
+  int lease_ttl_seconds = 3;
+  int status_interval_seconds = 10;      // usage refresh; state changes are reported at once
+  int reconcile_interval_ms = 2000;      // periodic re-check besides watch events
+  std::string storage_backend = "auto";  // auto | dir | zfs
+  std::string zfs_dataset;               // zfs: parent dataset, e.g. "tank/hc"
+  std::string runtime_backend = "auto";  // auto | runc | process
+  std::string cgroup_parent = "hybridcluster";
+  std::string memory_capacity = "auto";  // "auto" (90% of RAM) or a size like "16G"
+  std::string cpu_capacity = "auto";     // "auto" (all cores) or cores like "3.5"
+  std::string api_token_file;            // "" = no token required (trusted network only)
+  std::string log_level = "info";        // debug | info | warn | error
+
+  // Derived (ResolveConfig)
+  uint64_t memory_bytes = 0;
+  uint32_t cpu_millis = 0;
+};
+
+// Reads a YAML file into *cfg (keys as in ConfigHelp; unknown keys are
+// errors naming the key and the file's line).
+Status LoadConfigFile(const std::string& path, Config* cfg);
+// Checks values and fills the derived fields.
+Status ResolveConfig(Config* cfg);
+// The option table for --help and docs: key, default, meaning.
+std::string ConfigHelp();
+
+}  // namespace hc::agent

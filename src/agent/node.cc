@@ -1,0 +1,198 @@
+#include "agent/node.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "agent/agent.h"
+#include "agent/leader.h"
+#include "api/api.h"
+#include "cluster/cluster_store.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "net/http_server.h"
+#include "runtime/runtime.h"
+#include "storage/store.h"
+
+namespace hc::agent {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "node";
+  return buf;
+}
+
+}  // namespace
+
+Result<std::string> LoadOrCreateNodeId(const Config& cfg) {
+  std::string path = JoinPath(cfg.data_dir, "node-id");
+  if (PathExists(path)) {
+    HC_ASSIGN_OR_RETURN(auto text, ReadFileToString(path));
+    std::string id = Trim(text);
+    HC_RETURN_IF_ERROR(cluster::ValidateNodeId(id).Annotate(path));
+    if (!cfg.node_id.empty() && cfg.node_id != id)
+      return InvalidArgument(
+          "node_id '" + cfg.node_id + "' differs from the id '" + id + "' stored in " + path +
+          "; a node keeps its id for life (remove the setting, or use another data_dir)");
+    return id;
+  }
+  std::string id = cfg.node_id;
+  if (id.empty()) {
+    unsigned char r[5];
+    if (getrandom(r, sizeof r, 0) != sizeof r) return ErrnoStatus("getrandom", errno);
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "n%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4]);
+    id = hex;
+  }
+  HC_RETURN_IF_ERROR(WriteFileAtomic(path, id + "\n", true));
+  return id;
+}
+
+struct Node::Impl {
+  Config cfg;
+  int wake[2] = {-1, -1};
+  std::atomic<bool> shutdown{false};
+};
+
+Node::Node(Config cfg) : impl_(std::make_unique<Impl>()) {
+  impl_->cfg = std::move(cfg);
+  if (pipe2(impl_->wake, O_CLOEXEC | O_NONBLOCK) != 0) impl_->wake[0] = impl_->wake[1] = -1;
+}
+
+Node::~Node() {
+  for (int fd : impl_->wake)
+    if (fd >= 0) close(fd);
+}
+
+void Node::Shutdown() {
+  impl_->shutdown.store(true);
+  if (impl_->wake[1] >= 0) {
+    char c = 1;
+    (void)!write(impl_->wake[1], &c, 1);
+  }
+}
+
+Status Node::Run() {
+  const Config& cfg = impl_->cfg;
+  HC_RETURN_IF_ERROR(MakeDirs(cfg.data_dir, 0755));
+  HC_ASSIGN_OR_RETURN(UniqueFd lock,
+                      OpenFile(JoinPath(cfg.data_dir, "hcd.lock"), O_RDWR | O_CREAT, 0644));
+  if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0)
+    return Conflict("another hcd is running with data_dir " + cfg.data_dir +
+                    " (stop it first, or give this one its own data_dir)");
+  HC_ASSIGN_OR_RETURN(std::string node_id, LoadOrCreateNodeId(cfg));
+
+  // Local parts: volumes and the runtime.
+  storage::StoreConfig sc;
+  bool zfs =
+      cfg.storage_backend == "zfs" || (cfg.storage_backend == "auto" && !cfg.zfs_dataset.empty());
+  sc.backend = zfs ? "zfs" : "dir";
+  if (zfs)
+    sc.dataset = cfg.zfs_dataset;
+  else
+    sc.root = JoinPath(cfg.data_dir, "volumes");
+  HC_ASSIGN_OR_RETURN(auto volumes, storage::OpenStore(sc));
+  runtime::RuntimeConfig rc;
+  rc.backend = cfg.runtime_backend;
+  rc.state_dir = JoinPath(cfg.data_dir, "runtime");
+  rc.cgroup_parent = cfg.cgroup_parent;
+  HC_ASSIGN_OR_RETURN(auto rt, runtime::OpenRuntime(rc));
+
+  cluster::EtcdClient etcd({.endpoints = cfg.etcd_endpoints});
+  cluster::ClusterStore cs(&etcd, cfg.etcd_prefix);
+
+  cluster::NodeInfo info;
+  info.id = node_id;
+  info.name = cfg.node_name.empty() ? HostName() : cfg.node_name;
+  info.address = cfg.address;
+  HC_ASSIGN_OR_RETURN(auto api_at, net::ParseHostPort(cfg.api_listen));
+  info.api_port = api_at.port;
+  info.datacenter = cfg.datacenter;
+  info.memory_bytes = cfg.memory_bytes;
+  info.cpu_millis = cfg.cpu_millis;
+  info.version = kVersion;
+  info.started_unix = time(nullptr);
+
+  // The API first, so a taken port is reported before joining the cluster.
+  std::string token;
+  if (!cfg.api_token_file.empty()) {
+    HC_ASSIGN_OR_RETURN(auto t, ReadFileToString(cfg.api_token_file));
+    token = Trim(t);
+    if (token.empty()) return InvalidArgument("api_token_file " + cfg.api_token_file + " is empty");
+  }
+  api::Api api({.node_id = node_id, .version = kVersion, .token = token}, &cs);
+  net::HttpServer server([&api](const net::HttpRequest& r) { return api.Handle(r); });
+  HC_RETURN_IF_ERROR(server.Start(api_at).Annotate("REST API on " + cfg.api_listen));
+
+  std::unique_ptr<Agent> agent;
+  std::unique_ptr<Leader> leader;
+  // The session's thread looks at these; they are set after it starts.
+  std::atomic<Agent*> agent_ptr{nullptr};
+  std::atomic<Leader*> leader_ptr{nullptr};
+  std::atomic<int64_t> lease{0};
+  cluster::LeaseSession session(
+      &etcd, cfg.lease_ttl_seconds,
+      {.on_new =
+           [&](int64_t id) {
+             lease.store(id);
+             Status s = cs.RegisterNode(info, id);
+             if (!s.ok()) LogWarn("cannot register node: %s", s.ToString().c_str());
+             if (Agent* a = agent_ptr.load()) a->Kick(/*full_report=*/true);
+             if (Leader* l = leader_ptr.load()) l->LeaseChanged();
+           },
+       .on_lost =
+           [&](int64_t id) {
+             LogWarn("lease %lld lost (etcd unreachable or lease expired); re-registering",
+                     static_cast<long long>(id));
+           }});
+  LogInfo("hcd %s: node %s (%s) in %s, API on %s, etcd %s", kVersion, node_id.c_str(),
+          info.address.c_str(), cfg.datacenter.c_str(), api_at.ToString().c_str(),
+          cfg.etcd_endpoints.front().c_str());
+  // Wait for etcd as long as it takes (a node may boot before etcd does).
+  while (!impl_->shutdown.load()) {
+    Status s = session.Start(std::chrono::milliseconds(5000));
+    if (s.ok()) break;
+    LogWarn("waiting for etcd: %s", s.ToString().c_str());
+  }
+  if (impl_->shutdown.load()) return Status::Ok();
+
+  agent =
+      std::make_unique<Agent>(AgentOptions{.node_id = node_id,
+                                           .status_interval_seconds = cfg.status_interval_seconds,
+                                           .reconcile_interval_ms = cfg.reconcile_interval_ms},
+                              &cs, volumes.get(), rt.get(), [&lease] { return lease.load(); });
+  HC_RETURN_IF_ERROR(agent->Start());
+  agent_ptr.store(agent.get());
+  leader = std::make_unique<Leader>(&cs, node_id, [&lease] { return lease.load(); });
+  leader->Start();
+  leader_ptr.store(leader.get());
+  LogInfo("node %s joined the cluster", node_id.c_str());
+
+  while (!impl_->shutdown.load()) {
+    struct pollfd p = {impl_->wake[0], POLLIN, 0};
+    poll(&p, 1, 1000);
+  }
+  LogInfo("shutting down (apps keep running)");
+  server.Stop();
+  agent_ptr.store(nullptr);
+  leader_ptr.store(nullptr);
+  leader->Stop();
+  agent->Stop();
+  leader.reset();
+  agent.reset();
+  return Status::Ok();  // ~LeaseSession revokes the lease
+}
+
+}  // namespace hc::agent

@@ -1,0 +1,264 @@
+#include "api/api.h"
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/log.h"
+#include "common/names.h"
+
+namespace hc::api {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr size_t kMaxBody = 256 * 1024;
+
+net::HttpResponse JsonResponse(int status, const json& j) {
+  net::HttpResponse r;
+  r.status = status;
+  r.headers.Set("Content-Type", "application/json");
+  r.body = j.dump(2) + "\n";
+  return r;
+}
+
+json Parse(const std::string& s) {
+  return json::parse(s, nullptr, false);
+}
+
+json AppJson(const cluster::AppDef& a, const cluster::Placement* p,
+             const std::vector<cluster::AppObserved>& observed) {
+  json j = Parse(cluster::ToJson(a));
+  j["placement"] = p ? Parse(cluster::ToJson(*p)) : json(nullptr);
+  json st = json::array();
+  for (const auto& o : observed)
+    if (o.app == a.name) st.push_back(Parse(cluster::ToJson(o)));
+  j["status"] = st;
+  // One word for people: where and how it runs.
+  std::string summary = "pending";
+  if (p) {
+    summary = "placed";
+    for (const auto& o : observed)
+      if (o.app == a.name && o.node == p->primary && o.epoch == p->epoch)
+        summary = o.ready ? "running" : o.state;
+  }
+  j["summary"] = summary;
+  return j;
+}
+
+bool ValidAppName(const std::string& s) {
+  return ValidateName("app", s).ok();
+}
+
+}  // namespace
+
+net::HttpResponse ErrorResponse(const Status& s) {
+  int http = 500;
+  std::string code = "internal";
+  switch (s.code()) {
+    case Code::kInvalidArgument:
+      http = 400;
+      code = "invalid_argument";
+      break;
+    case Code::kNotFound:
+      http = 404;
+      code = "not_found";
+      break;
+    case Code::kAlreadyExists:
+      http = 409;
+      code = "already_exists";
+      break;
+    case Code::kConflict:
+      http = 409;
+      code = "conflict";
+      break;
+    case Code::kPermissionDenied:
+      http = 403;
+      code = "permission_denied";
+      break;
+    case Code::kUnavailable:
+      http = 503;
+      code = "unavailable";
+      break;
+    default: break;
+  }
+  return JsonResponse(http, {{"error", {{"code", code}, {"message", s.message()}}}});
+}
+
+Api::Api(ApiOptions opts, cluster::ClusterStore* cs) : opts_(std::move(opts)), cs_(cs) {}
+
+net::HttpResponse Api::Handle(const net::HttpRequest& req) {
+  try {
+    net::HttpResponse r = Route(req);
+    r.headers.Set("X-HC-Node", opts_.node_id);
+    return r;
+  } catch (const std::exception& e) {
+    LogError("api: %s %s: %s", req.method.c_str(), req.target.c_str(), e.what());
+    return ErrorResponse(Internal(std::string("internal error: ") + e.what()));
+  }
+}
+
+net::HttpResponse Api::Route(const net::HttpRequest& req) {
+  std::string path(req.Path());
+  if (path == "/v1/health" && req.method == "GET")
+    return JsonResponse(200, {{"ok", true}, {"node", opts_.node_id}, {"version", opts_.version}});
+  if (!opts_.token.empty()) {
+    auto auth = req.headers.Get("Authorization");
+    if (!auth || *auth != "Bearer " + opts_.token) {
+      auto r = ErrorResponse(PermissionDenied(
+          "missing or wrong API token: pass --token, HC_TOKEN, or the client config's token"));
+      r.status = 401;
+      r.headers.Set("WWW-Authenticate", "Bearer");
+      return r;
+    }
+  }
+  auto method_not_allowed = [&](const char* allowed) {
+    auto r = JsonResponse(405, {{"error",
+                                 {{"code", "method_not_allowed"},
+                                  {"message", req.method + " is not allowed on " + path +
+                                                  " (allowed: " + allowed + ")"}}}});
+    r.headers.Set("Allow", allowed);
+    return r;
+  };
+  if (path == "/v1/cluster") {
+    if (req.method != "GET") return method_not_allowed("GET");
+    return GetCluster();
+  }
+  if (path == "/v1/nodes") {
+    if (req.method != "GET") return method_not_allowed("GET");
+    return ListNodes();
+  }
+  if (path == "/v1/apps") {
+    if (req.method == "GET") return ListApps();
+    if (req.method == "POST") return CreateApp(req);
+    return method_not_allowed("GET, POST");
+  }
+  const std::string apps = "/v1/apps/";
+  if (path.rfind(apps, 0) == 0) {
+    std::string name = path.substr(apps.size());
+    if (!ValidAppName(name))
+      return ErrorResponse(NotFound("no app named '" + name.substr(0, 80) + "'"));
+    if (req.method == "GET") return GetApp(name);
+    if (req.method == "DELETE") return DeleteApp(name);
+    return method_not_allowed("GET, DELETE");
+  }
+  return ErrorResponse(NotFound("no such API path: " + path.substr(0, 200) + " (see docs/api.md)"));
+}
+
+net::HttpResponse Api::GetCluster() {
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  auto observed = cs_->ListObserved();
+  if (!observed.ok()) return ErrorResponse(observed.status());
+  json nodes = json::array();
+  for (const auto& [id, n] : view->nodes) {
+    json j = Parse(cluster::ToJson(n));
+    int primaries = 0, replicas = 0;
+    for (const auto& [app, p] : view->placements) {
+      if (p.primary == id) primaries++;
+      for (const auto& r : p.replicas)
+        if (r == id) replicas++;
+    }
+    j["leader"] = id == view->leader;
+    j["primaries"] = primaries;
+    j["replicas"] = replicas;
+    nodes.push_back(j);
+  }
+  json apps = json::array();
+  for (const auto& [name, a] : view->apps) {
+    auto p = view->placements.find(name);
+    apps.push_back(AppJson(a, p == view->placements.end() ? nullptr : &p->second, *observed));
+  }
+  return JsonResponse(200, {{"leader", view->leader},
+                            {"revision", view->revision},
+                            {"answered_by", opts_.node_id},
+                            {"nodes", nodes},
+                            {"apps", apps}});
+}
+
+net::HttpResponse Api::ListNodes() {
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  json nodes = json::array();
+  for (const auto& [id, n] : view->nodes) {
+    json j = Parse(cluster::ToJson(n));
+    j["leader"] = id == view->leader;
+    nodes.push_back(j);
+  }
+  return JsonResponse(200, {{"nodes", nodes}});
+}
+
+net::HttpResponse Api::ListApps() {
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  auto observed = cs_->ListObserved();
+  if (!observed.ok()) return ErrorResponse(observed.status());
+  json apps = json::array();
+  for (const auto& [name, a] : view->apps) {
+    auto p = view->placements.find(name);
+    apps.push_back(AppJson(a, p == view->placements.end() ? nullptr : &p->second, *observed));
+  }
+  return JsonResponse(200, {{"apps", apps}});
+}
+
+net::HttpResponse Api::GetApp(const std::string& name) {
+  auto t = cs_->etcd()->Txn(
+      {}, {cluster::TxnOp::Get(cs_->AppKey(name)), cluster::TxnOp::Get(cs_->PlacementKey(name))});
+  if (!t.ok()) return ErrorResponse(t.status());
+  if (t->ranges.size() != 2 || t->ranges[0].kvs.empty())
+    return ErrorResponse(NotFound("no app named '" + name + "'"));
+  auto a = cluster::AppDefFromJson(t->ranges[0].kvs[0].value);
+  if (!a.ok()) return ErrorResponse(a.status());
+  std::optional<cluster::Placement> p;
+  if (!t->ranges[1].kvs.empty()) {
+    auto pp = cluster::PlacementFromJson(t->ranges[1].kvs[0].value);
+    if (pp.ok()) p = std::move(*pp);
+  }
+  auto observed = cs_->ListObserved(name);
+  if (!observed.ok()) return ErrorResponse(observed.status());
+  return JsonResponse(200, AppJson(*a, p ? &*p : nullptr, *observed));
+}
+
+net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
+  if (req.body.size() > kMaxBody)
+    return ErrorResponse(InvalidArgument("request body is too large"));
+  json j = Parse(req.body);
+  if (!j.is_object())
+    return ErrorResponse(
+        InvalidArgument("the body must be a JSON object describing the app (see docs/api.md)"));
+  static const std::set<std::string> kFields = {"name",    "template", "command", "env",
+                                                "domains", "replicas", "limits"};
+  for (const auto& [k, v] : j.items())
+    if (!kFields.count(k))
+      return ErrorResponse(
+          InvalidArgument("unknown field '" + k.substr(0, 64) +
+                          "' (allowed: name, template, command, env, domains, replicas, limits)"));
+  if (auto l = j.find("limits"); l != j.end()) {
+    if (!l->is_object()) return ErrorResponse(InvalidArgument("limits must be an object"));
+    for (const auto& [k, v] : l->items())
+      if (k != "memory_bytes" && k != "cpu_millis" && k != "pids")
+        return ErrorResponse(InvalidArgument("unknown field 'limits." + k.substr(0, 64) +
+                                             "' (allowed: memory_bytes, cpu_millis, pids)"));
+  }
+  auto def = cluster::AppDefFromJson(req.body);
+  if (!def.ok()) return ErrorResponse(def.status());
+  def->created_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  Status v = cluster::ValidateAppDef(*def);
+  if (!v.ok()) return ErrorResponse(v);
+  Status s = cs_->CreateApp(*def);
+  if (!s.ok()) return ErrorResponse(s);
+  LogInfo("api: app %s created (template %s)", def->name.c_str(), def->template_name.c_str());
+  auto r = JsonResponse(201, AppJson(*def, nullptr, {}));
+  r.headers.Set("Location", "/v1/apps/" + def->name);
+  return r;
+}
+
+net::HttpResponse Api::DeleteApp(const std::string& name) {
+  Status s = cs_->DeleteApp(name);
+  if (!s.ok()) return ErrorResponse(s);
+  LogInfo("api: app %s deleted", name.c_str());
+  return JsonResponse(200, {{"deleted", name}});
+}
+
+}  // namespace hc::api

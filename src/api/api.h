@@ -1,0 +1,42 @@
+// The REST API every node serves (docs/api.md). Any node answers any call:
+// reads come from etcd, writes go to etcd (apps/), and the leader and the
+// agents act on them. Input is validated before anything is written.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cluster/cluster_store.h"
+#include "net/http.h"
+
+namespace hc::api {
+
+struct ApiOptions {
+  std::string node_id;
+  std::string version;
+  std::string token;  // "" = no Authorization required
+};
+
+class Api {
+ public:
+  Api(ApiOptions opts, cluster::ClusterStore* cs);
+  // Thread-safe; the HTTP server calls it from its connection threads.
+  net::HttpResponse Handle(const net::HttpRequest& req);
+
+ private:
+  net::HttpResponse Route(const net::HttpRequest& req);
+  net::HttpResponse GetCluster();
+  net::HttpResponse ListApps();
+  net::HttpResponse GetApp(const std::string& name);
+  net::HttpResponse CreateApp(const net::HttpRequest& req);
+  net::HttpResponse DeleteApp(const std::string& name);
+  net::HttpResponse ListNodes();
+
+  ApiOptions opts_;
+  cluster::ClusterStore* cs_;
+};
+
+// Maps a Status to the HTTP error response {"error":{"code","message"}}.
+net::HttpResponse ErrorResponse(const Status& s);
+
+}  // namespace hc::api

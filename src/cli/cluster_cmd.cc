@@ -1,0 +1,337 @@
+// `hc app ...` and `hc cluster status`: the cluster commands, through the
+// REST API of any node (docs/api.md).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/api_client.h"
+#include "cli/cli_util.h"
+#include "cli/commands.h"
+#include "common/units.h"
+
+namespace hc::cli {
+namespace {
+
+using json = nlohmann::json;
+
+Result<json> CallJson(const ApiFlags& f, const std::string& method, const std::string& path,
+                      const std::string& body = "") {
+  HC_ASSIGN_OR_RETURN(auto text, CallApi(f, method, path, body));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Internal("the API answered something that is not JSON");
+  return j;
+}
+
+std::string Str(const json& j, const char* k) {
+  auto it = j.find(k);
+  if (it == j.end() || it->is_null()) return "";
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+std::string Join(const json& arr, const char* sep = ",") {
+  std::string out;
+  if (!arr.is_array()) return out;
+  for (const auto& e : arr) {
+    if (!out.empty()) out += sep;
+    out += e.is_string() ? e.get<std::string>() : e.dump();
+  }
+  return out;
+}
+
+// Prints rows as aligned columns.
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w;
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); i++) {
+      if (w.size() <= i) w.push_back(0);
+      w[i] = std::max(w[i], r[i].size());
+    }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); i++) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(w[i] - r[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+// "n1@127.0.0.11:24873" for the primary, from status.
+std::string WhereRuns(const json& app, const std::map<std::string, std::string>& addr) {
+  const json& p = app["placement"];
+  if (!p.is_object()) return "-";
+  std::string primary = Str(p, "primary");
+  std::string where = primary;
+  for (const auto& s : app["status"])
+    if (Str(s, "node") == primary && s.value("port", 0) > 0) {
+      auto a = addr.find(primary);
+      where += "@" + (a != addr.end() ? a->second : std::string("?")) + ":" +
+               std::to_string(s.value("port", 0));
+    }
+  return where;
+}
+
+std::map<std::string, std::string> NodeAddresses(const ApiFlags& f) {
+  std::map<std::string, std::string> m;
+  auto nodes = CallJson(f, "GET", "/v1/nodes");
+  if (nodes.ok())
+    for (const auto& n : (*nodes)["nodes"]) m[Str(n, "id")] = Str(n, "address");
+  return m;
+}
+
+void PrintAppsTable(const json& apps, const std::map<std::string, std::string>& addr) {
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "TEMPLATE", "STATE", "PRIMARY", "REPLICAS", "EPOCH", "DOMAINS"}};
+  for (const auto& a : apps) {
+    const json& p = a["placement"];
+    rows.push_back({Str(a, "name"), Str(a, "template"), Str(a, "summary"), WhereRuns(a, addr),
+                    p.is_object() ? Join(p["replicas"]) : "-",
+                    p.is_object() ? Str(p, "epoch") : "-", Join(a["domains"])});
+  }
+  PrintTable(rows);
+}
+
+void PrintJson(const json& j) {
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+int Run(int* exit_code, const std::function<Status()>& fn) {
+  Status s = fn();
+  *exit_code = s.ok() ? 0 : Fail(s);
+  return *exit_code;
+}
+
+}  // namespace
+
+void AddClusterCommands(CLI::App& root, int* exit_code) {
+  // ---------------------------------------------------------------- hc app
+  auto* app = root.add_subcommand("app", "Apps on the cluster: create, list, show, delete");
+  app->require_subcommand(1);
+
+  {
+    auto* c = app->add_subcommand("create", "Create an app; the cluster places and starts it");
+    static ApiFlags f;
+    static std::string name, tmpl, command, memory = "256M";
+    static std::vector<std::string> domains, env;
+    static int replicas = 1, timeout_s = 120;
+    static double cpus = 1.0;
+    static uint32_t pids = 512;
+    static bool no_wait = false;
+    c->add_option("NAME", name, "App name (a-z, 0-9, '.', '_', '-')")->required();
+    c->add_option("-t,--template", tmpl, "static, command, postgres or mariadb")->required();
+    c->add_option("-c,--command", command, "Command line for --template command");
+    c->add_option("-d,--domain", domains,
+                  "Domain served by the app (repeatable; *.example.com allowed)");
+    c->add_option("-r,--replicas", replicas, "Copies on other nodes (0-5)")->capture_default_str();
+    c->add_option("--memory", memory, "Memory limit, e.g. 256M or 1G")->capture_default_str();
+    c->add_option("--cpus", cpus, "CPU limit in cores, e.g. 0.5")->capture_default_str();
+    c->add_option("--pids", pids, "Process limit")->capture_default_str();
+    c->add_option("-e,--env", env, "Extra environment, NAME=value (repeatable)");
+    c->add_flag("--no-wait", no_wait, "Return once the cluster has accepted the app");
+    c->add_option("--timeout", timeout_s, "Seconds to wait for it to run")->capture_default_str();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        json body = {{"name", name},
+                     {"template", tmpl},
+                     {"domains", domains},
+                     {"env", env},
+                     {"replicas", replicas}};
+        if (!command.empty()) body["command"] = command;
+        HC_ASSIGN_OR_RETURN(uint64_t mem, ParseSize(memory));
+        if (cpus <= 0 || cpus > 256)
+          return InvalidArgument("--cpus must be more than 0 and at most 256");
+        body["limits"] = {{"memory_bytes", mem},
+                          {"cpu_millis", static_cast<uint32_t>(cpus * 1000 + 0.5)},
+                          {"pids", pids}};
+        HC_ASSIGN_OR_RETURN(json created, CallJson(f, "POST", "/v1/apps", body.dump()));
+        if (!f.json)
+          std::fprintf(stderr, "app '%s' created; the cluster is placing it...\n", name.c_str());
+        json last = created;
+        if (!no_wait) {
+          auto until = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+          std::string shown;
+          while (true) {
+            HC_ASSIGN_OR_RETURN(last, CallJson(f, "GET", "/v1/apps/" + name));
+            std::string summary = Str(last, "summary");
+            if (summary != shown && !f.json) {
+              std::fprintf(stderr, "  %s\n", summary.c_str());
+              shown = summary;
+            }
+            if (summary == "running") break;
+            if (summary == "error" || summary == "crash-looping") {
+              std::string msg;
+              for (const auto& s : last["status"])
+                if (!Str(s, "message").empty()) msg = Str(s, "message");
+              return Internal("app '" + name + "' does not start: " + msg + " (hc app show " +
+                              name + " has details)");
+            }
+            if (std::chrono::steady_clock::now() > until)
+              return Unavailable("app '" + name + "' is not running after " +
+                                 std::to_string(timeout_s) + " s (state: " + summary +
+                                 "); it stays created, see hc app show " + name);
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          }
+        }
+        if (f.json) {
+          PrintJson(last);
+        } else {
+          auto addr = NodeAddresses(f);
+          std::printf("app '%s' is %s on %s\n", name.c_str(), Str(last, "summary").c_str(),
+                      WhereRuns(last, addr).c_str());
+        }
+        return Status::Ok();
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand("list", "List apps: state, where they run, domains");
+    static ApiFlags f;
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "GET", "/v1/apps"));
+        if (f.json) {
+          PrintJson(j);
+          return Status::Ok();
+        }
+        if (j["apps"].empty()) {
+          std::printf("no apps yet (hc app create NAME --template static)\n");
+          return Status::Ok();
+        }
+        PrintAppsTable(j["apps"], NodeAddresses(f));
+        return Status::Ok();
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand("show", "Show one app: spec, placement, status on each node");
+    static ApiFlags f;
+    static std::string name;
+    c->add_option("NAME", name, "App name")->required();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json a, CallJson(f, "GET", "/v1/apps/" + name));
+        if (f.json) {
+          PrintJson(a);
+          return Status::Ok();
+        }
+        auto addr = NodeAddresses(f);
+        const json& l = a["limits"];
+        std::printf("app:       %s (%s)\n", Str(a, "name").c_str(), Str(a, "template").c_str());
+        if (!Str(a, "command").empty()) std::printf("command:   %s\n", Str(a, "command").c_str());
+        std::printf("state:     %s\n", Str(a, "summary").c_str());
+        std::printf("domains:   %s\n",
+                    a["domains"].empty() ? "-" : Join(a["domains"], ", ").c_str());
+        std::printf("limits:    memory %s, cpu %.2f cores, %s processes\n",
+                    FormatBytes(l.value("memory_bytes", uint64_t{0})).c_str(),
+                    l.value("cpu_millis", 0) / 1000.0, Str(l, "pids").c_str());
+        std::printf("replicas:  %s wanted\n", Str(a, "replicas").c_str());
+        const json& p = a["placement"];
+        if (p.is_object()) {
+          std::printf("placement: primary %s, replicas %s, epoch %s (%s)\n",
+                      Str(p, "primary").c_str(),
+                      p["replicas"].empty() ? "-" : Join(p["replicas"], ", ").c_str(),
+                      Str(p, "epoch").c_str(), Str(p, "state").c_str());
+        } else {
+          std::printf("placement: not yet placed (waiting for the leader or for nodes)\n");
+        }
+        std::vector<std::vector<std::string>> rows = {{"NODE", "ROLE", "STATE", "READY", "ADDRESS",
+                                                       "MEMORY", "CPU-S", "RESTARTS", "MESSAGE"}};
+        for (const auto& s : a["status"]) {
+          std::string node = Str(s, "node");
+          std::string where = "-";
+          if (s.value("port", 0) > 0)
+            where = (addr.count(node) ? addr[node] : "?") + ":" + Str(s, "port");
+          char cpu[32];
+          std::snprintf(cpu, sizeof cpu, "%.2f", s.value("cpu_seconds", 0.0));
+          rows.push_back({node, Str(s, "role"), Str(s, "state"),
+                          s.value("ready", false) ? "yes" : "no", where,
+                          FormatBytes(s.value("memory_bytes", uint64_t{0})), cpu,
+                          Str(s, "restarts"), Str(s, "message")});
+        }
+        std::printf("\n");
+        PrintTable(rows);
+        return Status::Ok();
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand("delete", "Delete an app and its data on every node");
+    static ApiFlags f;
+    static std::string name;
+    static bool yes = false;
+    c->add_option("NAME", name, "App name")->required();
+    c->add_flag("-y,--yes", yes, "Do not ask; needed when not on a terminal");
+    f.AddTo(c, false);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        if (!yes) {
+          if (!isatty(0))
+            return InvalidArgument("deleting '" + name +
+                                   "' destroys its data on every node; add --yes to confirm");
+          std::fprintf(stderr,
+                       "Delete app '%s' and destroy its data (all snapshots) on every node? [y/N] ",
+                       name.c_str());
+          std::string answer;
+          std::getline(std::cin, answer);
+          if (answer != "y" && answer != "Y" && answer != "yes") {
+            std::fprintf(stderr, "nothing deleted\n");
+            return Status::Ok();
+          }
+        }
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "DELETE", "/v1/apps/" + name));
+        std::printf("app '%s' deleted; nodes stop it and remove its data\n", name.c_str());
+        return Status::Ok();
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- hc cluster
+  auto* cl = root.add_subcommand("cluster", "The cluster: nodes, leader, apps");
+  cl->require_subcommand(1);
+  {
+    auto* c = cl->add_subcommand("status", "Show nodes, the leader, and where every app runs");
+    static ApiFlags f;
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "GET", "/v1/cluster"));
+        if (f.json) {
+          PrintJson(j);
+          return Status::Ok();
+        }
+        std::map<std::string, std::string> addr;
+        std::vector<std::vector<std::string>> rows = {
+            {"NODE", "NAME", "ADDRESS", "DC", "ROLE", "PRIMARIES", "REPLICAS", "MEMORY", "CPUS"}};
+        for (const auto& n : j["nodes"]) {
+          addr[Str(n, "id")] = Str(n, "address");
+          char cpus[32];
+          std::snprintf(cpus, sizeof cpus, "%.1f", n.value("cpu_millis", 0) / 1000.0);
+          rows.push_back({Str(n, "id"), Str(n, "name"),
+                          Str(n, "address") + ":" + Str(n, "api_port"), Str(n, "datacenter"),
+                          n.value("leader", false) ? "leader" : "member", Str(n, "primaries"),
+                          Str(n, "replicas"), FormatBytes(n.value("memory_bytes", uint64_t{0})),
+                          cpus});
+        }
+        std::printf("%zu node(s), leader: %s\n\n", j["nodes"].size(),
+                    Str(j, "leader").empty() ? "(none yet)" : Str(j, "leader").c_str());
+        PrintTable(rows);
+        std::printf("\n");
+        if (j["apps"].empty()) {
+          std::printf("no apps yet (hc app create NAME --template static)\n");
+        } else {
+          PrintAppsTable(j["apps"], addr);
+        }
+        return Status::Ok();
+      });
+    });
+  }
+}
+
+}  // namespace hc::cli

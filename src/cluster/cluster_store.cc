@@ -1,0 +1,197 @@
+#include "cluster/cluster_store.h"
+
+#include <nlohmann/json.hpp>
+
+namespace hc::cluster {
+namespace {
+
+using json = nlohmann::json;
+
+// etcd's default --max-txn-ops is 128.
+constexpr size_t kMaxOpsPerTxn = 120;
+
+std::string AssignmentJson(const Placement& p, const AppDef& a) {
+  return "{\"placement\":" + ToJson(p) + ",\"app\":" + ToJson(a) + "}";
+}
+
+std::string Tail(const std::string& key, const std::string& prefix) {
+  return key.compare(0, prefix.size(), prefix) == 0 ? key.substr(prefix.size()) : std::string();
+}
+
+}  // namespace
+
+ClusterStore::ClusterStore(EtcdClient* etcd, std::string prefix)
+    : etcd_(etcd), prefix_(std::move(prefix)) {
+  if (prefix_.empty() || prefix_.back() != '/') prefix_ += '/';
+}
+
+Status ClusterStore::RegisterNode(const NodeInfo& n, int64_t lease) {
+  return etcd_->Put(NodeKey(n.id), ToJson(n), lease).status();
+}
+
+Status ClusterStore::CreateApp(const AppDef& a) {
+  HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({Compare::Absent(AppKey(a.name))},
+                                         {TxnOp::Put(AppKey(a.name), ToJson(a))}));
+  if (!t.succeeded)
+    return AlreadyExists("an app named '" + a.name +
+                         "' already exists; pick another name or delete it first");
+  return Status::Ok();
+}
+
+Status ClusterStore::DeleteApp(const std::string& name) {
+  HC_ASSIGN_OR_RETURN(auto t,
+                      etcd_->Txn({Compare::CreateRevision(AppKey(name), Compare::kGreater, 0)},
+                                 {TxnOp::Delete(AppKey(name))}));
+  if (!t.succeeded) return NotFound("no app named '" + name + "'");
+  return Status::Ok();
+}
+
+Result<std::optional<AppDef>> ClusterStore::GetApp(const std::string& name) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->Get(AppKey(name)));
+  if (r.kvs.empty()) return std::optional<AppDef>();
+  HC_ASSIGN_OR_RETURN(auto a, AppDefFromJson(r.kvs[0].value));
+  return std::optional<AppDef>(std::move(a));
+}
+
+Result<ClusterView> ClusterStore::LoadView() {
+  HC_ASSIGN_OR_RETURN(
+      auto t, etcd_->Txn({}, {TxnOp::GetPrefix(NodesPrefix()), TxnOp::GetPrefix(AppsPrefix()),
+                              TxnOp::GetPrefix(PlacementsPrefix()), TxnOp::Get(LeaderKey())}));
+  if (t.ranges.size() != 4) return Internal("etcd: read transaction returned too few results");
+  ClusterView v;
+  v.revision = t.revision;
+  for (const auto& kv : t.ranges[0].kvs) {
+    auto n = NodeInfoFromJson(kv.value);
+    if (n.ok()) v.nodes[n->id] = std::move(*n);
+  }
+  for (const auto& kv : t.ranges[1].kvs) {
+    auto a = AppDefFromJson(kv.value);
+    if (a.ok()) v.apps[a->name] = std::move(*a);
+  }
+  for (const auto& kv : t.ranges[2].kvs) {
+    auto p = PlacementFromJson(kv.value);
+    if (!p.ok()) continue;
+    v.placement_mod_revision[p->app] = kv.mod_revision;
+    v.placements[p->app] = std::move(*p);
+  }
+  if (!t.ranges[3].kvs.empty()) v.leader = t.ranges[3].kvs[0].value;
+  return v;
+}
+
+Result<size_t> ClusterStore::ApplyPlacements(const std::vector<PlacementWrite>& writes,
+                                             const Compare& guard, ClusterView* view) {
+  size_t applied = 0;
+  size_t i = 0;
+  while (i < writes.size()) {
+    std::vector<Compare> cmps = {guard};
+    std::vector<TxnOp> ops;
+    size_t first = i;
+    while (i < writes.size()) {
+      const PlacementWrite& w = writes[i];
+      std::vector<TxnOp> mine;
+      const std::string& app = w.placement.app;
+      std::vector<std::string> now_nodes;
+      if (w.kind != PlacementWrite::kDelete) {
+        if (!w.app) return InvalidArgument("placement write for '" + app + "' lacks the app spec");
+        now_nodes.push_back(w.placement.primary);
+        for (const auto& r : w.placement.replicas) now_nodes.push_back(r);
+        mine.push_back(TxnOp::Put(PlacementKey(app), ToJson(w.placement)));
+        std::string value = AssignmentJson(w.placement, *w.app);
+        for (const auto& n : now_nodes) mine.push_back(TxnOp::Put(AssignKey(n, app), value));
+      } else {
+        mine.push_back(TxnOp::Delete(PlacementKey(app)));
+      }
+      for (const auto& n : w.previous_nodes)
+        if (std::find(now_nodes.begin(), now_nodes.end(), n) == now_nodes.end())
+          mine.push_back(TxnOp::Delete(AssignKey(n, app)));
+      if (!ops.empty() && ops.size() + mine.size() > kMaxOpsPerTxn) break;
+      if (w.kind == PlacementWrite::kCreate)
+        cmps.push_back(Compare::Absent(PlacementKey(app)));
+      else
+        cmps.push_back(
+            Compare::ModRevision(PlacementKey(app), Compare::kEqual, w.expected_mod_revision));
+      for (auto& o : mine) ops.push_back(std::move(o));
+      i++;
+    }
+    HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn(cmps, ops));
+    if (!t.succeeded)
+      return Conflict("placement changed under the leader (or leadership lost); re-reading");
+    for (size_t k = first; k < i; k++) {
+      const PlacementWrite& w = writes[k];
+      if (!view) continue;
+      if (w.kind == PlacementWrite::kDelete) {
+        view->placements.erase(w.placement.app);
+        view->placement_mod_revision.erase(w.placement.app);
+      } else {
+        view->placements[w.placement.app] = w.placement;
+        view->placement_mod_revision[w.placement.app] = t.revision;
+      }
+    }
+    if (view) view->revision = std::max(view->revision, t.revision);
+    applied += i - first;
+  }
+  return applied;
+}
+
+Result<Assignment> ClusterStore::ParseAssignment(const std::string& node,
+                                                 std::string_view text) const {
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object() || !j.contains("placement") || !j.contains("app"))
+    return Corrupt("assignment is not {placement, app}");
+  Assignment a;
+  HC_ASSIGN_OR_RETURN(a.placement, PlacementFromJson(j["placement"].dump()));
+  HC_ASSIGN_OR_RETURN(a.app, AppDefFromJson(j["app"].dump()));
+  a.primary_here = a.placement.primary == node;
+  return a;
+}
+
+std::string ClusterStore::AssignKeyApp(const std::string& node, const std::string& key) const {
+  return Tail(key, AssignPrefix(node));
+}
+
+Result<std::vector<Assignment>> ClusterStore::LoadAssignments(const std::string& node,
+                                                              int64_t* revision) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->GetPrefix(AssignPrefix(node)));
+  std::vector<Assignment> out;
+  for (const auto& kv : r.kvs) {
+    auto a = ParseAssignment(node, kv.value);
+    if (a.ok()) out.push_back(std::move(*a));
+  }
+  if (revision) *revision = r.revision;
+  return out;
+}
+
+Status ClusterStore::ReportObserved(const std::string& node,
+                                    const std::vector<AppObserved>& observed,
+                                    const std::vector<std::string>& gone, int64_t lease) {
+  std::vector<TxnOp> ops;
+  auto flush = [&]() -> Status {
+    if (ops.empty()) return Status::Ok();
+    auto t = etcd_->Txn({}, ops);
+    ops.clear();
+    return t.status();
+  };
+  for (const auto& o : observed) {
+    ops.push_back(TxnOp::Put(StatusKey(node, o.app), ToJson(o), lease));
+    if (ops.size() >= kMaxOpsPerTxn) HC_RETURN_IF_ERROR(flush());
+  }
+  for (const auto& g : gone) {
+    ops.push_back(TxnOp::Delete(StatusKey(node, g)));
+    if (ops.size() >= kMaxOpsPerTxn) HC_RETURN_IF_ERROR(flush());
+  }
+  return flush();
+}
+
+Result<std::vector<AppObserved>> ClusterStore::ListObserved(const std::string& app) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->GetPrefix(StatusPrefix()));
+  std::vector<AppObserved> out;
+  for (const auto& kv : r.kvs) {
+    auto o = AppObservedFromJson(kv.value);
+    if (!o.ok()) continue;
+    if (!app.empty() && o->app != app) continue;
+    out.push_back(std::move(*o));
+  }
+  return out;
+}
+
+}  // namespace hc::cluster

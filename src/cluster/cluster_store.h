@@ -1,0 +1,99 @@
+// Typed access to the cluster state in etcd. The only place that knows the
+// key layout (docs/design.md, "Cluster state"):
+//
+//   <prefix>nodes/<id>            NodeInfo           lease of the node
+//   <prefix>apps/<name>           AppDef             written by the API
+//   <prefix>placement/<name>      Placement          written by the leader (CAS)
+//   <prefix>assign/<node>/<app>   Assignment         written by the leader, in the
+//                                                     same transaction as placement
+//   <prefix>status/<node>/<app>   AppObserved        lease of the node
+//   <prefix>leader                node id            lease of the leader
+//
+// `assign/` is an index of placement by node: each agent watches only its own
+// assignments, so etcd's watch fan-out grows with apps, not apps x nodes.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/etcd_client.h"
+#include "cluster/state.h"
+
+namespace hc::cluster {
+
+// What one node is told to hold: the placement (with its epoch) and the spec.
+struct Assignment {
+  Placement placement;
+  AppDef app;
+  bool primary_here = false;  // derived: placement.primary == the node reading it
+};
+
+// One placement write by the leader.
+struct PlacementWrite {
+  enum Kind { kCreate, kUpdate, kDelete } kind = kCreate;
+  Placement placement;                      // kDelete: .app only
+  std::optional<AppDef> app;                // required for kCreate/kUpdate (goes into assignments)
+  int64_t expected_mod_revision = 0;        // kUpdate/kDelete: compare-and-swap on placement/<app>
+  std::vector<std::string> previous_nodes;  // nodes whose assignment must go (kUpdate/kDelete)
+};
+
+class ClusterStore {
+ public:
+  ClusterStore(EtcdClient* etcd, std::string prefix);  // prefix like "/hc/" ('/' added)
+
+  EtcdClient* etcd() const { return etcd_; }
+  const std::string& prefix() const { return prefix_; }
+  std::string NodesPrefix() const { return prefix_ + "nodes/"; }
+  std::string AppsPrefix() const { return prefix_ + "apps/"; }
+  std::string PlacementsPrefix() const { return prefix_ + "placement/"; }
+  std::string AssignPrefix(const std::string& node) const {
+    return prefix_ + "assign/" + node + "/";
+  }
+  std::string StatusPrefix() const { return prefix_ + "status/"; }
+  std::string LeaderKey() const { return prefix_ + "leader"; }
+  std::string NodeKey(const std::string& id) const { return NodesPrefix() + id; }
+  std::string AppKey(const std::string& name) const { return AppsPrefix() + name; }
+  std::string PlacementKey(const std::string& app) const { return PlacementsPrefix() + app; }
+  std::string AssignKey(const std::string& node, const std::string& app) const {
+    return AssignPrefix(node) + app;
+  }
+  std::string StatusKey(const std::string& node, const std::string& app) const {
+    return StatusPrefix() + node + "/" + app;
+  }
+
+  // --- nodes
+  Status RegisterNode(const NodeInfo& n, int64_t lease);
+
+  // --- apps (API). AlreadyExists / NotFound with a message for people.
+  Status CreateApp(const AppDef& a);
+  Status DeleteApp(const std::string& name);
+  Result<std::optional<AppDef>> GetApp(const std::string& name);
+
+  // --- the whole picture at one revision (one read transaction).
+  Result<ClusterView> LoadView();
+
+  // --- leader: applies writes in transactions of at most ~120 operations,
+  // each guarded by `guard` (leadership) and the per-placement CAS. Returns
+  // the number of writes applied; Conflict if a compare failed (the caller
+  // reloads its view and plans again). On success the view is updated.
+  Result<size_t> ApplyPlacements(const std::vector<PlacementWrite>& writes, const Compare& guard,
+                                 ClusterView* view);
+
+  // --- agent
+  Result<Assignment> ParseAssignment(const std::string& node, std::string_view json) const;
+  // The app name of an assign/<node>/<app> key, or "" if the key is not one.
+  std::string AssignKeyApp(const std::string& node, const std::string& key) const;
+  Result<std::vector<Assignment>> LoadAssignments(const std::string& node, int64_t* revision);
+  // Puts `observed` and deletes status of `gone` apps, lease-bound, batched.
+  Status ReportObserved(const std::string& node, const std::vector<AppObserved>& observed,
+                        const std::vector<std::string>& gone, int64_t lease);
+  // All observed status (every node), or of one app.
+  Result<std::vector<AppObserved>> ListObserved(const std::string& app = "");
+
+ private:
+  EtcdClient* etcd_;
+  std::string prefix_;
+};
+
+}  // namespace hc::cluster

@@ -1,0 +1,105 @@
+// The cluster state as typed structs: what lives in etcd (docs/design.md,
+// "Cluster state") without the keys. Only cluster/ knows where each struct is
+// stored (cluster_store.h); everything else sees these types.
+//
+// All structs have strict JSON codecs: unknown fields are ignored (forward
+// compatibility), wrong types and out-of-range values are errors that name
+// the field.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace hc::cluster {
+
+// A node as it registers itself (nodes/<id>, lease-bound).
+struct NodeInfo {
+  std::string id;          // stable across restarts (data_dir/node-id)
+  std::string name;        // host name, for people
+  std::string address;     // address other nodes and hc reach it at ("127.0.0.11")
+  uint16_t api_port = 0;   // REST API
+  std::string datacenter;  // "dc1"
+  uint64_t memory_bytes = 0;  // capacity offered to apps
+  uint32_t cpu_millis = 0;
+  std::string version;
+  int64_t started_unix = 0;
+  bool drained = false;  // accepts no new primaries (issue 7: hc node drain)
+};
+
+// Resource limits of an app (the runtime's Limits plus nothing else).
+struct AppLimitsSpec {
+  uint64_t memory_bytes = 256ull << 20;
+  uint32_t cpu_millis = 1000;
+  uint32_t pids = 512;
+};
+
+// The desired spec of an app (apps/<name>), written by the API.
+struct AppDef {
+  std::string name;
+  std::string template_name;     // static|command|postgres|mariadb
+  std::string command;           // template "command" only
+  std::vector<std::string> env;  // KEY=VALUE
+  std::vector<std::string> domains;  // lower-case host names, "*.example.com" allowed
+  uint32_t replicas = 1;             // copies besides the primary
+  AppLimitsSpec limits;
+  int64_t created_unix = 0;
+};
+
+enum class PlacementState { kRunning, kMigrating, kFailingOver };
+const char* PlacementStateName(PlacementState s);
+
+// Where an app runs (placement/<name>), written only by the leader.
+struct Placement {
+  std::string app;
+  std::string primary;                // node id
+  std::vector<std::string> replicas;  // node ids, no duplicates, not the primary
+  uint64_t epoch = 0;                 // +1 on every change of primary
+  PlacementState state = PlacementState::kRunning;
+};
+
+// What a node observes about one app it holds (status/<node>/<app>, lease-bound).
+struct AppObserved {
+  std::string app;
+  std::string node;
+  std::string role;   // "primary" or "replica"
+  uint64_t epoch = 0;
+  std::string state;  // runtime state name ("running", "backoff", ...) or "replica"/"error"
+  bool ready = false;
+  uint16_t port = 0;  // the app's port on that node's loopback
+  double cpu_seconds = 0;
+  uint64_t memory_bytes = 0;
+  int restarts = 0;
+  std::string message;  // last error or notable event
+  int64_t updated_unix = 0;
+};
+
+std::string ToJson(const NodeInfo& n);
+std::string ToJson(const AppDef& a);
+std::string ToJson(const Placement& p);
+std::string ToJson(const AppObserved& o);
+Result<NodeInfo> NodeInfoFromJson(std::string_view json);
+Result<AppDef> AppDefFromJson(std::string_view json);
+Result<Placement> PlacementFromJson(std::string_view json);
+Result<AppObserved> AppObservedFromJson(std::string_view json);
+
+// Validation of what users send (the API calls these before writing).
+Status ValidateAppDef(const AppDef& a);      // name, template, domains, limits, replicas
+Status ValidateDomain(std::string_view d);   // RFC 1123 host name, optional "*." prefix
+Status ValidateNodeId(std::string_view id);  // [a-z0-9][a-z0-9-]{0,62}
+
+// Everything one reader knows about the cluster at one revision.
+struct ClusterView {
+  int64_t revision = 0;
+  std::map<std::string, NodeInfo> nodes;        // live nodes by id
+  std::map<std::string, AppDef> apps;           // by name
+  std::map<std::string, Placement> placements;  // by app name
+  std::map<std::string, int64_t> placement_mod_revision;  // for compare-and-swap
+  std::string leader;                           // node id, "" when none
+};
+
+}  // namespace hc::cluster

@@ -1,0 +1,383 @@
+#include "devcluster/local_cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/fs.h"
+#include "net/http_client.h"
+#include "runtime/cgroup.h"
+#include "runtime/runtime.h"
+
+namespace hc::devcluster {
+namespace {
+
+using json = nlohmann::json;
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+std::string FindHcd() {
+  std::string dir = SelfDir();
+  for (const auto& c :
+       {dir + "/hcd", dir + "/../bin/hcd", dir + "/../src/bin/hcd", dir + "/../../src/bin/hcd"})
+    if (access(c.c_str(), X_OK) == 0) return c;
+  return "hcd";
+}
+
+bool Alive(pid_t pid) {
+  if (pid <= 0) return false;
+  // A zombie child of ours counts as gone.
+  int st;
+  if (waitpid(pid, &st, WNOHANG) == pid) return false;
+  return kill(pid, 0) == 0;
+}
+
+std::string ExeBase(pid_t pid) {
+  char buf[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return "";
+  std::string p(buf, static_cast<size_t>(n));
+  auto del = p.find(" (deleted)");
+  if (del != std::string::npos) p.resize(del);
+  return p.substr(p.rfind('/') + 1);
+}
+
+}  // namespace
+
+Result<pid_t> SpawnDetached(const std::vector<std::string>& argv, const std::string& log_path) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
+  pid_t child = fork();
+  if (child < 0) return ErrnoStatus("fork", errno);
+  if (child == 0) {
+    // Child: new session, then fork again so the daemon is nobody's child.
+    setsid();
+    pid_t grandchild = fork();
+    if (grandchild != 0) {
+      (void)!write(ready[1], &grandchild, sizeof grandchild);
+      _exit(grandchild > 0 ? 0 : 1);
+    }
+    int null = open("/dev/null", O_RDONLY);
+    int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (null >= 0) dup2(null, 0);
+    if (log >= 0) {
+      dup2(log, 1);
+      dup2(log, 2);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    dprintf(2, "cannot run %s: %s\n", argv[0].c_str(), strerror(errno));
+    _exit(127);
+  }
+  close(ready[1]);
+  pid_t pid = 0;
+  ssize_t n = read(ready[0], &pid, sizeof pid);
+  close(ready[0]);
+  int st;
+  waitpid(child, &st, 0);
+  if (n != sizeof pid || pid <= 0) return Internal("could not start " + argv[0]);
+  return pid;
+}
+
+Status StopPid(pid_t pid, const std::string& program, int sig, int timeout_ms) {
+  if (!Alive(pid)) return Status::Ok();
+  std::string exe = ExeBase(pid);
+  if (!exe.empty() && exe != program) return Status::Ok();  // pid reused by something else
+  kill(pid, sig);
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Alive(pid)) {
+    if (std::chrono::steady_clock::now() > until) {
+      kill(pid, SIGKILL);
+      until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Status::Ok();
+}
+
+Result<LocalCluster> LocalCluster::Create(LocalClusterOptions opts) {
+  if (opts.base_dir.empty() || opts.base_dir[0] != '/')
+    return InvalidArgument("the local cluster needs an absolute base directory");
+  if (opts.nodes < 1 || opts.nodes > 9) return InvalidArgument("a local cluster has 1 to 9 nodes");
+  if (opts.hcd_path.empty()) opts.hcd_path = FindHcd();
+  if (opts.datacenters.empty()) opts.datacenters = {"dc1"};
+  HC_RETURN_IF_ERROR(MakeDirs(opts.base_dir, 0755));
+  LocalCluster c(std::move(opts));
+  c.node_pids_.assign(static_cast<size_t>(c.opts_.nodes), 0);
+  HC_RETURN_IF_ERROR(c.WriteConfigs());
+  HC_RETURN_IF_ERROR(c.Save());
+  return c;
+}
+
+Result<LocalCluster> LocalCluster::Load(const std::string& base_dir) {
+  HC_ASSIGN_OR_RETURN(auto text, ReadFileToString(JoinPath(base_dir, "cluster.json")));
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) return Corrupt(base_dir + "/cluster.json is not valid");
+  LocalClusterOptions o;
+  o.base_dir = base_dir;
+  o.nodes = j.value("nodes", 3);
+  o.first_octet = j.value("first_octet", 10);
+  o.etcd_client_port = j.value("etcd_client_port", 2379);
+  o.etcd_peer_port = j.value("etcd_peer_port", 2380);
+  o.api_port = j.value("api_port", 7480);
+  o.hcd_path = j.value("hcd_path", std::string("hcd"));
+  o.etcd_path = j.value("etcd_path", std::string("etcd"));
+  o.runtime_backend = j.value("runtime_backend", std::string("auto"));
+  o.cgroup_prefix = j.value("cgroup_prefix", std::string("hc-demo"));
+  LocalCluster c(std::move(o));
+  c.etcd_pid_ = j.value("etcd_pid", 0);
+  c.node_pids_ = j.value("node_pids", std::vector<pid_t>{});
+  c.node_pids_.resize(static_cast<size_t>(c.opts_.nodes), 0);
+  return c;
+}
+
+Status LocalCluster::Save() const {
+  json j = {{"nodes", opts_.nodes},
+            {"first_octet", opts_.first_octet},
+            {"etcd_client_port", opts_.etcd_client_port},
+            {"etcd_peer_port", opts_.etcd_peer_port},
+            {"api_port", opts_.api_port},
+            {"hcd_path", opts_.hcd_path},
+            {"etcd_path", opts_.etcd_path},
+            {"runtime_backend", opts_.runtime_backend},
+            {"cgroup_prefix", opts_.cgroup_prefix},
+            {"etcd_pid", etcd_pid_},
+            {"node_pids", node_pids_}};
+  return WriteFileAtomic(JoinPath(opts_.base_dir, "cluster.json"), j.dump(2) + "\n", false);
+}
+
+void LocalCluster::Say(const std::string& line) const {
+  if (opts_.progress) opts_.progress(line);
+}
+
+std::string LocalCluster::NodeAddress(int k) const {
+  return "127.0.0." + std::to_string(opts_.first_octet + k);
+}
+std::string LocalCluster::ApiUrl(int k) const {
+  return "http://" + NodeAddress(k) + ":" + std::to_string(opts_.api_port);
+}
+std::string LocalCluster::EtcdUrl() const {
+  return "http://127.0.0." + std::to_string(opts_.first_octet) + ":" +
+         std::to_string(opts_.etcd_client_port);
+}
+std::string LocalCluster::NodeDataDir(int k) const {
+  return JoinPath(opts_.base_dir, "node" + std::to_string(k));
+}
+std::string LocalCluster::NodeLog(int k) const {
+  return JoinPath(opts_.base_dir, "node" + std::to_string(k) + ".log");
+}
+std::string LocalCluster::NodeConfig(int k) const {
+  return JoinPath(opts_.base_dir, "node" + std::to_string(k) + ".yaml");
+}
+pid_t LocalCluster::NodePid(int k) const {
+  return node_pids_[static_cast<size_t>(k - 1)];
+}
+pid_t LocalCluster::EtcdPid() const {
+  return etcd_pid_;
+}
+bool LocalCluster::NodeRunning(int k) const {
+  return Alive(NodePid(k));
+}
+
+Status LocalCluster::WriteConfigs() const {
+  for (int k = 1; k <= opts_.nodes; k++) {
+    std::string dc = opts_.datacenters[static_cast<size_t>(k - 1) % opts_.datacenters.size()];
+    std::string yaml = "# Node " + std::to_string(k) +
+                       " of the local cluster (hcd --help lists every option)\n"
+                       "node_id: node" +
+                       std::to_string(k) +
+                       "\n"
+                       "node_name: node" +
+                       std::to_string(k) +
+                       "\n"
+                       "data_dir: " +
+                       NodeDataDir(k) +
+                       "\n"
+                       "address: " +
+                       NodeAddress(k) +
+                       "\n"
+                       "api_listen: " +
+                       NodeAddress(k) + ":" + std::to_string(opts_.api_port) +
+                       "\n"
+                       "datacenter: " +
+                       dc +
+                       "\n"
+                       "etcd_endpoints: [" +
+                       EtcdUrl() +
+                       "]\n"
+                       "lease_ttl_seconds: " +
+                       std::to_string(opts_.lease_ttl_seconds) +
+                       "\n"
+                       "reconcile_interval_ms: " +
+                       std::to_string(opts_.reconcile_interval_ms) +
+                       "\n"
+                       "runtime_backend: " +
+                       opts_.runtime_backend +
+                       "\n"
+                       "storage_backend: dir\n"
+                       "cgroup_parent: " +
+                       opts_.cgroup_prefix + "-" + std::to_string(k) +
+                       "\n"
+                       "memory_capacity: " +
+                       opts_.memory_capacity +
+                       "\n"
+                       "cpu_capacity: \"2\"\n"
+                       "log_level: " +
+                       opts_.log_level + "\n";
+    HC_RETURN_IF_ERROR(WriteFileAtomic(NodeConfig(k), yaml, false));
+  }
+  return Status::Ok();
+}
+
+Status LocalCluster::StartEtcd() {
+  if (Alive(etcd_pid_)) return Status::Ok();
+  std::string ip = "127.0.0." + std::to_string(opts_.first_octet);
+  std::string client = EtcdUrl();
+  std::string peer = "http://" + ip + ":" + std::to_string(opts_.etcd_peer_port);
+  HC_ASSIGN_OR_RETURN(
+      etcd_pid_, SpawnDetached({opts_.etcd_path, "--name", "local", "--data-dir",
+                                JoinPath(opts_.base_dir, "etcd"), "--listen-client-urls", client,
+                                "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                                "--initial-advertise-peer-urls", peer, "--initial-cluster",
+                                "local=" + peer, "--log-level", "warn"},
+                               JoinPath(opts_.base_dir, "etcd.log")));
+  HC_RETURN_IF_ERROR(Save());
+  // Healthy when /health answers.
+  auto hp = net::ParseHttpUrl(client, 2379);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+    if (!Alive(etcd_pid_))
+      return Unavailable("etcd exited at start; see " + JoinPath(opts_.base_dir, "etcd.log") +
+                         " (is the Debian package etcd-server installed and " + client + " free?)");
+    net::HttpClient c(*hp, {.connect_timeout = std::chrono::milliseconds(300),
+                            .request_timeout = std::chrono::milliseconds(1000)});
+    auto r = c.Do("GET", "/health");
+    if (r.ok() && r->status == 200 && r->body.find("true") != std::string::npos) {
+      Say("etcd is up at " + client + " (pid " + std::to_string(etcd_pid_) + ")");
+      return Status::Ok();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Unavailable("etcd did not become healthy in 20 s; see " +
+                     JoinPath(opts_.base_dir, "etcd.log"));
+}
+
+Status LocalCluster::StopEtcd(int sig) {
+  HC_RETURN_IF_ERROR(StopPid(etcd_pid_, "etcd", sig, 10000));
+  etcd_pid_ = 0;
+  return Save();
+}
+
+Status LocalCluster::StartNode(int k) {
+  if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
+  if (Alive(NodePid(k))) return Status::Ok();
+  HC_ASSIGN_OR_RETURN(node_pids_[static_cast<size_t>(k - 1)],
+                      SpawnDetached({opts_.hcd_path, "--config", NodeConfig(k)}, NodeLog(k)));
+  HC_RETURN_IF_ERROR(Save());
+  // Up when its API answers.
+  auto hp = net::ParseHttpUrl(ApiUrl(k));
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+    if (!Alive(NodePid(k)))
+      return Unavailable("node " + std::to_string(k) + " (hcd) exited at start; see " + NodeLog(k));
+    net::HttpClient c(*hp, {.connect_timeout = std::chrono::milliseconds(300),
+                            .request_timeout = std::chrono::milliseconds(1000)});
+    auto r = c.Do("GET", "/v1/health");
+    if (r.ok() && r->status == 200) {
+      Say("node" + std::to_string(k) + " is up at " + ApiUrl(k) + " (pid " +
+          std::to_string(NodePid(k)) + ")");
+      return Status::Ok();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Unavailable("node " + std::to_string(k) + " did not answer in 20 s; see " + NodeLog(k));
+}
+
+Status LocalCluster::StopNode(int k, int sig) {
+  if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
+  HC_RETURN_IF_ERROR(StopPid(NodePid(k), "hcd", sig, 15000));
+  node_pids_[static_cast<size_t>(k - 1)] = 0;
+  return Save();
+}
+
+Status LocalCluster::Start(int timeout_ms) {
+  HC_RETURN_IF_ERROR(StartEtcd());
+  for (int k = 1; k <= opts_.nodes; k++) HC_RETURN_IF_ERROR(StartNode(k));
+  int n = opts_.nodes;
+  HC_RETURN_IF_ERROR(WaitCluster(
+      1,
+      [n](const std::string& body) {
+        json j = json::parse(body, nullptr, false);
+        return j.is_object() && j["nodes"].size() == static_cast<size_t>(n) &&
+               !j.value("leader", std::string()).empty();
+      },
+      timeout_ms));
+  Say("all " + std::to_string(n) + " nodes registered; a leader is elected");
+  return Status::Ok();
+}
+
+Status LocalCluster::WaitCluster(int k, const std::function<bool(const std::string&)>& pred,
+                                 int timeout_ms) {
+  auto hp = net::ParseHttpUrl(ApiUrl(k));
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::string last;
+  while (std::chrono::steady_clock::now() < until) {
+    net::HttpClient c(*hp, {.connect_timeout = std::chrono::milliseconds(500),
+                            .request_timeout = std::chrono::milliseconds(3000)});
+    auto r = c.Do("GET", "/v1/cluster");
+    if (r.ok() && r->status == 200) {
+      if (pred(r->body)) return Status::Ok();
+      last = r->body;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Unavailable("the cluster did not reach the expected state in " +
+                     std::to_string(timeout_ms) + " ms; last answer: " + last.substr(0, 2000));
+}
+
+Status LocalCluster::StopProcesses() {
+  for (int k = 1; k <= opts_.nodes; k++) HC_RETURN_IF_ERROR(StopNode(k));
+  return StopEtcd();
+}
+
+Status LocalCluster::Destroy() {
+  HC_RETURN_IF_ERROR(StopProcesses());
+  for (int k = 1; k <= opts_.nodes; k++) {
+    std::string state = JoinPath(NodeDataDir(k), "runtime");
+    std::string parent = opts_.cgroup_prefix + "-" + std::to_string(k);
+    if (PathExists(state)) {
+      runtime::RuntimeConfig rc;
+      rc.backend = opts_.runtime_backend;
+      rc.state_dir = state;
+      rc.cgroup_parent = parent;
+      auto rt = runtime::OpenRuntime(rc);
+      if (rt.ok()) {
+        auto apps = (*rt)->List();
+        if (apps.ok())
+          for (const auto& a : *apps) {
+            (void)(*rt)->Stop(a.name);
+            (void)(*rt)->Remove(a.name);
+            Say("stopped app " + a.name + " on node" + std::to_string(k));
+          }
+      }
+    }
+    if (geteuid() == 0) (void)runtime::Cgroup(runtime::DetectCgroupMode(), parent).Remove();
+  }
+  return RemoveTree(opts_.base_dir);
+}
+
+}  // namespace hc::devcluster
