@@ -8,8 +8,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <exception>
 #include <list>
+#include <system_error>
 
 namespace hc::net {
 namespace {
@@ -70,6 +70,9 @@ void LingeringClose(int fd) {
 
 }  // namespace
 
+// Threads: Start() spawns the accept thread, which spawns one thread per
+// connection (at most max_connections) and joins those that finished. The
+// handler runs on connection threads, concurrently. Stop() joins them all.
 struct HttpServer::Impl {
   // One client connection. `fd` is reset by its own thread when it finishes,
   // under `mu`, so Stop() never shuts down a number the kernel reused.
