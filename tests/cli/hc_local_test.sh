@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end test of `hc local` and `hc demo` as a user runs them: the real
+# End-to-end test of `hc local` as a user runs it: the real
 # binary, real containers (or processes), curl as the client.
 # Usage: hc_local_test.sh path/to/hc
 set -uo pipefail
@@ -10,7 +10,6 @@ export HC_STORE_ROOT="$DIR/store" HC_RUNTIME_DIR="$DIR/runtime"
 cleanup() {
   "$HC" local stop web >/dev/null 2>&1
   "$HC" local stop job >/dev/null 2>&1
-  "$HC" demo --dir "$DIR/demo" clean >/dev/null 2>&1
   rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -48,15 +47,6 @@ check "stop unknown" 3 "$HC" local stop web
 check "command app with the process runtime" 0 "$HC" local --runtime process run job \
   --template command --command 'exec busybox httpd -f -p 127.0.0.1:$PORT -h .'
 check "stop command app" 0 "$HC" local stop job
-
-# The demo serves a site from a container and leaves it running until clean.
-check "demo" 0 "$HC" demo --dir "$DIR/demo"
-DPORT=$(sed -n 's|.*served at http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$DIR/out" | head -1)
-contains "demo shows the rolled-back page" "$DIR/out" "| <h1>Welcome to the sample shop</h1>"
-check "demo site answers" 0 curl -sf "http://127.0.0.1:$DPORT/"
-check "demo clean" 0 "$HC" demo --dir "$DIR/demo" clean
-check "demo site gone" 7 curl -s "http://127.0.0.1:$DPORT/"
-[ ! -e "$DIR/demo" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: demo clean left $DIR/demo"; }
 
 echo "hc local: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1,7 +1,9 @@
 #include "cluster/etcd_test_env.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,23 +41,40 @@ std::string EtcdTestEnv::WhyUnavailable() {
 }
 
 Result<std::unique_ptr<EtcdTestEnv>> EtcdTestEnv::Start(EtcdTestEnvOptions opts) {
-  if (opts.peer_port == 0) opts.peer_port = static_cast<uint16_t>(opts.client_port + 10);
   // SpawnDetached double-forks, so etcd would become the child of pid 1. In
   // containers whose pid 1 does not reap, a stopped etcd stays a zombie and
   // StopPid waits for it forever. As subreaper we inherit etcd, and StopPid's
   // waitpid reaps it.
   (void)::prctl(PR_SET_CHILD_SUBREAPER, 1);
-  std::unique_ptr<EtcdTestEnv> env(new EtcdTestEnv(std::move(opts)));
-  if (Healthy(env->url()))
-    return Unavailable("an etcd already answers at " + env->url() +
-                       " (left over from a crashed test run?); stop it, e.g. find it with "
-                       "`ss -ltnp 'sport = " +
-                       std::to_string(env->opts_.client_port) + "'`");
+  std::unique_ptr<EtcdTestEnv> env(new EtcdTestEnv());
   char tmpl[] = "/tmp/hc-etcd-test-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return ErrnoStatus("mkdtemp /tmp/hc-etcd-test-XXXXXX", errno);
   env->dir_ = tmpl;
-  HC_RETURN_IF_ERROR(env->Resume());
-  return env;
+  env->ip_ = opts.ip;
+  std::string tried;
+  for (int k = 0; k < opts.port_slots; k++) {
+    env->client_port_ = static_cast<uint16_t>(opts.client_port + k);
+    env->peer_port_ = static_cast<uint16_t>(env->client_port_ + 10);
+    std::string lock = "/tmp/hc-etcd-test-" + opts.ip + "-" + std::to_string(env->client_port_) +
+                       ".lock";
+    env->slot_lock_ = UniqueFd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666));
+    if (!env->slot_lock_.valid()) return ErrnoStatus("open " + lock, errno);
+    if (::flock(env->slot_lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+      tried += "\n  " + env->url() + ": in use by another test process";
+      continue;
+    }
+    if (Healthy(env->url())) {
+      tried += "\n  " + env->url() + ": a stray etcd answers (left over from a crashed run?)";
+      continue;
+    }
+    Status s = env->Resume();
+    if (s.ok()) return env;
+    tried += "\n  " + env->url() + ": " + s.message();
+    (void)env->Stop();
+    (void)RemoveTree(JoinPath(env->dir_, "data"));
+  }
+  return Unavailable("cannot start a test etcd on " + opts.ip + ":" +
+                     std::to_string(opts.client_port) + "+:" + tried);
 }
 
 EtcdTestEnv::~EtcdTestEnv() {
@@ -64,7 +83,7 @@ EtcdTestEnv::~EtcdTestEnv() {
 }
 
 std::string EtcdTestEnv::url() const {
-  return "http://" + opts_.ip + ":" + std::to_string(opts_.client_port);
+  return "http://" + ip_ + ":" + std::to_string(client_port_);
 }
 
 bool EtcdTestEnv::running() const {
@@ -78,7 +97,7 @@ Status EtcdTestEnv::Resume() {
   if (running()) return Status::Ok();
   pid_ = 0;
   std::string client = url();
-  std::string peer = "http://" + opts_.ip + ":" + std::to_string(opts_.peer_port);
+  std::string peer = "http://" + ip_ + ":" + std::to_string(peer_port_);
   // Short raft timers: a restarted single member elects itself in about a
   // second. The minimum lease TTL becomes 1 s; tests use 2 s and more.
   HC_ASSIGN_OR_RETURN(

@@ -3,8 +3,11 @@
 // devcluster launcher and stopped by pid.
 //
 // Test binaries run in parallel, so each owns its addresses: this one uses
-// 127.0.0.20 (client port 23791, peer port +10 by default). Other binaries
-// use 127.0.0.10, .30-.39 and .50.
+// 127.0.0.20 (client port 23791, peer port client + 10). Other binaries use
+// 127.0.0.10, .30-.39 and .50. ctest also runs the cases of one binary in
+// parallel processes, so a process that finds 23791 taken (by the lock file
+// /tmp/hc-etcd-test-<ip>-<port>.lock, or by a stray etcd) uses the next of
+// `port_slots` client ports: 23792/23802, 23793/23803, ...
 //
 // Example:
 //   auto env = EtcdTestEnv::Start();   // skip the test if WhyUnavailable() != ""
@@ -20,14 +23,15 @@
 #include <memory>
 #include <string>
 
+#include "common/fs.h"
 #include "common/status.h"
 
 namespace hc::cluster::testing {
 
 struct EtcdTestEnvOptions {
   std::string ip = "127.0.0.20";
-  uint16_t client_port = 23791;
-  uint16_t peer_port = 0;  // 0 = client_port + 10
+  uint16_t client_port = 23791;  // the first slot; peer port = client port + 10
+  int port_slots = 9;            // client ports tried: client_port .. + port_slots - 1
 };
 
 class EtcdTestEnv {
@@ -35,8 +39,8 @@ class EtcdTestEnv {
   // "" when etcd can run here, else a reason for GTEST_SKIP().
   static std::string WhyUnavailable();
 
-  // Makes the temp dir and starts etcd, waiting until GET /health answers.
-  // Fails (with etcd's log) if the address is already in use or etcd exits.
+  // Makes the temp dir and starts etcd in the first free port slot, waiting
+  // until GET /health answers. Fails (with etcd's log) if no slot works.
   static Result<std::unique_ptr<EtcdTestEnv>> Start(EtcdTestEnvOptions opts = {});
 
   ~EtcdTestEnv();  // stops etcd, removes the temp dir
@@ -60,10 +64,13 @@ class EtcdTestEnv {
   std::string LogTail(size_t max_bytes = 4000) const;
 
  private:
-  explicit EtcdTestEnv(EtcdTestEnvOptions opts) : opts_(std::move(opts)) {}
+  EtcdTestEnv() = default;
   Status WaitHealthy(int timeout_ms);
 
-  EtcdTestEnvOptions opts_;
+  std::string ip_;
+  uint16_t client_port_ = 0;
+  uint16_t peer_port_ = 0;
+  UniqueFd slot_lock_;  // flock()ed while this env owns the port slot
   std::string dir_;
   pid_t pid_ = 0;
 };
