@@ -3,8 +3,9 @@
 // costs etcd.
 //
 //   control_plane_bench [--nodes 100] [--apps 10000] [--runs 1] [--leaders N]
-//                       [--creators 4] [--idle-seconds 10] [--timeout 600]
-//                       [--no-pin] [--etcd PATH] [--keep] [--log-level warn]
+//                       [--creators 4] [--idle-seconds 10] [--settle-seconds 12]
+//                       [--timeout 600] [--no-pin] [--etcd PATH] [--etcd-pprof]
+//                       [--keep] [--log-level warn]
 //
 // Every simulated node is what hcd runs, minus the data plane: its own
 // EtcdClient (so its own connections), LeaseSession, NodeInfo registration,
@@ -314,8 +315,16 @@ std::map<std::string, double> EtcdMetrics() {
     size_t name_end = line.find_first_of("{ ");
     size_t sp = line.rfind(' ');
     if (name_end == std::string_view::npos || sp == std::string_view::npos) continue;
-    m[std::string(line.substr(0, name_end))] +=
-        std::strtod(std::string(line.substr(sp + 1)).c_str(), nullptr);
+    double v = std::strtod(std::string(line.substr(sp + 1)).c_str(), nullptr);
+    m[std::string(line.substr(0, name_end))] += v;
+    // gRPC requests by method, as "grpc_server_handled_total:Txn".
+    if (line.substr(0, name_end) == "grpc_server_handled_total") {
+      size_t mp = line.find("grpc_method=\"");
+      if (mp == std::string_view::npos) continue;
+      mp += std::strlen("grpc_method=\"");
+      size_t me = line.find('"', mp);
+      m["grpc_server_handled_total:" + std::string(line.substr(mp, me - mp))] += v;
+    }
   }
   return m;
 }
@@ -361,9 +370,11 @@ struct Options {
   int leaders = -1;  // nodes running a Leader; -1 = all
   int creators = 4;
   int idle_seconds = 10;
+  int settle_seconds = 12;
   int timeout_seconds = 600;
   bool pin = true;
   bool keep = false;
+  bool etcd_pprof = false;
   std::string etcd = "etcd";
 };
 
@@ -517,7 +528,8 @@ struct RunResult {
   double create_rate = 0;
   double place_p50_ms = 0, place_p99_ms = 0, ready_p50_ms = 0, ready_p99_ms = 0;
   double conv_s = 0, rev_rate = 0, key_rate = 0;
-  double revisions = 0, keys_written = 0, txns = 0, ranges = 0, fsyncs = 0, watch_events = 0;
+  double revisions = 0, keys_written = 0, fsyncs = 0, fsync_ms = 0, watch_events = 0;
+  double txn_requests = 0, range_requests = 0, put_requests = 0;
   double etcd_cpu_s = 0, bench_cpu_s = 0;
   double etcd_hwm_mb = 0, bench_hwm_mb = 0, db_mb = 0;
   double idle_etcd_cpu_pct = 0, idle_bench_cpu_pct = 0, idle_revisions_per_s = 0;
@@ -665,6 +677,7 @@ RunResult RunOnce(const Options& opt, int run) {
            "--initial-advertise-peer-urls", peer, "--initial-cluster", "bench=" + peer,
            "--quota-backend-bytes", std::to_string(8ull << 30), "--log-level", "warn"})
     argv.push_back(a);
+  if (opt.etcd_pprof) argv.push_back("--enable-pprof");  // GET <url>/debug/pprof/profile
   auto pid_or = devcluster::SpawnDetached(argv, dir + "/etcd.log");
   if (!pid_or.ok()) Die(pid_or.status(), "starting etcd");
   pid_t etcd_pid = *pid_or;
@@ -802,9 +815,11 @@ RunResult RunOnce(const Options& opt, int run) {
   auto rev1 = api_etcd.Revision();
   res.revisions = rev1.ok() ? double(*rev1 - *rev0) : 0;
   res.keys_written = d("etcd_mvcc_put_total") + d("etcd_mvcc_delete_total");
-  res.txns = d("etcd_mvcc_txn_total");
-  res.ranges = d("etcd_mvcc_range_total");
+  res.txn_requests = d("grpc_server_handled_total:Txn");
+  res.range_requests = d("grpc_server_handled_total:Range");
+  res.put_requests = d("grpc_server_handled_total:Put");
   res.fsyncs = d("etcd_disk_wal_fsync_duration_seconds_count");
+  res.fsync_ms = 1000 * d("etcd_disk_wal_fsync_duration_seconds_sum") / std::max(res.fsyncs, 1.0);
   res.watch_events = d("etcd_debugging_mvcc_events_total");
   res.db_mb = Metric(m1, "etcd_mvcc_db_total_size_in_bytes") / (1 << 20);
   res.etcd_cpu_s = etcd_cpu1 - etcd_cpu0;
@@ -831,6 +846,10 @@ RunResult RunOnce(const Options& opt, int run) {
 
   // 4. The converged cluster at rest.
   if (opt.idle_seconds > 0) {
+    // Agents refresh usage every status interval (10 s): an app first
+    // reported before its usage was read is reported once more then. Let
+    // that pass, so the window shows the steady state.
+    std::this_thread::sleep_for(std::chrono::seconds(opt.settle_seconds));
     auto i0 = EtcdMetrics();
     double e0 = ProcCpuSeconds(etcd_pid), b0 = ProcCpuSeconds(::getpid());
     auto ti = Clock::now();
@@ -863,9 +882,12 @@ RunResult RunOnce(const Options& opt, int run) {
       res.place_p50_ms, res.place_p99_ms, res.ready_p50_ms, res.ready_p99_ms);
   std::printf(
       "  etcd over %.2f s: %.0f revisions (write requests, %.0f/s), %.0f keys written (%.0f/s), "
-      "%.0f txns, %.0f ranges, %.0f WAL fsyncs, %.0f watch events sent, db %.1f MiB\n",
+      "%.0f WAL fsyncs (mean %.2f ms), %.0f watch events sent, db %.1f MiB; requests: %.0f Txn, "
+      "%.0f Range, "
+      "%.0f Put\n",
       conv, res.revisions, res.revisions / conv, res.keys_written, res.keys_written / conv,
-      res.txns, res.ranges, res.fsyncs, res.watch_events, res.db_mb);
+      res.fsyncs, res.fsync_ms, res.watch_events, res.db_mb, res.txn_requests, res.range_requests,
+      res.put_requests);
   std::printf(
       "  CPU: etcd %.2f s (%.0f%% of a core), this process %.2f s (%.0f%%); peak RSS etcd %.0f "
       "MiB, this process %.0f MiB\n",
@@ -878,10 +900,11 @@ RunResult RunOnce(const Options& opt, int run) {
               res.agent_reconciles, res.agent_starts, res.agent_status_writes);
   if (opt.idle_seconds > 0)
     std::printf(
-        "  idle %d s after convergence: etcd %.1f%% CPU, this process %.1f%%, %.1f keys "
+        "  idle %d s (from %d s after convergence): etcd %.1f%% CPU, this process %.1f%%, %.1f "
+        "keys "
         "written/s, %.1f ranges/s\n",
-        opt.idle_seconds, res.idle_etcd_cpu_pct, res.idle_bench_cpu_pct, res.idle_revisions_per_s,
-        res.idle_ranges_per_s);
+        opt.idle_seconds, opt.settle_seconds, res.idle_etcd_cpu_pct, res.idle_bench_cpu_pct,
+        res.idle_revisions_per_s, res.idle_ranges_per_s);
   std::fflush(stdout);
 
   // 5. Check, then tear down (in parallel: each stop waits for watch threads).
@@ -926,10 +949,14 @@ int main(int argc, char** argv) {
       opt.creators = std::stoi(next());
     else if (a == "--idle-seconds")
       opt.idle_seconds = std::stoi(next());
+    else if (a == "--settle-seconds")
+      opt.settle_seconds = std::stoi(next());
     else if (a == "--timeout")
       opt.timeout_seconds = std::stoi(next());
     else if (a == "--no-pin")
       opt.pin = false;
+    else if (a == "--etcd-pprof")
+      opt.etcd_pprof = true;
     else if (a == "--keep")
       opt.keep = true;
     else if (a == "--etcd")
@@ -937,10 +964,11 @@ int main(int argc, char** argv) {
     else if (a == "--log-level")
       level = next();
     else {
-      std::fprintf(stderr,
-                   "usage: control_plane_bench [--nodes 100] [--apps 10000] [--runs 1] "
-                   "[--leaders N] [--creators 4] [--idle-seconds 10] [--timeout 600] [--no-pin] "
-                   "[--etcd PATH] [--keep] [--log-level warn]\n");
+      std::fprintf(
+          stderr,
+          "usage: control_plane_bench [--nodes 100] [--apps 10000] [--runs 1] "
+          "[--leaders N] [--creators 4] [--idle-seconds 10] [--settle-seconds 12] "
+          "[--timeout 600] [--no-pin] [--etcd PATH] [--etcd-pprof] [--keep] [--log-level warn]\n");
       return 2;
     }
   }

@@ -114,8 +114,11 @@ Status LoadConfigFile(const std::string& path, Config* cfg) {
   if (root.IsNull()) return Status::Ok();  // empty file: all defaults
   if (!root.IsMap()) return InvalidArgument(path + ": must be a map of 'key: value' lines");
   for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string key = it->first.as<std::string>();
     auto line = std::to_string(it->first.Mark().line + 1);
+    // as<std::string>() would throw on a list or map used as a key.
+    if (!it->first.IsScalar())
+      return InvalidArgument(path + ":" + line + ": option names are plain words like 'data_dir'");
+    std::string key = it->first.as<std::string>();
     const Option* opt = nullptr;
     for (const auto& o : Options())
       if (key == o.key) opt = &o;
@@ -162,7 +165,9 @@ Status ResolveConfig(Config* c) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     c->memory_bytes = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 10 * 9;
   } else {
-    HC_ASSIGN_OR_RETURN(c->memory_bytes, ParseSize(c->memory_capacity));
+    auto bytes = ParseSize(c->memory_capacity);
+    if (!bytes.ok()) return bytes.status().Annotate("memory_capacity (auto or a size like 16G)");
+    c->memory_bytes = *bytes;
     if (c->memory_bytes < (64ull << 20))
       return InvalidArgument("memory_capacity must be at least 64M");
   }

@@ -31,19 +31,19 @@ int main(int argc, char** argv) {
       ->each([&](const std::string&) { config_given = true; });
   std::string node_id, data_dir, address, api_listen, datacenter, etcd, prefix, runtime_backend,
       storage_backend, log_level, cgroup_parent, memory, cpus;
-  app.add_option("--node-id", node_id, "node_id");
-  app.add_option("--data-dir", data_dir, "data_dir");
-  app.add_option("--address", address, "address");
-  app.add_option("--api-listen", api_listen, "api_listen");
-  app.add_option("--datacenter", datacenter, "datacenter");
-  app.add_option("--etcd", etcd, "etcd_endpoints, comma-separated");
-  app.add_option("--etcd-prefix", prefix, "etcd_prefix");
-  app.add_option("--runtime", runtime_backend, "runtime_backend");
-  app.add_option("--storage", storage_backend, "storage_backend");
-  app.add_option("--cgroup-parent", cgroup_parent, "cgroup_parent");
-  app.add_option("--memory-capacity", memory, "memory_capacity");
-  app.add_option("--cpu-capacity", cpus, "cpu_capacity");
-  app.add_option("--log-level", log_level, "log_level");
+  app.add_option("--node-id", node_id, "sets node_id (see above)");
+  app.add_option("--data-dir", data_dir, "sets data_dir (see above)");
+  app.add_option("--address", address, "sets address (see above)");
+  app.add_option("--api-listen", api_listen, "sets api_listen (see above)");
+  app.add_option("--datacenter", datacenter, "sets datacenter (see above)");
+  app.add_option("--etcd", etcd, "sets etcd_endpoints (comma-separated URLs)");
+  app.add_option("--etcd-prefix", prefix, "sets etcd_prefix (see above)");
+  app.add_option("--runtime", runtime_backend, "sets runtime_backend (see above)");
+  app.add_option("--storage", storage_backend, "sets storage_backend (see above)");
+  app.add_option("--cgroup-parent", cgroup_parent, "sets cgroup_parent (see above)");
+  app.add_option("--memory-capacity", memory, "sets memory_capacity (see above)");
+  app.add_option("--cpu-capacity", cpus, "sets cpu_capacity (see above)");
+  app.add_option("--log-level", log_level, "sets log_level (see above)");
   bool check = false;
   app.add_flag("--check-config", check, "check the configuration, print it and exit");
   try {

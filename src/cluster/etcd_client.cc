@@ -404,6 +404,10 @@ void Watch::Run() {
           return false;
         }
         if (r.value("created", false)) {
+          // A watch "from now" pins now, so that a reconnect resumes here and
+          // not at the later "now" of the reconnect (as etcd's clientv3 does).
+          if (next_revision_ <= 0)
+            next_revision_ = Int(r.value("header", json::object()), "revision") + 1;
           connected_.store(true);
           got_any = true;
           continue;

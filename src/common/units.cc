@@ -10,8 +10,13 @@ namespace hc {
 Result<uint64_t> ParseSize(std::string_view s) {
   if (s.empty()) return InvalidArgument("empty size");
   size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
-  if (i == 0) return InvalidArgument("size '" + std::string(s) + "' must start with a number");
+  int dots = 0, digits = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) {
+    (s[i] == '.' ? dots : digits)++;
+    i++;
+  }
+  if (digits == 0 || dots > 1)
+    return InvalidArgument("size '" + std::string(s) + "' must start with a number like 512 or 1.5");
   double v = std::strtod(std::string(s.substr(0, i)).c_str(), nullptr);
   std::string unit(s.substr(i));
   if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();

@@ -40,7 +40,12 @@ bool Alive(pid_t pid) {
   // A zombie child of ours counts as gone.
   int st;
   if (waitpid(pid, &st, WNOHANG) == pid) return false;
-  return kill(pid, 0) == 0;
+  if (kill(pid, 0) != 0) return false;
+  // So does a zombie nobody reaps (an init that does not reap orphans).
+  auto stat = ReadFileToString("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat.ok()) return false;
+  auto paren = stat->rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] != 'Z';
 }
 
 std::string ExeBase(pid_t pid) {

@@ -27,7 +27,10 @@ constexpr int kStopTimeoutMs = 10000;
 bool Healthy(const std::string& url) {
   auto hp = net::ParseHttpUrl(url, 2379);
   if (!hp.ok()) return false;
-  net::HttpClient c(*hp, {.connect_timeout = milliseconds(300), .request_timeout = milliseconds(1000)});
+  net::HttpClientOptions o;
+  o.connect_timeout = milliseconds(300);
+  o.request_timeout = milliseconds(1000);
+  net::HttpClient c(*hp, o);
   auto r = c.Do("GET", "/health");
   return r.ok() && r->status == 200 && r->body.find("true") != std::string::npos;
 }
@@ -40,7 +43,7 @@ std::string EtcdTestEnv::WhyUnavailable() {
   return "";
 }
 
-Result<std::unique_ptr<EtcdTestEnv>> EtcdTestEnv::Start(EtcdTestEnvOptions opts) {
+Result<std::unique_ptr<EtcdTestEnv>> EtcdTestEnv::Start(const EtcdTestEnvOptions& opts) {
   // SpawnDetached double-forks, so etcd would become the child of pid 1. In
   // containers whose pid 1 does not reap, a stopped etcd stays a zombie and
   // StopPid waits for it forever. As subreaper we inherit etcd, and StopPid's
@@ -55,9 +58,9 @@ Result<std::unique_ptr<EtcdTestEnv>> EtcdTestEnv::Start(EtcdTestEnvOptions opts)
   for (int k = 0; k < opts.port_slots; k++) {
     env->client_port_ = static_cast<uint16_t>(opts.client_port + k);
     env->peer_port_ = static_cast<uint16_t>(env->client_port_ + 10);
-    std::string lock = "/tmp/hc-etcd-test-" + opts.ip + "-" + std::to_string(env->client_port_) +
-                       ".lock";
-    env->slot_lock_ = UniqueFd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666));
+    std::string lock =
+        "/tmp/hc-etcd-test-" + opts.ip + "-" + std::to_string(env->client_port_) + ".lock";
+    env->slot_lock_ = UniqueFd(::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666));
     if (!env->slot_lock_.valid()) return ErrnoStatus("open " + lock, errno);
     if (::flock(env->slot_lock_.get(), LOCK_EX | LOCK_NB) != 0) {
       tried += "\n  " + env->url() + ": in use by another test process";
@@ -100,14 +103,28 @@ Status EtcdTestEnv::Resume() {
   std::string peer = "http://" + ip_ + ":" + std::to_string(peer_port_);
   // Short raft timers: a restarted single member elects itself in about a
   // second. The minimum lease TTL becomes 1 s; tests use 2 s and more.
-  HC_ASSIGN_OR_RETURN(
-      pid_, devcluster::SpawnDetached(
-                {"etcd", "--name", "test", "--data-dir", JoinPath(dir_, "data"),
-                 "--listen-client-urls", client, "--advertise-client-urls", client,
-                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                 "--initial-cluster", "test=" + peer, "--heartbeat-interval", "50",
-                 "--election-timeout", "500", "--log-level", "warn"},
-                JoinPath(dir_, "etcd.log")));
+  HC_ASSIGN_OR_RETURN(pid_, devcluster::SpawnDetached({"etcd",
+                                                       "--name",
+                                                       "test",
+                                                       "--data-dir",
+                                                       JoinPath(dir_, "data"),
+                                                       "--listen-client-urls",
+                                                       client,
+                                                       "--advertise-client-urls",
+                                                       client,
+                                                       "--listen-peer-urls",
+                                                       peer,
+                                                       "--initial-advertise-peer-urls",
+                                                       peer,
+                                                       "--initial-cluster",
+                                                       "test=" + peer,
+                                                       "--heartbeat-interval",
+                                                       "50",
+                                                       "--election-timeout",
+                                                       "500",
+                                                       "--log-level",
+                                                       "warn"},
+                                                      JoinPath(dir_, "etcd.log")));
   return WaitHealthy(kStartTimeoutMs);
 }
 

@@ -41,7 +41,7 @@ class EtcdTestEnv {
 
   // Makes the temp dir and starts etcd in the first free port slot, waiting
   // until GET /health answers. Fails (with etcd's log) if no slot works.
-  static Result<std::unique_ptr<EtcdTestEnv>> Start(EtcdTestEnvOptions opts = {});
+  static Result<std::unique_ptr<EtcdTestEnv>> Start(const EtcdTestEnvOptions& opts = {});
 
   ~EtcdTestEnv();  // stops etcd, removes the temp dir
   EtcdTestEnv(const EtcdTestEnv&) = delete;
