@@ -62,9 +62,12 @@ int64_t Agent::Resync() {
   int64_t rev = 0;
   auto list = cs_->LoadAssignments(opts_.node_id, &rev);
   if (!list.ok()) {
-    LogWarn("agent: cannot read assignments: %s", list.status().ToString().c_str());
+    // Said once, then every ~10 tries: etcd may be down for a while.
+    if (resync_failures_++ % 10 == 0)
+      LogWarn("agent: cannot read assignments (will retry): %s", list.status().ToString().c_str());
     return 0;
   }
+  resync_failures_ = 0;
   std::lock_guard<std::mutex> l(mu_);
   std::map<std::string, cluster::Assignment> fresh;
   for (auto& a : *list) fresh[a.app.name] = std::move(a);

@@ -88,6 +88,7 @@ class Agent {
   std::map<std::string, cluster::AppObserved> reported_;
   std::set<std::string> ready_;
   int64_t last_usage_report_ = 0;
+  int resync_failures_ = 0;  // Resync runs on the loop or the watch thread, never both at once
 
   std::unique_ptr<cluster::Watch> watch_;
   std::thread thread_;

@@ -227,7 +227,7 @@ Result<std::string> EtcdClient::Call(const std::string& path, const std::string&
     auto c = Checkout(i);
     auto resp = c->Do("POST", path, body, "application/json", timeout);
     if (!resp.ok()) {
-      last = Unavailable("etcd " + endpoints_[i]->hp.ToString() + ": " + resp.status().message());
+      last = Unavailable("etcd: " + resp.status().message());
       continue;  // the connection is dropped with c
     }
     Checkin(i, std::move(c));
