@@ -1,10 +1,12 @@
 #include "common/io.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 namespace hc {
@@ -51,6 +53,25 @@ Result<size_t> ReadFull(ByteSource& src, std::span<uint8_t> data) {
     got += n;
   }
   return got;
+}
+
+// Rounded up, so poll() does not spin with a 0 timeout while a fraction of a
+// millisecond remains.
+int RemainingMs(std::chrono::steady_clock::time_point deadline) {
+  auto left = deadline - std::chrono::steady_clock::now();
+  if (left <= std::chrono::steady_clock::duration::zero()) return 0;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+  return static_cast<int>(std::min<int64_t>(ms, INT_MAX));
+}
+
+int PollUntil(int fd, short events, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    struct pollfd p = {fd, events, 0};
+    int r = ::poll(&p, 1, RemainingMs(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r;
+    return p.revents;
+  }
 }
 
 }  // namespace hc

@@ -4,6 +4,7 @@
 // call and is used from the calling thread only.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -83,5 +84,11 @@ class StringSource : public ByteSource {
 // Reads exactly data.size() bytes. Returns the number read, which is less
 // than data.size() only at end of stream.
 Result<size_t> ReadFull(ByteSource& src, std::span<uint8_t> data);
+
+// Milliseconds left until `deadline` (0 when passed), for poll().
+int RemainingMs(std::chrono::steady_clock::time_point deadline);
+// Waits until `fd` reports `events` or the deadline passes (EINTR retried).
+// Returns the revents, 0 on timeout, -1 (errno set) on error.
+int PollUntil(int fd, short events, std::chrono::steady_clock::time_point deadline);
 
 }  // namespace hc

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <memory>
 
+#include "common/io.h"
+
 namespace hc::net {
 namespace {
 
@@ -23,26 +25,6 @@ namespace {
 constexpr int kKeepIdleS = 10;
 constexpr int kKeepIntervalS = 5;
 constexpr int kKeepCount = 3;
-
-// Whole milliseconds left until `deadline`, rounded up so that poll() does not
-// spin with a 0 timeout while a fraction of a millisecond remains.
-int RemainingMs(Deadline deadline) {
-  auto left = deadline - Clock::now();
-  if (left <= Clock::duration::zero()) return 0;
-  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
-  return static_cast<int>(std::min<int64_t>(ms, INT_MAX));
-}
-
-// Waits for `events` on `fd`: the revents, 0 on timeout, -1 (errno) on error.
-int WaitFor(int fd, short events, Deadline deadline) {
-  for (;;) {
-    struct pollfd p = {fd, events, 0};
-    int r = ::poll(&p, 1, RemainingMs(deadline));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return r;
-    return p.revents;
-  }
-}
 
 bool IsHostChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -118,7 +100,7 @@ int ConnectOne(int fd, const struct addrinfo* ai, Deadline deadline) {
   if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return 0;
   int err = errno;
   if (err != EINPROGRESS && err != EINTR) return err;
-  int r = WaitFor(fd, POLLOUT, deadline);
+  int r = PollUntil(fd, POLLOUT, deadline);
   if (r < 0) return errno;
   if (r == 0) return ETIMEDOUT;
   socklen_t len = sizeof err;
@@ -273,7 +255,7 @@ Status WriteAll(int fd, std::string_view data, Deadline deadline) {
     if (err == EPIPE || err == ECONNRESET) return Unavailable("peer closed the connection");
     if (err != EAGAIN && err != EWOULDBLOCK)
       return Unavailable(std::string("send: ") + strerror(err));
-    int r = WaitFor(fd, POLLOUT, deadline);
+    int r = PollUntil(fd, POLLOUT, deadline);
     if (r < 0) return ErrnoStatus("poll", errno);
     if (r == 0)
       return Unavailable("timed out sending (" + std::to_string(data.size()) + " bytes left)");
@@ -291,7 +273,7 @@ Result<size_t> ReadSome(int fd, char* buf, size_t n, Deadline deadline) {
     if (err == ECONNRESET) return Unavailable("connection reset by peer");
     if (err != EAGAIN && err != EWOULDBLOCK)
       return Unavailable(std::string("recv: ") + strerror(err));
-    int r = WaitFor(fd, POLLIN, deadline);
+    int r = PollUntil(fd, POLLIN, deadline);
     if (r < 0) return ErrnoStatus("poll", errno);
     if (r == 0) return Unavailable("timed out waiting for data");
   }

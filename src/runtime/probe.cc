@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "common/io.h"
 
 namespace hc::runtime {
 namespace {
@@ -29,12 +30,6 @@ constexpr int kMaxAttemptMs = 1000;
 
 // Whole milliseconds left until `deadline`, rounded up so that poll() does not
 // spin with a 0 timeout while a fraction of a millisecond remains.
-int RemainingMs(Clock::time_point deadline) {
-  auto left = deadline - Clock::now();
-  if (left <= Clock::duration::zero()) return 0;
-  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
-  return static_cast<int>(std::min<int64_t>(ms, INT32_MAX));
-}
 
 std::string Endpoint(uint16_t port) {
   return "127.0.0.1:" + std::to_string(port);
@@ -100,18 +95,6 @@ int ParseHttpStatusLine(std::string_view line) {
 
 namespace {
 
-// Waits until `fd` reports `events` or the deadline passes. Returns the
-// revents, 0 on timeout, -1 (errno set) on error.
-int WaitFor(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    struct pollfd p = {fd, events, 0};
-    int r = ::poll(&p, 1, RemainingMs(deadline));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return r;
-    return p.revents;
-  }
-}
-
 Result<UniqueFd> Connect(uint16_t port, int attempt_ms, Clock::time_point deadline) {
   const std::string where = Endpoint(port);
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -125,7 +108,7 @@ Result<UniqueFd> Connect(uint16_t port, int attempt_ms, Clock::time_point deadli
   if (::connect(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) != 0) {
     err = errno;
     if (err == EINPROGRESS || err == EINTR) {
-      int r = WaitFor(fd.get(), POLLOUT, deadline);
+      int r = PollUntil(fd.get(), POLLOUT, deadline);
       if (r < 0) return ErrnoStatus("poll for probe of " + where, errno);
       if (r == 0) return TimedOut(attempt_ms, "connecting to " + where);
       socklen_t len = sizeof err;
@@ -149,7 +132,7 @@ Status SendAll(int fd, std::string_view data, int attempt_ms, Clock::time_point 
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       return Unavailable("sending the HTTP request to " + where + ": " + std::strerror(errno));
     }
-    int r = WaitFor(fd, POLLOUT, deadline);
+    int r = PollUntil(fd, POLLOUT, deadline);
     if (r < 0) return ErrnoStatus("poll for probe of " + where, errno);
     if (r == 0) return TimedOut(attempt_ms, "sending the HTTP request to " + where);
   }
@@ -196,7 +179,7 @@ Status HttpCheck(int fd, const std::string& path, int attempt_ms, Clock::time_po
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       return Unavailable("reading the HTTP response from " + where + ": " + std::strerror(errno));
     }
-    int r = WaitFor(fd, POLLIN, deadline);
+    int r = PollUntil(fd, POLLIN, deadline);
     if (r < 0) return ErrnoStatus("poll for probe of " + where, errno);
     if (r == 0) return TimedOut(attempt_ms, "waiting for the HTTP status line from " + where);
   }
