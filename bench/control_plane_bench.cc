@@ -4,14 +4,14 @@
 //
 //   control_plane_bench [--nodes 100] [--apps 10000] [--runs 1] [--leaders N]
 //                       [--creators 4] [--idle-seconds 10] [--settle-seconds 12]
-//                       [--timeout 600] [--no-pin] [--etcd PATH] [--etcd-pprof]
-//                       [--keep] [--log-level warn]
+//                       [--timeout 600] [--observer watch|stats] [--no-pin]
+//                       [--etcd PATH] [--etcd-pprof] [--keep] [--log-level warn]
 //
 // Every simulated node is what hcd runs, minus the data plane: its own
 // EtcdClient (so its own connections), LeaseSession, NodeInfo registration,
 // a real hc::agent::Agent and (on the first --leaders nodes, default all) a
 // real hc::agent::Leader. Only the runtime and the volume store are fakes
-// (FakeRuntime, FakeStore below): an app "runs" the moment Start returns and
+// (FakeRuntime, FakeStore from tests/agent/fake_node.h): an app "runs" the moment Start returns and
 // is ready at once, so the figures are the control plane's alone.
 //
 // Per run: a fresh etcd (127.0.0.50:23795, temp data dir on the same disk as
@@ -19,7 +19,11 @@
 // one replica) are created through ClusterStore::CreateApp from --creators
 // threads. An observer watches placement/ and status/ and time-stamps each
 // app's placement, its primary reported running+ready, and its replica
-// reported. Measured from the first create: all apps created, all placed,
+// reported. That observer is one more watcher, like a dashboard: it receives
+// about half of the watch events etcd sends, so `--observer stats` replaces
+// it with in-process counters (the leader's writes, the fakes' contents) and
+// reads status/ only at the end, for the cleanest etcd figures (no per-app
+// latencies then). Measured from the first create: all apps created, all placed,
 // all primaries running+ready (convergence); etcd's write rate (revisions,
 // i.e. write requests, and keys written, from its /metrics), etcd's and this
 // process's CPU time, peak RSS of both; then --idle-seconds of the converged
@@ -29,14 +33,17 @@
 //
 // By default etcd is pinned to CPU 0 and this process (every agent, leader
 // and the load) to CPU 1 (taskset), as in ../shared/BENCHMARKING.md.
+#include <malloc.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,6 +56,7 @@
 #include <vector>
 
 #include "agent/agent.h"
+#include "agent/fake_node.h"
 #include "agent/leader.h"
 #include "cluster/cluster_store.h"
 #include "cluster/etcd_client.h"
@@ -71,185 +79,8 @@ constexpr int kEtcdClientPort = 23795;
 constexpr int kEtcdPeerPort = 23805;
 constexpr const char* kPrefix = "/hc-bench/";
 
-Status NotInBenchmark() {
-  return Internal("not in the benchmark");
-}
-
-// A runtime whose apps run and are ready the moment Start returns.
-class FakeRuntime final : public runtime::Runtime {
- public:
-  std::string backend() const override { return "fake"; }
-
-  Status Start(const runtime::AppSpec& spec) override {
-    std::lock_guard<std::mutex> l(mu_);
-    auto& st = apps_[spec.name];
-    if (st.state == runtime::AppState::kRunning)
-      return AlreadyExists("app " + spec.name + " is running");
-    st.name = spec.name;
-    st.backend = "fake";
-    st.state = runtime::AppState::kRunning;
-    st.pid = 1;
-    st.port = spec.port;
-    st.started_unix_ns = 1;
-    return Status::Ok();
-  }
-  Status Stop(const std::string& name) override {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = apps_.find(name);
-    if (it == apps_.end()) return NotFound("no app " + name);
-    it->second.state = runtime::AppState::kStopped;
-    it->second.pid = 0;
-    return Status::Ok();
-  }
-  Status Restart(const std::string&) override { return NotInBenchmark(); }
-  Result<runtime::AppStatus> GetStatus(const std::string& name) override {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = apps_.find(name);
-    if (it == apps_.end()) return NotFound("no app " + name);
-    return it->second;
-  }
-  Result<std::vector<runtime::AppStatus>> List() override {
-    std::lock_guard<std::mutex> l(mu_);
-    std::vector<runtime::AppStatus> out;
-    out.reserve(apps_.size());
-    for (const auto& [name, st] : apps_) out.push_back(st);
-    return out;
-  }
-  Status WaitReady(const std::string& name, int) override {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = apps_.find(name);
-    if (it == apps_.end() || it->second.state != runtime::AppState::kRunning)
-      return Unavailable("app " + name + " is not running");
-    return Status::Ok();
-  }
-  Result<runtime::Usage> GetUsage(const std::string&) override {
-    runtime::Usage u;
-    u.cpu_seconds = 1.5;
-    u.memory_bytes = 24ull << 20;
-    u.processes = 2;
-    return u;
-  }
-  Status Freeze(const std::string&) override { return NotInBenchmark(); }
-  Status Thaw(const std::string&) override { return NotInBenchmark(); }
-  std::string LogPath(const std::string&) const override { return ""; }
-  Result<uint16_t> PickPort() override {
-    std::lock_guard<std::mutex> l(mu_);
-    next_port_ = next_port_ >= 29999 ? 20000 : next_port_ + 1;
-    return next_port_;
-  }
-  Status Remove(const std::string& name) override {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = apps_.find(name);
-    if (it == apps_.end()) return NotFound("no app " + name);
-    if (it->second.state == runtime::AppState::kRunning) return Conflict(name + " runs");
-    apps_.erase(it);
-    return Status::Ok();
-  }
-
-  // Names of the apps in state running.
-  std::vector<std::string> Running() {
-    std::lock_guard<std::mutex> l(mu_);
-    std::vector<std::string> out;
-    for (const auto& [name, st] : apps_)
-      if (st.state == runtime::AppState::kRunning) out.push_back(name);
-    return out;
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, runtime::AppStatus> apps_;
-  uint16_t next_port_ = 19999;
-};
-
-// A volume store that only keeps names. Every live path is one shared
-// directory whose public/ already exists, so the agent's SeedVolume (static
-// template) finds the volume seeded and writes nothing.
-class FakeStore final : public storage::Store {
- public:
-  explicit FakeStore(std::string live_dir) : live_dir_(std::move(live_dir)) {}
-  std::string backend() const override { return "fake"; }
-
-  Status CreateVolume(const std::string& volume) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!volumes_.insert(volume).second) return AlreadyExists("volume " + volume + " exists");
-    return Status::Ok();
-  }
-  Status DestroyVolume(const std::string& volume) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (volumes_.erase(volume) == 0) return NotFound("no volume " + volume);
-    return Status::Ok();
-  }
-  Result<std::vector<storage::VolumeInfo>> ListVolumes() override {
-    std::lock_guard<std::mutex> l(mu_);
-    std::vector<storage::VolumeInfo> out;
-    for (const auto& v : volumes_) out.push_back(Info(v));
-    return out;
-  }
-  Result<storage::VolumeInfo> GetVolume(const std::string& volume) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!volumes_.count(volume)) return NotFound("no volume " + volume);
-    return Info(volume);
-  }
-  Result<std::string> LivePath(const std::string& volume) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!volumes_.count(volume)) return NotFound("no volume " + volume);
-    return live_dir_;
-  }
-  Status SetReadOnly(const std::string&, bool) override { return NotInBenchmark(); }
-  Result<storage::SnapshotInfo> Snapshot(const std::string&, const std::string&,
-                                         const storage::SnapshotOptions&) override {
-    return NotInBenchmark();
-  }
-  Result<std::vector<storage::SnapshotInfo>> ListSnapshots(const std::string&) override {
-    return NotInBenchmark();
-  }
-  Result<std::vector<storage::DiffEntry>> Diff(const std::string&, const std::string&,
-                                               const std::string&) override {
-    return NotInBenchmark();
-  }
-  Status Send(const std::string&, const std::optional<std::string>&, const std::string&,
-              ByteSink&) override {
-    return NotInBenchmark();
-  }
-  Result<storage::ReceiveResult> Receive(const std::string&, ByteSource&,
-                                         const storage::ReceiveOptions&) override {
-    return NotInBenchmark();
-  }
-  Result<storage::RollbackResult> Rollback(const std::string&, const std::string&,
-                                           const storage::RollbackOptions&) override {
-    return NotInBenchmark();
-  }
-  Result<std::vector<storage::DirEntry>> ListDir(const std::string&, const std::string&,
-                                                 const std::string&) override {
-    return NotInBenchmark();
-  }
-  Result<storage::DirEntry> Stat(const std::string&, const std::string&,
-                                 const std::string&) override {
-    return NotInBenchmark();
-  }
-  Status ReadFile(const std::string&, const std::string&, const std::string&, ByteSink&) override {
-    return NotInBenchmark();
-  }
-  Status Clone(const std::string&, const std::string&, const std::string&) override {
-    return NotInBenchmark();
-  }
-  Status DestroySnapshot(const std::string&, const std::string&) override {
-    return NotInBenchmark();
-  }
-  Result<storage::VerifyReport> Verify(const std::string&) override { return NotInBenchmark(); }
-  Result<storage::SpaceUsage> Space(const std::string&) override { return NotInBenchmark(); }
-
- private:
-  storage::VolumeInfo Info(const std::string& v) const {
-    storage::VolumeInfo i;
-    i.name = v;
-    i.live_path = live_dir_;
-    return i;
-  }
-  std::string live_dir_;
-  std::mutex mu_;
-  std::set<std::string> volumes_;
-};
+using testing::FakeRuntime;
+using testing::FakeStore;
 
 // ------------------------------------------------------------ measuring
 
@@ -356,9 +187,12 @@ std::string NodeId(int k) {
   return buf;
 }
 
+pid_t g_etcd_pid = 0;  // stopped by Die too, so a failed run leaves no etcd behind
+
 [[noreturn]] void Die(const Status& s, const char* what) {
   std::fprintf(stderr, "control_plane_bench: %s: %s\n", what, s.ToString().c_str());
-  std::exit(1);
+  if (g_etcd_pid > 0) (void)devcluster::StopPid(g_etcd_pid, "etcd", SIGTERM, 10000);
+  std::_Exit(1);  // the node threads are still running: no static destructors
 }
 
 // ------------------------------------------------------------ the cluster
@@ -375,6 +209,7 @@ struct Options {
   bool pin = true;
   bool keep = false;
   bool etcd_pprof = false;
+  bool watch_observer = true;  // --observer watch|stats
   std::string etcd = "etcd";
 };
 
@@ -532,9 +367,12 @@ struct RunResult {
   double txn_requests = 0, range_requests = 0, put_requests = 0;
   double etcd_cpu_s = 0, bench_cpu_s = 0;
   double etcd_hwm_mb = 0, bench_hwm_mb = 0, db_mb = 0;
-  double idle_etcd_cpu_pct = 0, idle_bench_cpu_pct = 0, idle_revisions_per_s = 0;
+  double idle_etcd_cpu_pct = 0, idle_bench_cpu_pct = 0, idle_keys_per_s = 0;
   double idle_ranges_per_s = 0;
   int64_t leader_plans = 0, leader_writes = 0, leader_conflicts = 0, leader_terms = 0;
+  int64_t leader_rounds = 0, leader_rounds_writing = 0;  // during convergence
+  double idle_lookups_per_node_s = 0, idle_status_calls_per_node_s = 0;
+  double idle_probes_per_node_s = 0;
   int64_t agent_reconciles = 0, agent_starts = 0, agent_status_writes = 0;
   size_t problems = 0;
 };
@@ -681,6 +519,7 @@ RunResult RunOnce(const Options& opt, int run) {
   auto pid_or = devcluster::SpawnDetached(argv, dir + "/etcd.log");
   if (!pid_or.ok()) Die(pid_or.status(), "starting etcd");
   pid_t etcd_pid = *pid_or;
+  g_etcd_pid = etcd_pid;
   cluster::EtcdClient api_etcd({.endpoints = {url}});
   cluster::ClusterStore api(&api_etcd, kPrefix);
   {
@@ -729,8 +568,39 @@ RunResult RunOnce(const Options& opt, int run) {
 
   auto rev0 = api_etcd.Revision();
   if (!rev0.ok()) Die(rev0.status(), "revision");
-  Observer obs(&api_etcd, api, opt.apps, *rev0);
-  while (!obs.connected()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::unique_ptr<Observer> obs;
+  if (opt.watch_observer) {
+    obs = std::make_unique<Observer>(&api_etcd, api, opt.apps, *rev0);
+    while (!obs->connected()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // Without the observer: placements from the leader's counter, and once
+  // every fake runtime and store holds what it should, status/ is read
+  // until every app is reported (each read costs etcd a 20,000-key range).
+  auto status_complete = [&] {
+    int64_t volumes = 0, running = 0;
+    for (const auto& n : nodes) {
+      volumes += n->store->volume_count();
+      running += static_cast<int64_t>(n->rt->Running().size());
+    }
+    if (volumes < 2 * int64_t{opt.apps} || running < opt.apps) return false;
+    auto st = api_etcd.GetPrefix(api.StatusPrefix());
+    if (!st.ok()) return false;
+    std::vector<char> primary(opt.apps), replica(opt.apps);
+    int np = 0, nr = 0;
+    for (const auto& kv : st->kvs) {
+      auto o = cluster::AppObservedFromJson(kv.value);
+      int i = o.ok() ? AppIndex(o->app) : -1;
+      if (i < 0 || i >= opt.apps) continue;
+      if (o->role == "primary" && o->state == "running" && o->ready && !primary[i]) {
+        primary[i] = 1;
+        np++;
+      } else if (o->role == "replica" && !replica[i]) {
+        replica[i] = 1;
+        nr++;
+      }
+    }
+    return np == opt.apps && nr == opt.apps;
+  };
 
   // 3. Create the apps; measure until converged.
   ResetPeakRss();
@@ -738,8 +608,16 @@ RunResult RunOnce(const Options& opt, int run) {
   double etcd_cpu0 = ProcCpuSeconds(etcd_pid), bench_cpu0 = ProcCpuSeconds(::getpid());
   std::vector<Clock::time_point> created(opt.apps);
   std::atomic<int> next{0}, create_errors{0};
+  // The leader's planning rounds, and how many of them wrote anything
+  // (polled below: a round takes at least its 20 ms batching pause).
+  agent::Leader* leading = nullptr;
+  for (const auto& n : nodes)
+    if (n->leader && n->leader->stats().leading) leading = n->leader.get();
+  agent::LeaderStats ls0 = leading ? leading->stats() : agent::LeaderStats{};
+  int64_t last_writes = ls0.writes;
   auto t0 = Clock::now();
   std::vector<std::thread> creators;
+  std::atomic<int> creators_done{0};
   for (int c = 0; c < opt.creators; ++c) {
     creators.emplace_back([&] {
       for (int i; (i = next.fetch_add(1)) < opt.apps;) {
@@ -756,23 +634,39 @@ RunResult RunOnce(const Options& opt, int run) {
         }
         created[i] = Clock::now();
       }
+      creators_done.fetch_add(1);
     });
   }
-  for (auto& t : creators) t.join();
-  auto t_created = Clock::now();
-  res.created_s = Seconds(t0, t_created);
-  res.create_rate = opt.apps / res.created_s;
-  std::fprintf(stderr, "run %d: %d apps created in %.2f s (%d errors)\n", run, opt.apps,
-               res.created_s, create_errors.load());
 
   auto last_progress = Clock::now();
-  Clock::time_point t_placed{}, t_ready{}, t_replicas{};
+  Clock::time_point t_created{}, t_placed{}, t_ready{}, t_replicas{};
   for (;;) {
     auto now = Clock::now();
-    if (t_placed == Clock::time_point{} && obs.placed() >= opt.apps) t_placed = now;
-    if (t_ready == Clock::time_point{} && obs.ready() >= opt.apps) t_ready = now;
-    if (t_replicas == Clock::time_point{} && obs.replicas() >= opt.apps) t_replicas = now;
-    if (t_ready != Clock::time_point{} && t_replicas != Clock::time_point{}) {
+    if (t_created == Clock::time_point{} && creators_done.load() == opt.creators) {
+      t_created = now;
+      res.created_s = Seconds(t0, t_created);
+      res.create_rate = opt.apps / res.created_s;
+      std::fprintf(stderr, "run %d: %d apps created in %.2f s (%d errors)\n", run, opt.apps,
+                   res.created_s, create_errors.load());
+    }
+    if (leading) {
+      auto ls = leading->stats();
+      if (ls.writes != last_writes) res.leader_rounds_writing++;
+      last_writes = ls.writes;
+      res.leader_rounds = ls.plans - ls0.plans;
+    }
+    if (obs) {
+      if (t_placed == Clock::time_point{} && obs->placed() >= opt.apps) t_placed = now;
+      if (t_ready == Clock::time_point{} && obs->ready() >= opt.apps) t_ready = now;
+      if (t_replicas == Clock::time_point{} && obs->replicas() >= opt.apps) t_replicas = now;
+    } else {
+      if (t_placed == Clock::time_point{} && leading && last_writes - ls0.writes >= opt.apps)
+        t_placed = now;
+      if (t_placed != Clock::time_point{} && t_ready == Clock::time_point{} && status_complete())
+        t_ready = t_replicas = Clock::now();
+    }
+    if (t_created != Clock::time_point{} && t_ready != Clock::time_point{} &&
+        t_replicas != Clock::time_point{}) {
       res.converged = true;
       break;
     }
@@ -780,25 +674,41 @@ RunResult RunOnce(const Options& opt, int run) {
     if (Seconds(last_progress, now) >= 5) {
       last_progress = now;
       auto r = api_etcd.Revision();
-      std::fprintf(
-          stderr, "  %5.1f s: placed %d, primaries ready %d, replicas %d, rev %" PRId64 "\n",
-          Seconds(t0, now), obs.placed(), obs.ready(), obs.replicas(), r.ok() ? *r : int64_t{0});
+      if (obs)
+        std::fprintf(stderr,
+                     "  %5.1f s: placed %d, primaries ready %d, replicas %d, rev %" PRId64 "\n",
+                     Seconds(t0, now), obs->placed(), obs->ready(), obs->replicas(),
+                     r.ok() ? *r : int64_t{0});
+      else
+        std::fprintf(stderr, "  %5.1f s: placed %" PRId64 ", rev %" PRId64 "\n", Seconds(t0, now),
+                     last_writes - ls0.writes, r.ok() ? *r : int64_t{0});
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   auto t_end = Clock::now();
+  next.store(opt.apps);  // on timeout: stop creating
+  for (auto& t : creators) t.join();
   double etcd_cpu1 = ProcCpuSeconds(etcd_pid), bench_cpu1 = ProcCpuSeconds(::getpid());
   auto m1 = EtcdMetrics();
   // The observer's own time stamps are more precise than the polling above.
-  auto placed_at = obs.placed_at(), ready_at = obs.ready_at(), replica_at = obs.replica_at();
-  auto latest = [&](const std::vector<Clock::time_point>& v) {
+  std::vector<Clock::time_point> placed_at, ready_at, replica_at;
+  if (obs) {
+    placed_at = obs->placed_at();
+    ready_at = obs->ready_at();
+    replica_at = obs->replica_at();
+  } else {
+    placed_at = ready_at = replica_at = std::vector<Clock::time_point>(opt.apps);
+  }
+  auto latest = [&](const std::vector<Clock::time_point>& v, Clock::time_point polled) {
+    if (polled == Clock::time_point{}) return -1.0;
+    if (!obs) return Seconds(t0, polled);
     Clock::time_point m = t0;
     for (auto t : v) m = std::max(m, t);
     return Seconds(t0, m);
   };
-  res.placed_s = t_placed == Clock::time_point{} ? -1 : latest(placed_at);
-  res.ready_s = t_ready == Clock::time_point{} ? -1 : latest(ready_at);
-  res.replicas_s = t_replicas == Clock::time_point{} ? -1 : latest(replica_at);
+  res.placed_s = latest(placed_at, t_placed);
+  res.ready_s = latest(ready_at, t_ready);
+  res.replicas_s = latest(replica_at, t_replicas);
   std::vector<double> place_ms, ready_ms;
   for (int i = 0; i < opt.apps; ++i) {
     if (created[i] == Clock::time_point{}) continue;
@@ -850,15 +760,29 @@ RunResult RunOnce(const Options& opt, int run) {
     // reported before its usage was read is reported once more then. Let
     // that pass, so the window shows the steady state.
     std::this_thread::sleep_for(std::chrono::seconds(opt.settle_seconds));
+    auto agent_io = [&] {
+      std::array<int64_t, 3> io{};
+      for (const auto& n : nodes) {
+        io[0] += n->store->lookups();
+        io[1] += n->rt->status_calls();
+        io[2] += n->rt->probes();
+      }
+      return io;
+    };
     auto i0 = EtcdMetrics();
+    auto io0 = agent_io();
     double e0 = ProcCpuSeconds(etcd_pid), b0 = ProcCpuSeconds(::getpid());
     auto ti = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(opt.idle_seconds));
     double secs = Seconds(ti, Clock::now());
     auto i1 = EtcdMetrics();
+    auto io1 = agent_io();
+    res.idle_lookups_per_node_s = double(io1[0] - io0[0]) / secs / opt.nodes;
+    res.idle_status_calls_per_node_s = double(io1[1] - io0[1]) / secs / opt.nodes;
+    res.idle_probes_per_node_s = double(io1[2] - io0[2]) / secs / opt.nodes;
     res.idle_etcd_cpu_pct = 100 * (ProcCpuSeconds(etcd_pid) - e0) / secs;
     res.idle_bench_cpu_pct = 100 * (ProcCpuSeconds(::getpid()) - b0) / secs;
-    res.idle_revisions_per_s =
+    res.idle_keys_per_s =
         (Metric(i1, "etcd_mvcc_put_total") + Metric(i1, "etcd_mvcc_delete_total") -
          Metric(i0, "etcd_mvcc_put_total") - Metric(i0, "etcd_mvcc_delete_total")) /
         secs;
@@ -866,8 +790,9 @@ RunResult RunOnce(const Options& opt, int run) {
         (Metric(i1, "etcd_mvcc_range_total") - Metric(i0, "etcd_mvcc_range_total")) / secs;
   }
 
-  std::printf("run %d: %d nodes (%d campaigning for leader), %d apps, %s\n", run, opt.nodes,
-              with_leader, opt.apps, res.converged ? "converged" : "DID NOT CONVERGE");
+  std::printf("run %d: %d nodes (%d campaigning for leader), %d apps, observer %s, %s\n", run,
+              opt.nodes, with_leader, opt.apps, obs ? "watch" : "stats",
+              res.converged ? "converged" : "DID NOT CONVERGE");
   std::printf("  startup: %d nodes registered, agents synced, leader elected in %.2f s\n",
               opt.nodes, res.startup_s);
   std::printf("  created all apps in %.2f s (%.0f creates/s from %d threads)\n", res.created_s,
@@ -876,10 +801,11 @@ RunResult RunOnce(const Options& opt, int run) {
       "  from the first create: all placed %.2f s, all primaries running+ready %.2f s, all "
       "replicas reported %.2f s\n",
       res.placed_s, res.ready_s, res.replicas_s);
-  std::printf(
-      "  per app, create -> placement: p50 %.0f ms, p99 %.0f ms; create -> running+ready: p50 "
-      "%.0f ms, p99 %.0f ms\n",
-      res.place_p50_ms, res.place_p99_ms, res.ready_p50_ms, res.ready_p99_ms);
+  if (obs)
+    std::printf(
+        "  per app, create -> placement: p50 %.0f ms, p99 %.0f ms; create -> running+ready: p50 "
+        "%.0f ms, p99 %.0f ms\n",
+        res.place_p50_ms, res.place_p99_ms, res.ready_p50_ms, res.ready_p99_ms);
   std::printf(
       "  etcd over %.2f s: %.0f revisions (write requests, %.0f/s), %.0f keys written (%.0f/s), "
       "%.0f WAL fsyncs (mean %.2f ms), %.0f watch events sent, db %.1f MiB; requests: %.0f Txn, "
@@ -894,29 +820,36 @@ RunResult RunOnce(const Options& opt, int run) {
       res.etcd_cpu_s, 100 * res.etcd_cpu_s / conv, res.bench_cpu_s, 100 * res.bench_cpu_s / conv,
       res.etcd_hwm_mb, res.bench_hwm_mb);
   std::printf("  leader: %" PRId64 " terms, %" PRId64 " plans, %" PRId64
-              " placement writes, %" PRId64 " conflicts; agents: %" PRId64 " reconciles, %" PRId64
-              " starts, %" PRId64 " status writes\n",
+              " placement writes, %" PRId64 " conflicts; while converging %" PRId64
+              " planning rounds, %" PRId64 " of them wrote; agents: %" PRId64
+              " reconciles, %" PRId64 " starts, %" PRId64 " status writes\n",
               res.leader_terms, res.leader_plans, res.leader_writes, res.leader_conflicts,
-              res.agent_reconciles, res.agent_starts, res.agent_status_writes);
+              res.leader_rounds, res.leader_rounds_writing, res.agent_reconciles, res.agent_starts,
+              res.agent_status_writes);
   if (opt.idle_seconds > 0)
     std::printf(
         "  idle %d s (from %d s after convergence): etcd %.1f%% CPU, this process %.1f%%, %.1f "
-        "keys "
-        "written/s, %.1f ranges/s\n",
+        "keys written/s, %.1f ranges/s; per node and second the agent made %.0f volume "
+        "look-ups (GetVolume/LivePath), %.0f per-app runtime status calls (List), %.1f "
+        "readiness probes\n",
         opt.idle_seconds, opt.settle_seconds, res.idle_etcd_cpu_pct, res.idle_bench_cpu_pct,
-        res.idle_revisions_per_s, res.idle_ranges_per_s);
+        res.idle_keys_per_s, res.idle_ranges_per_s, res.idle_lookups_per_node_s,
+        res.idle_status_calls_per_node_s, res.idle_probes_per_node_s);
   std::fflush(stdout);
 
   // 5. Check, then tear down (in parallel: each stop waits for watch threads).
   res.problems = CheckCorrectness(&api_etcd, api, nodes, opt.apps);
   std::fflush(stdout);
+  obs.reset();
   {
     std::vector<std::thread> stoppers;
     for (auto& n : nodes) stoppers.emplace_back([&n] { n->Stop(); });
     for (auto& t : stoppers) t.join();
   }
   nodes.clear();
+  ::malloc_trim(0);  // so the next run's peak RSS starts from a small heap
   (void)devcluster::StopPid(etcd_pid, "etcd", SIGTERM, 10000);
+  g_etcd_pid = 0;
   if (!opt.keep)
     (void)RemoveTree(dir);
   else
@@ -955,6 +888,8 @@ int main(int argc, char** argv) {
       opt.timeout_seconds = std::stoi(next());
     else if (a == "--no-pin")
       opt.pin = false;
+    else if (a == "--observer")
+      opt.watch_observer = next() != "stats";
     else if (a == "--etcd-pprof")
       opt.etcd_pprof = true;
     else if (a == "--keep")
@@ -968,7 +903,8 @@ int main(int argc, char** argv) {
           stderr,
           "usage: control_plane_bench [--nodes 100] [--apps 10000] [--runs 1] "
           "[--leaders N] [--creators 4] [--idle-seconds 10] [--settle-seconds 12] "
-          "[--timeout 600] [--no-pin] [--etcd PATH] [--etcd-pprof] [--keep] [--log-level warn]\n");
+          "[--timeout 600] [--observer watch|stats] [--no-pin] [--etcd PATH] [--etcd-pprof] "
+          "[--keep] [--log-level warn]\n");
       return 2;
     }
   }

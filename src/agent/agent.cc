@@ -131,6 +131,11 @@ void Agent::Loop() {
 }
 
 Status Agent::EnsureVolume(const cluster::AppDef& app, std::string* path) {
+  // Known volumes are not looked up again (on zfs every look-up is a command).
+  if (auto known = volume_paths_.find(app.name); known != volume_paths_.end()) {
+    *path = known->second;
+    return Status::Ok();
+  }
   auto v = volumes_->GetVolume(app.name);
   bool created = false;
   if (!v.ok()) {
@@ -140,6 +145,7 @@ Status Agent::EnsureVolume(const cluster::AppDef& app, std::string* path) {
   }
   HC_ASSIGN_OR_RETURN(*path, volumes_->LivePath(app.name));
   if (created) LogInfo("agent: created volume %s", app.name.c_str());
+  volume_paths_[app.name] = *path;
   return Status::Ok();
 }
 
@@ -214,6 +220,7 @@ void Agent::ReconcileOnce(bool full_report) {
 
   int64_t now = NowUnix();
   bool usage_due = full_report || now - last_usage_report_ >= opts_.status_interval_seconds;
+  if (usage_due) last_usage_report_ = now;  // a failed report re-sends everything anyway
   std::vector<cluster::AppObserved> to_report;
 
   for (const auto& [name, a] : assigned) {
@@ -308,6 +315,7 @@ void Agent::ReconcileOnce(bool full_report) {
   // Volumes of apps that were deleted (not merely moved elsewhere).
   for (const auto& name : released) {
     if (assigned.count(name)) continue;
+    volume_paths_.erase(name);
     auto def = cs_->GetApp(name);
     if (def.ok() && !def->has_value()) {
       Status s = volumes_->DestroyVolume(name);
@@ -335,7 +343,6 @@ void Agent::ReconcileOnce(bool full_report) {
   }
   for (const auto& o : to_report) reported_[o.app] = o;
   for (const auto& g : gone) reported_.erase(g);
-  if (usage_due) last_usage_report_ = now;
   std::lock_guard<std::mutex> l(mu_);
   stats_.status_writes += static_cast<int64_t>(to_report.size() + gone.size());
 }

@@ -87,6 +87,7 @@ class Agent {
   // Loop-thread only.
   std::map<std::string, cluster::AppObserved> reported_;
   std::set<std::string> ready_;
+  std::map<std::string, std::string> volume_paths_;  // volumes known to exist here
   int64_t last_usage_report_ = 0;
   int resync_failures_ = 0;  // Resync runs on the loop or the watch thread, never both at once
 

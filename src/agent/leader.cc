@@ -158,7 +158,6 @@ void Leader::Lead(cluster::Election* election) {
   });
 
   while (!stop_.load() && !step_down_.load() && !lost.load()) {
-    cluster::ClusterView snapshot;
     {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait_for(l, milliseconds(1000), [&] {
@@ -168,43 +167,51 @@ void Leader::Lead(cluster::Election* election) {
     }
     if (stop_.load() || step_down_.load() || lost.load()) break;
     std::this_thread::sleep_for(milliseconds(20));  // let a burst of events land
+    // Plan on the live view under its lock (no copy of 10,000s of apps per
+    // round); the watches wait for the few milliseconds this takes.
+    std::vector<cluster::PlacementWrite> writes;
+    size_t placed = 0;
     {
       std::lock_guard<std::mutex> l(vmu);
       if (!dirty) continue;
       dirty = false;
-      snapshot = view;
+      placed = view.placements.size();
+      auto plan = scheduler::PlanPlacements(view);
+      writes.reserve(plan.size());
+      for (auto& c : plan) {
+        cluster::PlacementWrite w;
+        w.placement = std::move(c.placement);
+        const std::string& app = w.placement.app;
+        if (auto a = view.apps.find(app); a != view.apps.end()) w.app = a->second;
+        if (auto old = view.placements.find(app); old != view.placements.end())
+          w.previous_nodes = NodesOf(old->second);
+        if (auto m = view.placement_mod_revision.find(app); m != view.placement_mod_revision.end())
+          w.expected_mod_revision = m->second;
+        switch (c.kind) {
+          case scheduler::PlacementChange::kCreate:
+            w.kind = cluster::PlacementWrite::kCreate;
+            break;
+          case scheduler::PlacementChange::kUpdate:
+            w.kind = cluster::PlacementWrite::kUpdate;
+            break;
+          case scheduler::PlacementChange::kDelete:
+            w.kind = cluster::PlacementWrite::kDelete;
+            break;
+        }
+        if (w.kind != cluster::PlacementWrite::kDelete && !w.app) continue;
+        LogDebug("leader: %s %s: %s",
+                 c.kind == scheduler::PlacementChange::kDelete ? "unplace" : "place", app.c_str(),
+                 c.reason.c_str());
+        writes.push_back(std::move(w));
+      }
     }
-    auto plan = scheduler::PlanPlacements(snapshot);
     {
       std::lock_guard<std::mutex> l(mu_);
       stats_.plans++;
-      stats_.placed_apps = static_cast<int64_t>(snapshot.placements.size());
+      stats_.placed_apps = static_cast<int64_t>(placed);
     }
-    if (plan.empty()) continue;
-    std::vector<cluster::PlacementWrite> writes;
-    writes.reserve(plan.size());
-    for (auto& c : plan) {
-      cluster::PlacementWrite w;
-      w.placement = c.placement;
-      const std::string& app = c.placement.app;
-      if (auto a = snapshot.apps.find(app); a != snapshot.apps.end()) w.app = a->second;
-      if (auto old = snapshot.placements.find(app); old != snapshot.placements.end())
-        w.previous_nodes = NodesOf(old->second);
-      if (auto m = snapshot.placement_mod_revision.find(app);
-          m != snapshot.placement_mod_revision.end())
-        w.expected_mod_revision = m->second;
-      switch (c.kind) {
-        case scheduler::PlacementChange::kCreate: w.kind = cluster::PlacementWrite::kCreate; break;
-        case scheduler::PlacementChange::kUpdate: w.kind = cluster::PlacementWrite::kUpdate; break;
-        case scheduler::PlacementChange::kDelete: w.kind = cluster::PlacementWrite::kDelete; break;
-      }
-      if (w.kind != cluster::PlacementWrite::kDelete && !w.app) continue;
-      LogDebug("leader: %s %s: %s",
-               c.kind == scheduler::PlacementChange::kDelete ? "unplace" : "place", app.c_str(),
-               c.reason.c_str());
-      writes.push_back(std::move(w));
-    }
-    cluster::ClusterView after = snapshot;
+    if (writes.empty()) continue;
+    cluster::ClusterView after;  // receives only what was written
     auto applied = cs_->ApplyPlacements(writes, election->Guard(), &after);
     if (applied.ok()) {
       {

@@ -50,6 +50,7 @@ class FakeRuntime final : public runtime::Runtime {
   Status Restart(const std::string&) override { return NotFaked(); }
   Result<runtime::AppStatus> GetStatus(const std::string& name) override {
     std::lock_guard<std::mutex> l(mu_);
+    status_calls_++;
     auto it = apps_.find(name);
     if (it == apps_.end()) return NotFound("no app " + name);
     return it->second;
@@ -58,11 +59,14 @@ class FakeRuntime final : public runtime::Runtime {
     std::lock_guard<std::mutex> l(mu_);
     std::vector<runtime::AppStatus> out;
     out.reserve(apps_.size());
+    status_calls_ +=
+        static_cast<int64_t>(apps_.size());  // one per app, as a real runtime asks each supervisor
     for (const auto& [name, st] : apps_) out.push_back(st);
     return out;
   }
   Status WaitReady(const std::string& name, int) override {
     std::lock_guard<std::mutex> l(mu_);
+    probes_++;
     auto it = apps_.find(name);
     if (it == apps_.end() || it->second.state != runtime::AppState::kRunning)
       return Unavailable("app " + name + " is not running");
@@ -92,6 +96,15 @@ class FakeRuntime final : public runtime::Runtime {
     return Status::Ok();
   }
 
+  // Per-app status questions (GetStatus, and one per app in List) and readiness probes.
+  int64_t status_calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return status_calls_;
+  }
+  int64_t probes() {
+    std::lock_guard<std::mutex> l(mu_);
+    return probes_;
+  }
   int starts() {
     std::lock_guard<std::mutex> l(mu_);
     return starts_;
@@ -116,6 +129,8 @@ class FakeRuntime final : public runtime::Runtime {
   uint16_t next_port_ = 19999;
   int starts_ = 0;
   int stops_ = 0;
+  int64_t status_calls_ = 0;
+  int64_t probes_ = 0;
 };
 
 // A volume store that only keeps names. Every live path is one shared
@@ -144,13 +159,24 @@ class FakeStore final : public storage::Store {
   }
   Result<storage::VolumeInfo> GetVolume(const std::string& volume) override {
     std::lock_guard<std::mutex> l(mu_);
+    lookups_++;
     if (!volumes_.count(volume)) return NotFound("no volume " + volume);
     return Info(volume);
   }
   Result<std::string> LivePath(const std::string& volume) override {
     std::lock_guard<std::mutex> l(mu_);
+    lookups_++;
     if (!volumes_.count(volume)) return NotFound("no volume " + volume);
     return live_dir_;
+  }
+  int64_t volume_count() {
+    std::lock_guard<std::mutex> l(mu_);
+    return static_cast<int64_t>(volumes_.size());
+  }
+  // GetVolume and LivePath calls (each is a `zfs` command on the zfs backend).
+  int64_t lookups() {
+    std::lock_guard<std::mutex> l(mu_);
+    return lookups_;
   }
   bool Has(const std::string& volume) {
     std::lock_guard<std::mutex> l(mu_);
@@ -208,6 +234,7 @@ class FakeStore final : public storage::Store {
   std::string live_dir_;
   std::mutex mu_;
   std::set<std::string> volumes_;
+  int64_t lookups_ = 0;
 };
 
 }  // namespace hc::testing
