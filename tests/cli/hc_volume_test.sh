@@ -49,7 +49,17 @@ contains "live data rolled back" "$LIVE/public/index.html" "hello"
 check "verify" 0 "$HC" volume verify
 check "help" 0 "$HC" volume --help
 contains "help lists rollback" "$DIR/out" "rollback"
-check "hcd says not yet" 2 "$(dirname "$HC")/hcd"
+HCD="$(dirname "$HC")/hcd"
+check "hcd --help lists the options" 0 "$HCD" --help
+contains "help names etcd_endpoints" "$DIR/out" "etcd_endpoints"
+check "hcd with a missing config file" 2 "$HCD" --config "$DIR/nope.yaml"
+contains "missing config is explained" "$DIR/err" "cannot read config file"
+printf 'data_dir: relative/path\n' > "$DIR/bad.yaml"
+check "hcd with a bad config" 2 "$HCD" --config "$DIR/bad.yaml" --check-config
+contains "bad config is explained" "$DIR/err" "data_dir must be an absolute path"
+printf 'colour: red\n' > "$DIR/unknown.yaml"
+check "hcd with an unknown option" 2 "$HCD" --config "$DIR/unknown.yaml"
+contains "unknown option names the line" "$DIR/err" "unknown.yaml:1: unknown option 'colour'"
 
 echo "hc volume cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]
