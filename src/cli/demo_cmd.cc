@@ -127,10 +127,16 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   std::string api_flag;
   if (!PathExists(cfg_path) || IsDemoClientConfig(cfg_path)) {
     auto slash = cfg_path.rfind('/');
-    HC_RETURN_IF_ERROR(MakeDirs(cfg_path.substr(0, slash), 0700));
-    HC_RETURN_IF_ERROR(
-        WriteFileAtomic(cfg_path, json{{"api", api}, {"demo", true}}.dump(2) + "\n", true));
-    std::printf("   hc now talks to this cluster (%s written)\n", cfg_path.c_str());
+    Status w = MakeDirs(cfg_path.substr(0, slash), 0700);
+    if (w.ok())
+      w = WriteFileAtomic(cfg_path, json{{"api", api}, {"demo", true}}.dump(2) + "\n", true);
+    if (w.ok()) {
+      std::printf("   hc now talks to this cluster (%s written)\n", cfg_path.c_str());
+    } else {
+      api_flag = "--api " + api;
+      std::printf("   (cannot write %s: %s; use --api %s or export HC_API=%s)\n", cfg_path.c_str(),
+                  w.message().c_str(), api.c_str(), api.c_str());
+    }
   } else {
     api_flag = "--api " + api;
     std::printf("   (%s points at another cluster: the commands below use --api %s)\n",
@@ -193,15 +199,17 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   HC_RETURN_IF_ERROR(store->ReadFile("hello", "v1", "public/index.html", page));
   std::printf("   | %s\n", page.out.substr(0, page.out.find('\n')).c_str());
 
+  std::string a = api_flag.empty() ? "" : " " + api_flag;
+  std::string stop = "hc demo stop" + (dir == DefaultDemoDir() ? "" : " --dir " + dir);
   std::printf(
       "\nDone. The cluster keeps running:\n"
-      "  hc cluster status            nodes, leader, apps\n"
-      "  hc app show hello            where the site runs, its status on each node\n"
-      "  hc app create NAME --template static|command|postgres|mariadb\n"
+      "  hc cluster status%s            nodes, leader, apps\n"
+      "  hc app show hello%s            where the site runs, its status on each node\n"
+      "  hc app create NAME --template static|command|postgres|mariadb%s\n"
       "  curl %s\n"
       "  logs: %s/node1.log ... node%d.log, etcd.log\n"
-      "Stop everything it started with: hc demo stop\n",
-      url.c_str(), dir.c_str(), nodes);
+      "Stop everything it started with: %s\n",
+      a.c_str(), a.c_str(), a.c_str(), url.c_str(), dir.c_str(), nodes, stop.c_str());
   return Status::Ok();
 }
 

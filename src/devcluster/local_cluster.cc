@@ -302,7 +302,9 @@ Status LocalCluster::StartNode(int k) {
     net::HttpClient c(*hp, {.connect_timeout = std::chrono::milliseconds(300),
                             .request_timeout = std::chrono::milliseconds(1000)});
     auto r = c.Do("GET", "/v1/health");
-    if (r.ok() && r->status == 200) {
+    // Our node, not another process on the same address.
+    std::string me = "\"node\": \"node" + std::to_string(k) + "\"";
+    if (r.ok() && r->status == 200 && r->body.find(me) != std::string::npos) {
       Say("node" + std::to_string(k) + " is up at " + ApiUrl(k) + " (pid " +
           std::to_string(NodePid(k)) + ")");
       return Status::Ok();
