@@ -35,7 +35,7 @@ namespace hc::agent {
 struct AgentOptions {
   std::string node_id;
   int status_interval_seconds = 10;
-  int reconcile_interval_ms = 2000;
+  int reconcile_interval_ms = 5000;
   int ready_probe_ms = 300;  // per probe of a not-yet-ready app
 };
 

@@ -23,7 +23,7 @@ struct Config {
   std::string etcd_prefix = "/hc/";
   int lease_ttl_seconds = 3;
   int status_interval_seconds = 10;      // usage refresh; state changes are reported at once
-  int reconcile_interval_ms = 2000;      // periodic re-check besides watch events
+  int reconcile_interval_ms = 5000;      // periodic re-check besides watch events
   std::string storage_backend = "auto";  // auto | dir | zfs
   std::string zfs_dataset;               // zfs: parent dataset, e.g. "tank/hc"
   std::string runtime_backend = "auto";  // auto | runc | process

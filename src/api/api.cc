@@ -213,9 +213,19 @@ net::HttpResponse Api::GetApp(const std::string& name) {
     auto pp = cluster::PlacementFromJson(t->ranges[1].kvs[0].value);
     if (pp.ok()) p = std::move(*pp);
   }
-  auto observed = cs_->ListObserved(name);
-  if (!observed.ok()) return ErrorResponse(observed.status());
-  return JsonResponse(200, AppJson(*a, p ? &*p : nullptr, *observed));
+  // Only the nodes the placement names report on this app.
+  std::vector<cluster::AppObserved> observed;
+  if (p) {
+    std::vector<cluster::TxnOp> gets = {cluster::TxnOp::Get(cs_->StatusKey(p->primary, name))};
+    for (const auto& r : p->replicas) gets.push_back(cluster::TxnOp::Get(cs_->StatusKey(r, name)));
+    auto st = cs_->etcd()->Txn({}, gets);
+    if (!st.ok()) return ErrorResponse(st.status());
+    for (const auto& range : st->ranges)
+      for (const auto& kv : range.kvs)
+        if (auto o = cluster::AppObservedFromJson(kv.value); o.ok())
+          observed.push_back(std::move(*o));
+  }
+  return JsonResponse(200, AppJson(*a, p ? &*p : nullptr, observed));
 }
 
 net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
