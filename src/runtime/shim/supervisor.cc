@@ -218,6 +218,7 @@ class Supervisor {
     auto next = Clock::time_point::max();
     if (restart_at_) next = std::min(next, *restart_at_);
     if (kill_at_) next = std::min(next, *kill_at_);
+    if (resend_at_) next = std::min(next, *resend_at_);
     int ms = -1;
     if (next != Clock::time_point::max()) {
       ms = static_cast<int>(std::max<int64_t>(
@@ -230,8 +231,19 @@ class Supervisor {
 
   void HandleTimers() {
     auto now = Clock::now();
+    if (resend_at_ && now >= *resend_at_) {
+      // Once more: a signal sent while a container's init was still setting
+      // up can be lost (runc), and a second one is harmless to a graceful stop.
+      resend_at_.reset();
+      if (main_pid_ > 0 && status_.state == AppState::kStopping) {
+        (void)log_.Note("still running 1 s after " + SignalName(spec_.stop_signal) +
+                        "; sending it again");
+        launcher_->Signal(main_pid_, spec_.stop_signal);
+      }
+    }
     if (kill_at_ && now >= *kill_at_) {
       kill_at_.reset();
+      resend_at_.reset();
       (void)log_.Note("still running " + std::to_string(spec_.stop_timeout_ms) + " ms after " +
                       SignalName(spec_.stop_signal) + "; killing every process");
       Status s = launcher_->KillAll(main_pid_);
@@ -357,10 +369,12 @@ class Supervisor {
                     SignalName(spec_.stop_signal));
     launcher_->Signal(main_pid_, spec_.stop_signal);
     kill_at_ = Clock::now() + std::chrono::milliseconds(spec_.stop_timeout_ms);
+    if (spec_.stop_timeout_ms > 2000) resend_at_ = Clock::now() + std::chrono::seconds(1);
   }
 
   void FinishStop() {
     kill_at_.reset();
+    resend_at_.reset();
     restart_at_.reset();
     launcher_->Cleanup();
     status_.state = AppState::kStopped;
@@ -482,7 +496,7 @@ class Supervisor {
   pid_t main_pid_ = 0;
   uint64_t oom_before_ = 0;
   Clock::time_point launched_at_;
-  std::optional<Clock::time_point> restart_at_, kill_at_;
+  std::optional<Clock::time_point> restart_at_, kill_at_, resend_at_;
   bool stopping_ = false;
   bool restart_requested_ = false;
   Status kill_error_;  // processes that survived SIGKILL (reported on stop)
