@@ -157,7 +157,11 @@ class RuncLauncher : public Launcher {
       uint64_t mask = std::strtoull(status->c_str() + p + std::strlen(field), nullptr, 16);
       if (mask & bit) return true;
     }
-    return false;
+    // tini waits in sigtimedwait(), during which the kernel shows the waited
+    // signals as unblocked (SigBlk 0); a signal sent then is taken. Without
+    // this, Signal() waited up to tini's 1 s wait timeout on every stop.
+    auto wchan = ReadFileToString("/proc/" + std::to_string(pid) + "/wchan");
+    return wchan.ok() && wchan->find("sigtimedwait") != std::string::npos;
   }
 
   void DeleteContainer() {
