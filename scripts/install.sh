@@ -24,7 +24,7 @@ PACKAGES=(
   # cluster state store
   etcd-server etcd-client
   # real clients used by tests and benchmarks
-  curl postgresql-client mariadb-client
+  curl postgresql-client mariadb-client python3
 )
 
 SUDO=""

@@ -33,9 +33,8 @@ void Step(const std::string& title, const std::string& command) {
 }
 
 std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "hc";
+  std::string p = SelfExePath();
+  return p.empty() ? "hc" : p;
 }
 
 // Runs `hc ARGS...` (this binary) and indents what it prints.

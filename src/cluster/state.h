@@ -19,11 +19,11 @@ namespace hc::cluster {
 
 // A node as it registers itself (nodes/<id>, lease-bound).
 struct NodeInfo {
-  std::string id;          // stable across restarts (data_dir/node-id)
-  std::string name;        // host name, for people
-  std::string address;     // address other nodes and hc reach it at ("127.0.0.11")
-  uint16_t api_port = 0;   // REST API
-  std::string datacenter;  // "dc1"
+  std::string id;             // stable across restarts (data_dir/node-id)
+  std::string name;           // host name, for people
+  std::string address;        // address other nodes and hc reach it at ("127.0.0.11")
+  uint16_t api_port = 0;      // REST API
+  std::string datacenter;     // "dc1"
   uint64_t memory_bytes = 0;  // capacity offered to apps
   uint32_t cpu_millis = 0;
   std::string version;
@@ -41,9 +41,9 @@ struct AppLimitsSpec {
 // The desired spec of an app (apps/<name>), written by the API.
 struct AppDef {
   std::string name;
-  std::string template_name;     // static|command|postgres|mariadb
-  std::string command;           // template "command" only
-  std::vector<std::string> env;  // KEY=VALUE
+  std::string template_name;         // static|command|postgres|mariadb
+  std::string command;               // template "command" only
+  std::vector<std::string> env;      // KEY=VALUE
   std::vector<std::string> domains;  // lower-case host names, "*.example.com" allowed
   uint32_t replicas = 1;             // copies besides the primary
   AppLimitsSpec limits;
@@ -66,7 +66,7 @@ struct Placement {
 struct AppObserved {
   std::string app;
   std::string node;
-  std::string role;   // "primary" or "replica"
+  std::string role;  // "primary" or "replica"
   uint64_t epoch = 0;
   std::string state;  // runtime state name ("running", "backoff", ...) or "replica"/"error"
   bool ready = false;
@@ -95,11 +95,11 @@ Status ValidateNodeId(std::string_view id);  // [a-z0-9][a-z0-9-]{0,62}
 // Everything one reader knows about the cluster at one revision.
 struct ClusterView {
   int64_t revision = 0;
-  std::map<std::string, NodeInfo> nodes;        // live nodes by id
-  std::map<std::string, AppDef> apps;           // by name
-  std::map<std::string, Placement> placements;  // by app name
+  std::map<std::string, NodeInfo> nodes;                  // live nodes by id
+  std::map<std::string, AppDef> apps;                     // by name
+  std::map<std::string, Placement> placements;            // by app name
   std::map<std::string, int64_t> placement_mod_revision;  // for compare-and-swap
-  std::string leader;                           // node id, "" when none
+  std::string leader;                                     // node id, "" when none
 };
 
 }  // namespace hc::cluster

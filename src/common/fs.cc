@@ -165,4 +165,10 @@ Result<FileLock> FileLock::Acquire(const std::string& path, bool exclusive) {
   return FileLock(std::move(fd));
 }
 
+std::string SelfExePath() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
 }  // namespace hc

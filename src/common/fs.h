@@ -53,6 +53,8 @@ Status RemoveTree(const std::string& path);
 Status RemoveTreeAt(int dirfd, const std::string& name);
 bool PathExists(const std::string& path);
 std::string JoinPath(const std::string& a, const std::string& b);
+// The running program's path (/proc/self/exe), "" if unknown.
+std::string SelfExePath();
 
 // Holds an flock() on a lock file until destroyed.
 class FileLock {

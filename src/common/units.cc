@@ -16,7 +16,8 @@ Result<uint64_t> ParseSize(std::string_view s) {
     i++;
   }
   if (digits == 0 || dots > 1)
-    return InvalidArgument("size '" + std::string(s) + "' must start with a number like 512 or 1.5");
+    return InvalidArgument("size '" + std::string(s) +
+                           "' must start with a number like 512 or 1.5");
   double v = std::strtod(std::string(s.substr(0, i)).c_str(), nullptr);
   std::string unit(s.substr(i));
   if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();

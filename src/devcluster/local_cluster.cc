@@ -20,10 +20,7 @@ namespace {
 using json = nlohmann::json;
 
 std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "";
-  std::string p(buf, static_cast<size_t>(n));
+  std::string p = SelfExePath();
   return p.substr(0, p.rfind('/'));
 }
 

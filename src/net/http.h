@@ -37,8 +37,8 @@ class HttpHeaders {
 };
 
 struct HttpRequest {
-  std::string method;  // "GET"
-  std::string target;  // "/v1/apps?x=1" (origin form)
+  std::string method;     // "GET"
+  std::string target;     // "/v1/apps?x=1" (origin form)
   int version_minor = 1;  // HTTP/1.x
   HttpHeaders headers;
   std::string body;

@@ -33,8 +33,8 @@ class HttpClient {
   // reconnects and retries once. Unavailable on connect failure/timeout.
   // `timeout` 0 = options' request_timeout.
   Result<HttpResponse> Do(const HttpRequest& req, std::chrono::milliseconds timeout = {});
-  Result<HttpResponse> Do(std::string_view method, std::string_view target,
-                          std::string body = {}, std::string_view content_type = "application/json",
+  Result<HttpResponse> Do(std::string_view method, std::string_view target, std::string body = {},
+                          std::string_view content_type = "application/json",
                           std::chrono::milliseconds timeout = {});
 
   // Sends a request and streams the (dechunked) response body to on_data as

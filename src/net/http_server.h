@@ -19,7 +19,7 @@ namespace hc::net {
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 struct HttpServerOptions {
-  size_t max_connections = 256;  // beyond: 503 and close
+  size_t max_connections = 256;                     // beyond: 503 and close
   std::chrono::milliseconds header_timeout{10000};  // whole head must arrive
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds idle_timeout{60000};  // between keep-alive requests

@@ -15,7 +15,9 @@ namespace hc::net {
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 
-inline Deadline DeadlineIn(std::chrono::milliseconds d) { return Clock::now() + d; }
+inline Deadline DeadlineIn(std::chrono::milliseconds d) {
+  return Clock::now() + d;
+}
 
 struct HostPort {
   std::string host;  // IPv4 literal, IPv6 literal (no brackets) or a name

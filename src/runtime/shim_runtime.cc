@@ -50,10 +50,8 @@ std::string FindInPath(const std::string& prog) {
 }
 
 std::string DefaultShimPath() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) {
-    std::string self(buf, n);
+  std::string self = SelfExePath();
+  if (!self.empty()) {
     std::string cand = self.substr(0, self.rfind('/')) + "/hc-shim";
     if (::access(cand.c_str(), X_OK) == 0) return cand;
     // A build tree: hc in build/src/bin, hc-shim in build/src/runtime/shim.
