@@ -23,6 +23,8 @@ PACKAGES=(
   runc tini busybox libnss-wrapper postgresql mariadb-server
   # cluster state store
   etcd-server etcd-client
+  # DNS: a real client, and the peers the DNS server is compared with
+  bind9-dnsutils nsd knot dnsperf
   # real clients used by tests and benchmarks
   curl postgresql-client mariadb-client python3
 )
