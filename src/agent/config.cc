@@ -3,6 +3,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -11,6 +12,7 @@
 #include "cluster/etcd_client.h"
 #include "cluster/state.h"
 #include "common/units.h"
+#include "dns/zone.h"
 #include "net/socket.h"
 
 namespace hc::agent {
@@ -26,6 +28,22 @@ struct Option {
 Status Scalar(const YAML::Node& n, const char* key, std::string* out) {
   if (!n.IsScalar()) return InvalidArgument(std::string(key) + " must be a single value");
   *out = n.as<std::string>();
+  return Status::Ok();
+}
+
+// A list, or a single value taken as a list of one.
+Status List(const YAML::Node& n, const char* key, std::vector<std::string>* out) {
+  out->clear();
+  if (n.IsScalar()) {
+    out->push_back(n.as<std::string>());
+    return Status::Ok();
+  }
+  if (n.IsNull()) return Status::Ok();
+  if (!n.IsSequence()) return InvalidArgument(std::string(key) + " must be a list like [a, b]");
+  for (const auto& e : n) {
+    if (!e.IsScalar()) return InvalidArgument(std::string(key) + " must be a list of plain values");
+    out->push_back(e.as<std::string>());
+  }
   return Status::Ok();
 }
 
@@ -45,6 +63,10 @@ Status Int(const YAML::Node& n, const char* key, int lo, int hi, int* out) {
   {                                                                                 \
     k, d, h, [](Config* c, const YAML::Node& n) { return Scalar(n, k, &c->field); } \
   }
+#define LIST_OPT(k, field, d, h)                                                  \
+  {                                                                               \
+    k, d, h, [](Config* c, const YAML::Node& n) { return List(n, k, &c->field); } \
+  }
 #define INT_OPT(k, field, lo, hi, d, h)                                                  \
   {                                                                                      \
     k, d, h, [](Config* c, const YAML::Node& n) { return Int(n, k, lo, hi, &c->field); } \
@@ -61,21 +83,8 @@ const std::vector<Option>& Options() {
       STR_OPT("api_listen", api_listen, "<address>:7480", "where the REST API listens"),
       STR_OPT("datacenter", datacenter, "dc1",
               "data centre label; replicas prefer other data centres"),
-      {"etcd_endpoints", "[http://127.0.0.1:2379]",
-       "etcd client URLs (a list); a failing member is skipped",
-       [](Config* c, const YAML::Node& n) -> Status {
-         c->etcd_endpoints.clear();
-         if (n.IsScalar()) {
-           c->etcd_endpoints.push_back(n.as<std::string>());
-           return Status::Ok();
-         }
-         if (!n.IsSequence()) return InvalidArgument("etcd_endpoints must be a list of URLs");
-         for (const auto& e : n) {
-           if (!e.IsScalar()) return InvalidArgument("etcd_endpoints must be a list of URLs");
-           c->etcd_endpoints.push_back(e.as<std::string>());
-         }
-         return Status::Ok();
-       }},
+      LIST_OPT("etcd_endpoints", etcd_endpoints, "[http://127.0.0.1:2379]",
+               "etcd client URLs (a list); a failing member is skipped"),
       STR_OPT("etcd_prefix", etcd_prefix, "/hc/", "all cluster keys live under this etcd prefix"),
       INT_OPT("lease_ttl_seconds", lease_ttl_seconds, 2, 60, "3",
               "a node that stops renewing for this long is considered gone"),
@@ -95,6 +104,20 @@ const std::vector<Option>& Options() {
       STR_OPT("api_token_file", api_token_file, "",
               "file holding the API bearer token; empty = no token (trusted network only)"),
       STR_OPT("log_level", log_level, "info", "debug | info | warn | error"),
+      LIST_OPT("public_addresses", public_addresses, "[<address>]",
+               "IPv4/IPv6 addresses the world reaches this node at (DNS A/AAAA records)"),
+      LIST_OPT("dns_zones", dns_zones, "[] (DNS off)",
+               "zones this cluster serves, e.g. [hosting.example.net, customer.org]; the first "
+               "holds the name servers ns1, ns2...; the same list on every node"),
+      LIST_OPT("dns_listen", dns_listen, "[<each public address>:53]",
+               "where the DNS server listens (UDP and TCP)"),
+      INT_OPT("dns_ttl", dns_ttl, 1, 86400, "10", "TTL of every DNS record, in seconds"),
+      INT_OPT("dns_name_servers", dns_name_servers, 1, 9, "2",
+              "name server names (ns1..nsN), spread over data centres; more if more DCs"),
+      STR_OPT("dns_hostmaster", dns_hostmaster, "hostmaster.<first zone>",
+              "SOA contact as a name (hostmaster.example.net = hostmaster@example.net)"),
+      INT_OPT("dns_workers", dns_workers, 0, 64, "0",
+              "UDP worker threads per DNS address (0 = one per core)"),
   };
   return kOptions;
 }
@@ -154,6 +177,23 @@ Status ResolveConfig(Config* c) {
                            "'");
   if (c->storage_backend == "zfs" && c->zfs_dataset.empty())
     return InvalidArgument("storage_backend zfs needs zfs_dataset (e.g. tank/hc)");
+  if (c->public_addresses.empty()) c->public_addresses = {c->address};
+  for (const auto& a : c->public_addresses) {
+    std::array<uint8_t, 16> bytes;
+    bool v6 = false;
+    if (!dns::ParseAddress(a, &bytes, &v6))
+      return InvalidArgument("public_addresses: '" + a +
+                             "' is not an IPv4 or IPv6 address (names are not allowed here)");
+  }
+  if (!c->dns_zones.empty()) {
+    dns::DnsSettings ds = DnsSettingsOf(*c);
+    HC_RETURN_IF_ERROR(dns::ValidateDnsSettings(ds));
+    if (c->dns_listen.empty())
+      for (const auto& a : c->public_addresses)
+        c->dns_listen.push_back(net::HostPort{a, 53}.ToString());
+    for (const auto& l : c->dns_listen)
+      HC_RETURN_IF_ERROR(net::ParseHostPort(l, 53).status().Annotate("dns_listen"));
+  }
   if (c->runtime_backend != "auto" && c->runtime_backend != "runc" &&
       c->runtime_backend != "process")
     return InvalidArgument("runtime_backend must be auto, runc or process, got '" +
@@ -182,6 +222,18 @@ Status ResolveConfig(Config* c) {
     c->cpu_millis = static_cast<uint32_t>(std::llround(cores * 1000));
   }
   return Status::Ok();
+}
+
+dns::DnsSettings DnsSettingsOf(const Config& c) {
+  dns::DnsSettings s;
+  for (std::string z : c.dns_zones) {
+    if (!z.empty() && z.back() == '.') z.pop_back();
+    s.zones.push_back(z);
+  }
+  s.ttl = static_cast<uint32_t>(c.dns_ttl);
+  s.name_servers = c.dns_name_servers;
+  s.hostmaster = c.dns_hostmaster;
+  return s;
 }
 
 std::string ConfigHelp() {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "dns/zone.h"
 
 namespace hc::agent {
 
@@ -28,10 +29,18 @@ struct Config {
   std::string zfs_dataset;               // zfs: parent dataset, e.g. "tank/hc"
   std::string runtime_backend = "auto";  // auto | runc | process
   std::string cgroup_parent = "hybridcluster";
-  std::string memory_capacity = "auto";  // "auto" (90% of RAM) or a size like "16G"
-  std::string cpu_capacity = "auto";     // "auto" (all cores) or cores like "3.5"
-  std::string api_token_file;            // "" = no token required (trusted network only)
-  std::string log_level = "info";        // debug | info | warn | error
+  std::string memory_capacity = "auto";       // "auto" (90% of RAM) or a size like "16G"
+  std::string cpu_capacity = "auto";          // "auto" (all cores) or cores like "3.5"
+  std::string api_token_file;                 // "" = no token required (trusted network only)
+  std::string log_level = "info";             // debug | info | warn | error
+  std::vector<std::string> public_addresses;  // [] = [address]
+  // DNS (off while dns_zones is empty)
+  std::vector<std::string> dns_zones;
+  std::vector<std::string> dns_listen;  // [] = each public address, port 53
+  int dns_ttl = 10;
+  int dns_name_servers = 2;
+  std::string dns_hostmaster;
+  int dns_workers = 0;
 
   // Derived (ResolveConfig)
   uint64_t memory_bytes = 0;
@@ -43,6 +52,8 @@ struct Config {
 Status LoadConfigFile(const std::string& path, Config* cfg);
 // Checks values and fills the derived fields.
 Status ResolveConfig(Config* cfg);
+// The DNS settings of a resolved config.
+dns::DnsSettings DnsSettingsOf(const Config& c);
 // The option table for --help and docs: key, default, meaning.
 std::string ConfigHelp();
 

@@ -110,38 +110,7 @@ void Leader::Lead(cluster::Election* election) {
 
   auto on_events = [&](const std::vector<cluster::WatchEvent>& evs, int64_t) {
     std::lock_guard<std::mutex> l(vmu);
-    for (const auto& e : evs) {
-      const std::string& k = e.kv.key;
-      bool del = e.type == cluster::WatchEvent::kDelete;
-      if (k.rfind(cs_->NodesPrefix(), 0) == 0) {
-        std::string id = k.substr(cs_->NodesPrefix().size());
-        if (del) {
-          view.nodes.erase(id);
-        } else if (auto n = cluster::NodeInfoFromJson(e.kv.value); n.ok()) {
-          view.nodes[id] = std::move(*n);
-        }
-      } else if (k.rfind(cs_->AppsPrefix(), 0) == 0) {
-        std::string name = k.substr(cs_->AppsPrefix().size());
-        if (del) {
-          view.apps.erase(name);
-        } else if (auto a = cluster::AppDefFromJson(e.kv.value); a.ok()) {
-          view.apps[name] = std::move(*a);
-        }
-      } else if (k.rfind(cs_->PlacementsPrefix(), 0) == 0) {
-        std::string app = k.substr(cs_->PlacementsPrefix().size());
-        auto known = view.placement_mod_revision.find(app);
-        if (known != view.placement_mod_revision.end() && known->second > e.kv.mod_revision)
-          continue;  // older than what this leader already wrote
-        if (del) {
-          view.placements.erase(app);
-          view.placement_mod_revision.erase(app);
-        } else if (auto p = cluster::PlacementFromJson(e.kv.value); p.ok()) {
-          view.placements[app] = std::move(*p);
-          view.placement_mod_revision[app] = e.kv.mod_revision;
-        }
-      }
-      view.revision = std::max(view.revision, e.kv.mod_revision);
-    }
+    cs_->ApplyEvents(evs, &view);
     dirty = true;
     cv_.notify_all();
   };

@@ -14,6 +14,7 @@
 #include "cluster/cluster_store.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "dns/service.h"
 #include "net/http_server.h"
 #include "runtime/runtime.h"
 #include "storage/store.h"
@@ -124,6 +125,7 @@ Status Node::Run() {
   info.cpu_millis = cfg.cpu_millis;
   info.version = kVersion;
   info.started_unix = time(nullptr);
+  info.public_addresses = cfg.public_addresses;
 
   // The API first, so a taken port is reported before joining the cluster.
   std::string token;
@@ -132,7 +134,21 @@ Status Node::Run() {
     token = Trim(t);
     if (token.empty()) return InvalidArgument("api_token_file " + cfg.api_token_file + " is empty");
   }
-  api::Api api({.node_id = node_id, .version = kVersion, .token = token}, &cs);
+  // DNS: bound before joining too (port 53 needs root or CAP_NET_BIND_SERVICE).
+  std::unique_ptr<dns::DnsService> dns;
+  if (!cfg.dns_zones.empty()) {
+    dns::ServerOptions so;
+    for (const auto& l : cfg.dns_listen) {
+      HC_ASSIGN_OR_RETURN(auto hp, net::ParseHostPort(l, 53));
+      so.listen.push_back(hp);
+    }
+    so.udp_workers = cfg.dns_workers;
+    dns = std::make_unique<dns::DnsService>(&cs, DnsSettingsOf(cfg), so);
+    HC_RETURN_IF_ERROR(dns->Start());
+  }
+  api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
+  if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
+  api::Api api(ao, &cs);
   net::HttpServer server([&api](const net::HttpRequest& r) { return api.Handle(r); });
   HC_RETURN_IF_ERROR(server.Start(api_at).Annotate("REST API on " + cfg.api_listen));
 
@@ -160,6 +176,11 @@ Status Node::Run() {
   LogInfo("hcd %s: node %s (%s) in %s, API on %s, etcd %s", kVersion, node_id.c_str(),
           info.address.c_str(), cfg.datacenter.c_str(), api_at.ToString().c_str(),
           cfg.etcd_endpoints.front().c_str());
+  if (dns) {
+    std::string at;
+    for (const auto& b : dns->bound()) at += (at.empty() ? "" : ", ") + b.ToString();
+    LogInfo("DNS for %zu zone(s) on %s", cfg.dns_zones.size(), at.c_str());
+  }
   // Wait for etcd as long as it takes (a node may boot before etcd does).
   while (!impl_->shutdown.load()) {
     Status s = session.Start(std::chrono::milliseconds(5000));
@@ -186,6 +207,7 @@ Status Node::Run() {
   }
   LogInfo("shutting down (apps keep running)");
   server.Stop();
+  if (dns) dns->Stop();
   agent_ptr.store(nullptr);
   leader_ptr.store(nullptr);
   leader->Stop();

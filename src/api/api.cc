@@ -127,6 +127,10 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
     if (req.method != "GET") return method_not_allowed("GET");
     return ListNodes();
   }
+  if (path == "/v1/dns") {
+    if (req.method != "GET") return method_not_allowed("GET");
+    return GetDns();
+  }
   if (path == "/v1/apps") {
     if (req.method == "GET") return ListApps();
     if (req.method == "POST") return CreateApp(req);
@@ -235,13 +239,13 @@ net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
   if (!j.is_object())
     return ErrorResponse(
         InvalidArgument("the body must be a JSON object describing the app (see docs/api.md)"));
-  static const std::set<std::string> kFields = {"name",    "template", "command", "env",
-                                                "domains", "replicas", "limits"};
+  static const std::set<std::string> kFields = {"name",    "template", "command",  "env",
+                                                "domains", "aliases",  "replicas", "limits"};
   for (const auto& [k, v] : j.items())
     if (!kFields.count(k))
-      return ErrorResponse(
-          InvalidArgument("unknown field '" + k.substr(0, 64) +
-                          "' (allowed: name, template, command, env, domains, replicas, limits)"));
+      return ErrorResponse(InvalidArgument(
+          "unknown field '" + k.substr(0, 64) +
+          "' (allowed: name, template, command, env, domains, aliases, replicas, limits)"));
   if (auto l = j.find("limits"); l != j.end()) {
     if (!l->is_object()) return ErrorResponse(InvalidArgument("limits must be an object"));
     for (const auto& [k, v] : l->items())
@@ -269,6 +273,26 @@ net::HttpResponse Api::DeleteApp(const std::string& name) {
   if (!s.ok()) return ErrorResponse(s);
   LogInfo("api: app %s deleted", name.c_str());
   return JsonResponse(200, {{"deleted", name}});
+}
+
+net::HttpResponse Api::GetDns() {
+  std::shared_ptr<const dns::ZoneSet> z = opts_.dns_zones ? opts_.dns_zones() : nullptr;
+  if (!z) {
+    return JsonResponse(200, {{"enabled", static_cast<bool>(opts_.dns_zones)},
+                              {"answered_by", opts_.node_id},
+                              {"zones", json::array()}});
+  }
+  json zones = json::array(), ns = json::array();
+  for (const auto& zone : z->zones)
+    zones.push_back({{"apex", zone.apex}, {"text", dns::ZoneFileText(*z, zone)}});
+  for (const auto& n : z->name_servers)
+    ns.push_back({{"name", n.name}, {"node", n.node_id}, {"datacenter", n.datacenter}});
+  return JsonResponse(200, {{"enabled", true},
+                            {"answered_by", opts_.node_id},
+                            {"serial", z->serial},
+                            {"name_servers", ns},
+                            {"warnings", z->warnings},
+                            {"zones", zones}});
 }
 
 }  // namespace hc::api

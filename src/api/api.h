@@ -3,10 +3,12 @@
 // agents act on them. Input is validated before anything is written.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "cluster/cluster_store.h"
+#include "dns/zone.h"
 #include "net/http.h"
 
 namespace hc::api {
@@ -15,6 +17,8 @@ struct ApiOptions {
   std::string node_id;
   std::string version;
   std::string token;  // "" = no Authorization required
+  // The zones this node's DNS server answers from; unset or nullptr = DNS off.
+  std::function<std::shared_ptr<const dns::ZoneSet>()> dns_zones;
 };
 
 class Api {
@@ -31,6 +35,7 @@ class Api {
   net::HttpResponse CreateApp(const net::HttpRequest& req);
   net::HttpResponse DeleteApp(const std::string& name);
   net::HttpResponse ListNodes();
+  net::HttpResponse GetDns();
 
   ApiOptions opts_;
   cluster::ClusterStore* cs_;

@@ -116,7 +116,7 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     auto* c = app->add_subcommand("create", "Create an app; the cluster places and starts it");
     static ApiFlags f;
     static std::string name, tmpl, command, memory = "256M";
-    static std::vector<std::string> domains, env;
+    static std::vector<std::string> domains, aliases, env;
     static int replicas = 1, timeout_s = 120;
     static double cpus = 1.0;
     static uint32_t pids = 512;
@@ -126,6 +126,9 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     c->add_option("-c,--command", command, "Command line for --template command");
     c->add_option("-d,--domain", domains,
                   "Domain served by the app (repeatable; *.example.com allowed)");
+    c->add_option("--alias", aliases,
+                  "Another name for the app, answered in DNS as a CNAME to its first "
+                  "domain (repeatable)");
     c->add_option("-r,--replicas", replicas, "Copies on other nodes (0-5)")->capture_default_str();
     c->add_option("--memory", memory, "Memory limit, e.g. 256M or 1G")->capture_default_str();
     c->add_option("--cpus", cpus, "CPU limit in cores, e.g. 0.5")->capture_default_str();
@@ -142,6 +145,7 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                      {"env", env},
                      {"replicas", replicas}};
         if (!command.empty()) body["command"] = command;
+        if (!aliases.empty()) body["aliases"] = aliases;
         HC_ASSIGN_OR_RETURN(uint64_t mem, ParseSize(memory));
         if (cpus <= 0 || cpus > 256)
           return InvalidArgument("--cpus must be more than 0 and at most 256");
@@ -228,6 +232,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         std::printf("state:     %s\n", Str(a, "summary").c_str());
         std::printf("domains:   %s\n",
                     a["domains"].empty() ? "-" : Join(a["domains"], ", ").c_str());
+        if (a.contains("aliases") && !a["aliases"].empty())
+          std::printf("aliases:   %s\n", Join(a["aliases"], ", ").c_str());
         std::printf("limits:    memory %s, cpu %.2f cores, %s processes\n",
                     FormatBytes(l.value("memory_bytes", uint64_t{0})).c_str(),
                     l.value("cpu_millis", 0) / 1000.0, Str(l, "pids").c_str());
@@ -327,6 +333,48 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
           std::printf("no apps yet (hc app create NAME --template static)\n");
         } else {
           PrintAppsTable(j["apps"], addr);
+        }
+        return Status::Ok();
+      });
+    });
+  }
+
+  // -------------------------------------------------------------------- hc dns
+  auto* dn = root.add_subcommand("dns", "The cluster's authoritative DNS");
+  dn->require_subcommand(1);
+  {
+    auto* c = dn->add_subcommand(
+        "show", "Print the zones as the node answers them (zone-file syntax; NSD/Knot load it)");
+    static ApiFlags f;
+    static std::string zone;
+    c->add_option("--zone", zone, "Only this zone (e.g. hosting.example.net)");
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "GET", "/v1/dns"));
+        if (f.json) {
+          PrintJson(j);
+          return Status::Ok();
+        }
+        if (!j.value("enabled", false))
+          return InvalidArgument("DNS is off on node " + Str(j, "answered_by") +
+                                 ": set dns_zones in its hcd.yaml (hcd --help)");
+        if (j["zones"].empty())
+          return Unavailable("node " + Str(j, "answered_by") +
+                             " has not read the cluster state yet; try again in a moment");
+        std::string z = zone;
+        if (!z.empty() && z.back() == '.') z.pop_back();
+        bool found = false;
+        for (const auto& zj : j["zones"]) {
+          if (!z.empty() && Str(zj, "apex") != z) continue;
+          if (found) std::printf("\n");
+          std::fputs(Str(zj, "text").c_str(), stdout);
+          found = true;
+        }
+        if (!found) {
+          json names = json::array();
+          for (const auto& zj : j["zones"]) names.push_back(Str(zj, "apex"));
+          return NotFound("zone '" + z + "' is not served here (zones: " + Join(names, ", ") + ")");
         }
         return Status::Ok();
       });

@@ -37,20 +37,25 @@ std::string SelfExe() {
   return p.empty() ? "hc" : p;
 }
 
+// Prints text indented, each line after `prefix`, at most max_lines lines.
+void PrintIndented(const std::string& text, const char* prefix, int max_lines = 1000) {
+  size_t start = 0;
+  int lines = 0;
+  while (start < text.size() && lines++ < max_lines) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    std::printf("%s%.*s\n", prefix, static_cast<int>(nl - start), text.c_str() + start);
+    start = nl + 1;
+  }
+}
+
 // Runs `hc ARGS...` (this binary) and indents what it prints.
 void RunHc(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {SelfExe()};
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = RunCommand(argv);
   if (!r.ok()) return;
-  std::string out = r->err + r->out;
-  size_t start = 0;
-  while (start < out.size()) {
-    size_t nl = out.find('\n', start);
-    if (nl == std::string::npos) nl = out.size();
-    std::printf("   %.*s\n", static_cast<int>(nl - start), out.c_str() + start);
-    start = nl + 1;
-  }
+  PrintIndented(r->err + r->out, "   ");
 }
 
 // What a visitor of the site sees, fetched with the real curl.
@@ -61,14 +66,7 @@ void ShowPage(const std::string& url) {
     std::printf("   (curl %s failed)\n", url.c_str());
     return;
   }
-  size_t start = 0;
-  int lines = 0;
-  while (start < r->out.size() && lines++ < 12) {
-    size_t nl = r->out.find('\n', start);
-    if (nl == std::string::npos) nl = r->out.size();
-    std::printf("   | %.*s\n", static_cast<int>(nl - start), r->out.c_str() + start);
-    start = nl + 1;
-  }
+  PrintIndented(r->out, "   | ", 12);
 }
 
 bool IsDemoClientConfig(const std::string& path) {
@@ -106,6 +104,8 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   o.base_dir = dir;
   o.nodes = nodes;
   o.runtime_backend = runtime_backend;
+  o.dns_zones = {"demo.test"};
+  o.dns_port = geteuid() == 0 ? 53 : 10053;  // 53 needs root
   o.progress = [](const std::string& line) {
     std::printf("   %s\n", line.c_str());
     std::fflush(stdout);
@@ -168,6 +168,32 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
        "");
   ShowPage(url);
 
+  std::string dns_at =
+      "@127.0.0.11" + (o.dns_port == 53 ? "" : " -p " + std::to_string(o.dns_port));
+  Step("every node answers DNS for the site: one address per live node (any node serves any app)",
+       "dig " + dns_at + " hello.demo.test +noall +answer");
+  {
+    std::vector<std::string> argv = {"dig",
+                                     "@127.0.0.11",
+                                     "-p",
+                                     std::to_string(o.dns_port),
+                                     "hello.demo.test",
+                                     "+noall",
+                                     "+answer",
+                                     "+time=2",
+                                     "+tries=2"};
+    auto r = RunCommand(argv);
+    if (!r.ok() || r->exit_code != 0) {
+      std::printf(
+          "   (dig is not installed or failed: scripts/install.sh installs bind9-dnsutils)\n");
+    } else {
+      PrintIndented(r->out, "   | ");
+    }
+  }
+  Step("the zone as the cluster serves it",
+       "hc dns show" + (api_flag.empty() ? "" : " " + api_flag));
+  RunHc({"dns", "show", "--zone", "demo.test", "--api", api});
+
   // Snapshots of the app's volume on its primary node.
   std::string root = JoinPath(cluster.NodeDataDir(k), "volumes");
   std::string vflags = "--root " + root;
@@ -206,9 +232,11 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
       "  hc app show hello%s            where the site runs, its status on each node\n"
       "  hc app create NAME --template static|command|postgres|mariadb%s\n"
       "  curl %s\n"
+      "  dig %s hello.demo.test      hc dns show%s\n"
       "  logs: %s/node1.log ... node%d.log, etcd.log\n"
       "Stop everything it started with: %s\n",
-      a.c_str(), a.c_str(), a.c_str(), url.c_str(), dir.c_str(), nodes, stop.c_str());
+      a.c_str(), a.c_str(), a.c_str(), url.c_str(), dns_at.c_str(), a.c_str(), dir.c_str(), nodes,
+      stop.c_str());
   return Status::Ok();
 }
 

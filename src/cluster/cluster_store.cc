@@ -53,6 +53,41 @@ Result<std::optional<AppDef>> ClusterStore::GetApp(const std::string& name) {
   return std::optional<AppDef>(std::move(a));
 }
 
+void ClusterStore::ApplyEvents(const std::vector<WatchEvent>& events, ClusterView* view) const {
+  for (const auto& e : events) {
+    const std::string& k = e.kv.key;
+    bool del = e.type == WatchEvent::kDelete;
+    if (k.starts_with(NodesPrefix())) {
+      std::string id = k.substr(NodesPrefix().size());
+      if (del) {
+        view->nodes.erase(id);
+      } else if (auto n = NodeInfoFromJson(e.kv.value); n.ok()) {
+        view->nodes[id] = std::move(*n);
+      }
+    } else if (k.starts_with(AppsPrefix())) {
+      std::string name = k.substr(AppsPrefix().size());
+      if (del) {
+        view->apps.erase(name);
+      } else if (auto a = AppDefFromJson(e.kv.value); a.ok()) {
+        view->apps[name] = std::move(*a);
+      }
+    } else if (k.starts_with(PlacementsPrefix())) {
+      std::string app = k.substr(PlacementsPrefix().size());
+      auto known = view->placement_mod_revision.find(app);
+      if (known != view->placement_mod_revision.end() && known->second > e.kv.mod_revision)
+        continue;  // older than what the view already has (e.g. the leader's own write)
+      if (del) {
+        view->placements.erase(app);
+        view->placement_mod_revision.erase(app);
+      } else if (auto p = PlacementFromJson(e.kv.value); p.ok()) {
+        view->placements[app] = std::move(*p);
+        view->placement_mod_revision[app] = e.kv.mod_revision;
+      }
+    }
+    view->revision = std::max(view->revision, e.kv.mod_revision);
+  }
+}
+
 Result<ClusterView> ClusterStore::LoadView() {
   HC_ASSIGN_OR_RETURN(
       auto t, etcd_->Txn({}, {TxnOp::GetPrefix(NodesPrefix()), TxnOp::GetPrefix(AppsPrefix()),

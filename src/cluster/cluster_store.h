@@ -72,6 +72,10 @@ class ClusterStore {
 
   // --- the whole picture at one revision (one read transaction).
   Result<ClusterView> LoadView();
+  // Applies watch events on nodes/, apps/ and placement/ to a view (other
+  // keys are ignored; a placement event older than the view's is skipped;
+  // values that do not parse are skipped as a watch cannot refuse them).
+  void ApplyEvents(const std::vector<WatchEvent>& events, ClusterView* view) const;
 
   // --- leader: applies writes in transactions of at most ~120 operations,
   // each guarded by `guard` (leadership) and the per-placement CAS. Returns

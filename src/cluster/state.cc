@@ -223,14 +223,15 @@ Status ValidateEnv(const std::string& app, const std::vector<std::string>& env) 
   return Status::Ok();
 }
 
-Status ValidateDomains(const std::string& app, const std::vector<std::string>& domains) {
+Status ValidateDomains(const std::string& app, const std::vector<std::string>& domains,
+                       const char* field, std::set<std::string_view>* seen_before) {
   if (domains.size() > kMaxDomains) {
-    return InvalidArgument("app '" + app + "': domains: " + std::to_string(domains.size()) +
-                           " domains is more than the maximum of " + std::to_string(kMaxDomains));
+    return InvalidArgument("app '" + app + "': " + field + ": " + std::to_string(domains.size()) +
+                           " names is more than the maximum of " + std::to_string(kMaxDomains));
   }
-  std::set<std::string_view> seen;
+  std::set<std::string_view>& seen = *seen_before;
   for (size_t i = 0; i < domains.size(); ++i) {
-    std::string where = "app '" + app + "': domains[" + std::to_string(i) + "]";
+    std::string where = "app '" + app + "': " + field + "[" + std::to_string(i) + "]";
     HC_RETURN_IF_ERROR(ValidateDomain(domains[i]).Annotate(where));
     if (!seen.insert(domains[i]).second) {
       return InvalidArgument(where + ": '" + domains[i] + "' is listed twice");
@@ -291,6 +292,7 @@ std::string ToJson(const NodeInfo& n) {
       {"version", n.version},
       {"started_unix", n.started_unix},
       {"drained", n.drained},
+      {"public_addresses", n.public_addresses},
   };
   return Dump(j);
 }
@@ -302,6 +304,7 @@ std::string ToJson(const AppDef& a) {
       {"command", a.command},
       {"env", a.env},
       {"domains", a.domains},
+      {"aliases", a.aliases},
       {"replicas", a.replicas},
       {"limits",
        {{"memory_bytes", a.limits.memory_bytes},
@@ -355,6 +358,7 @@ Result<NodeInfo> NodeInfoFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.Str("version", &n.version));
   HC_RETURN_IF_ERROR(f.Int("started_unix", &n.started_unix));
   HC_RETURN_IF_ERROR(f.Bool("drained", &n.drained));
+  HC_RETURN_IF_ERROR(f.StrList("public_addresses", &n.public_addresses));
   return n;
 }
 
@@ -367,6 +371,7 @@ Result<AppDef> AppDefFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.Str("command", &a.command));
   HC_RETURN_IF_ERROR(f.StrList("env", &a.env));
   HC_RETURN_IF_ERROR(f.StrList("domains", &a.domains));
+  HC_RETURN_IF_ERROR(f.StrList("aliases", &a.aliases));
   HC_RETURN_IF_ERROR(f.Int("replicas", &a.replicas));
   HC_ASSIGN_OR_RETURN(const json* limits, f.Object("limits"));
   if (limits != nullptr) {
@@ -434,7 +439,12 @@ Status ValidateAppDef(const AppDef& a) {
                            a.template_name + "' runs its own");
   }
   HC_RETURN_IF_ERROR(ValidateEnv(name, a.env));
-  HC_RETURN_IF_ERROR(ValidateDomains(name, a.domains));
+  std::set<std::string_view> names;
+  HC_RETURN_IF_ERROR(ValidateDomains(name, a.domains, "domains", &names));
+  HC_RETURN_IF_ERROR(ValidateDomains(name, a.aliases, "aliases", &names));
+  if (!a.aliases.empty() && a.domains.empty())
+    return InvalidArgument("app '" + name +
+                           "': aliases: an alias points to the app's first domain; add a domain");
   HC_RETURN_IF_ERROR(CheckRange(name, "replicas", a.replicas, 0u, kMaxReplicas, &Count));
   HC_RETURN_IF_ERROR(
       CheckRange(name, "limits.memory", a.limits.memory_bytes, kMinMemory, kMaxMemory, &Bytes));

@@ -29,6 +29,9 @@ struct NodeInfo {
   std::string version;
   int64_t started_unix = 0;
   bool drained = false;  // accepts no new primaries (issue 7: hc node drain)
+  // Addresses the world reaches this node at (DNS A/AAAA records); empty =
+  // `address`.
+  std::vector<std::string> public_addresses;
 };
 
 // Resource limits of an app (the runtime's Limits plus nothing else).
@@ -45,6 +48,7 @@ struct AppDef {
   std::string command;               // template "command" only
   std::vector<std::string> env;      // KEY=VALUE
   std::vector<std::string> domains;  // lower-case host names, "*.example.com" allowed
+  std::vector<std::string> aliases;  // more names, answered in DNS as CNAME -> domains[0]
   uint32_t replicas = 1;             // copies besides the primary
   AppLimitsSpec limits;
   int64_t created_unix = 0;

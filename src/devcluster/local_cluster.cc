@@ -240,6 +240,12 @@ Status LocalCluster::WriteConfigs() const {
                        "cpu_capacity: \"2\"\n"
                        "log_level: " +
                        opts_.log_level + "\n";
+    if (!opts_.dns_zones.empty()) {
+      std::string zones;
+      for (const auto& z : opts_.dns_zones) zones += (zones.empty() ? "" : ", ") + z;
+      yaml += "dns_zones: [" + zones + "]\ndns_listen: [" + NodeAddress(k) + ":" +
+              std::to_string(opts_.dns_port) + "]\ndns_workers: 1\n";
+    }
     HC_RETURN_IF_ERROR(WriteFileAtomic(NodeConfig(k), yaml, false));
   }
   return Status::Ok();

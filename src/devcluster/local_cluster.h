@@ -42,6 +42,9 @@ struct LocalClusterOptions {
   int reconcile_interval_ms = 1000;
   std::string memory_capacity = "2G";
   std::string log_level = "info";
+  // DNS on every node at <node address>:dns_port (off when dns_zones is empty).
+  std::vector<std::string> dns_zones;
+  uint16_t dns_port = 53;
   std::function<void(const std::string&)> progress;  // one line per step, or null
 };
 

@@ -1,0 +1,207 @@
+#include "dns/service.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "dns/answer.h"
+
+namespace hc::dns {
+namespace {
+
+using std::chrono::milliseconds;
+
+// The server's view of the answers: SERVFAIL until the first zones arrive.
+class AnswerResponder : public Responder {
+ public:
+  explicit AnswerResponder(std::shared_ptr<const Answerer> a) : answerer_(std::move(a)) {}
+  size_t Respond(std::span<const uint8_t> query, Transport t,
+                 std::span<uint8_t> out) const override {
+    if (answerer_) return answerer_->Respond(query, t == Transport::kTcp, out);
+    Query q;
+    if (ParseQuery(query, &q) == ParseOutcome::kDrop) return 0;
+    ResponseBuilder b(q, false, rcode::kServFail);
+    if (q.edns.present) b.AddOpt(kOurUdpSize, rcode::kServFail);
+    std::vector<uint8_t> bytes = b.Finish(512);
+    if (bytes.size() > out.size()) return 0;
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+    return bytes.size();
+  }
+
+ private:
+  std::shared_ptr<const Answerer> answerer_;
+};
+
+}  // namespace
+
+void ZoneInputOf(const cluster::ClusterView& view, std::vector<NodeEntry>* nodes,
+                 std::vector<AppEntry>* apps) {
+  for (const auto& [id, n] : view.nodes) {
+    NodeEntry e{id, n.datacenter, n.public_addresses, n.drained};
+    if (e.addresses.empty()) e.addresses = {n.address};
+    // Only addresses the zone can hold (a bad value from an old node is skipped).
+    std::erase_if(e.addresses, [](const std::string& a) {
+      std::array<uint8_t, 16> b;
+      bool v6;
+      return !ParseAddress(a, &b, &v6);
+    });
+    nodes->push_back(std::move(e));
+  }
+  for (const auto& [name, a] : view.apps) apps->push_back({name, a.domains, a.aliases});
+}
+
+struct DnsService::Impl {
+  cluster::ClusterStore* cs;
+  DnsSettings settings;
+  Server server;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  bool dirty = false;
+  cluster::ClusterView view;  // nodes and apps only
+  std::shared_ptr<const ZoneSet> zones;
+  DnsServiceStats stats;
+  std::thread thread;
+
+  Impl(cluster::ClusterStore* c, DnsSettings s, ServerOptions o)
+      : cs(c), settings(std::move(s)), server(std::move(o)) {}
+
+  // Reads nodes/ and apps/ (one transaction); retries until it works or stop.
+  bool Load() {
+    while (true) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (stop) return false;
+      }
+      auto v = cs->LoadView();
+      if (v.ok()) {
+        std::lock_guard<std::mutex> l(mu);
+        view = std::move(*v);
+        view.placements.clear();
+        view.placement_mod_revision.clear();
+        dirty = true;
+        return true;
+      }
+      LogWarn("dns: cannot read the cluster state: %s", v.status().ToString().c_str());
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait_for(l, milliseconds(500), [&] { return stop; });
+    }
+  }
+
+  void Rebuild() {
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<NodeEntry> nodes;
+    std::vector<AppEntry> apps;
+    int64_t revision;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      ZoneInputOf(view, &nodes, &apps);
+      revision = view.revision;
+      dirty = false;
+    }
+    uint32_t prev = zones ? zones->serial : 0;
+    ZoneSet next = BuildZones(settings, nodes, apps, 0);
+    if (zones && next.SameContent(*zones)) return;
+    // The revision of the change; strictly increasing even if etcd's
+    // revision wrapped past 2^32 (RFC 1982 arithmetic is not needed here).
+    uint32_t serial = static_cast<uint32_t>(revision);
+    if (zones && serial <= prev) serial = prev + 1;
+    next = BuildZones(settings, nodes, apps, serial);
+    auto answerer = Answerer::Compile(next);
+    server.SetResponder(std::make_shared<AnswerResponder>(answerer));
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> l(mu);
+    zones = std::make_shared<const ZoneSet>(std::move(next));
+    ++stats.rebuilds;
+    stats.serial = serial;
+    stats.last_build_ms = ms;
+    stats.names = answerer->names();
+    stats.image_bytes = answerer->image_bytes();
+    LogInfo("dns: zones rebuilt, serial %u, %zu names, %.1f ms", serial, answerer->names(), ms);
+    for (const auto& w : zones->warnings) LogDebug("dns: %s", w.c_str());
+  }
+
+  void Run() {
+    if (!Load()) return;
+    int64_t rev;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      rev = view.revision;
+    }
+    auto on_events = [&](const std::vector<cluster::WatchEvent>& evs, int64_t) {
+      std::lock_guard<std::mutex> l(mu);
+      cs->ApplyEvents(evs, &view);
+      dirty = true;
+      cv.notify_all();
+    };
+    auto resync = [&]() -> int64_t {
+      Load();
+      std::lock_guard<std::mutex> l(mu);
+      return view.revision;
+    };
+    std::vector<std::unique_ptr<cluster::Watch>> watches;
+    for (const auto& p : {cs->NodesPrefix(), cs->AppsPrefix()})
+      watches.push_back(
+          std::make_unique<cluster::Watch>(cs->etcd(), p, rev + 1, on_events, resync));
+    while (true) {
+      {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return stop || dirty; });
+        if (stop) break;
+      }
+      // Let a burst of events (many apps created at once) land first.
+      std::this_thread::sleep_for(milliseconds(20));
+      Rebuild();
+    }
+    for (auto& w : watches) w->Stop();
+  }
+};
+
+DnsService::DnsService(cluster::ClusterStore* cs, DnsSettings settings, ServerOptions server)
+    : impl_(std::make_unique<Impl>(cs, std::move(settings), std::move(server))) {}
+
+DnsService::~DnsService() {
+  Stop();
+}
+
+Status DnsService::Start() {
+  HC_RETURN_IF_ERROR(impl_->server.Start(std::make_shared<AnswerResponder>(nullptr)));
+  impl_->thread = std::thread([this] { impl_->Run(); });
+  return Status::Ok();
+}
+
+void DnsService::Stop() {
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->server.Stop();
+}
+
+std::shared_ptr<const ZoneSet> DnsService::zones() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->zones;
+}
+
+DnsServiceStats DnsService::stats() const {
+  DnsServiceStats s;
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    s = impl_->stats;
+  }
+  s.server = impl_->server.stats();
+  return s;
+}
+
+std::vector<net::HostPort> DnsService::bound() const {
+  return impl_->server.bound();
+}
+
+}  // namespace hc::dns
