@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cluster/etcd_client.h"
+#include "cluster/local_cluster_test.h"
 #include "common/fs.h"
 #include "devcluster/local_cluster.h"
 #include "net/http_client.h"
@@ -24,105 +25,18 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-bool HaveProgram(const char* name) {
-  std::string cmd = std::string("command -v ") + name + " >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
-
-class ClusterTest : public ::testing::Test {
+class ClusterTest : public testing::LocalClusterTest {
  protected:
   static void SetUpTestSuite() {
-    if (!HaveProgram("etcd")) {
-      skip_ = "etcd not installed (apt-get install etcd-server)";
-      return;
-    }
-    char tmpl[] = "/tmp/hc-cluster-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
     devcluster::LocalClusterOptions o;
-    o.base_dir = tmpl;
     o.nodes = 3;
     o.first_octet = 30;  // etcd 127.0.0.30, nodes .31-.33
     o.etcd_client_port = 23792;
     o.etcd_peer_port = 23802;
     o.api_port = 7481;
-    o.hcd_path = HC_HCD_PATH;
-    o.cgroup_prefix = "hc-test-" + std::to_string(getpid());
     o.lease_ttl_seconds = 3;
     o.reconcile_interval_ms = 500;
-    auto c = devcluster::LocalCluster::Create(o);
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cluster_ = new devcluster::LocalCluster(std::move(*c));
-    Status s = cluster_->Start(30000);
-    ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << Logs();
-  }
-
-  static void TearDownTestSuite() {
-    if (!cluster_) return;
-    Status s = cluster_->Destroy();
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-
-  void SetUp() override {
-    if (!skip_.empty()) GTEST_SKIP() << "skipped: " << skip_;
-    ASSERT_NE(cluster_, nullptr);
-    // Every test starts with all nodes and etcd up.
-    ASSERT_TRUE(cluster_->StartEtcd().ok());
-    for (int k = 1; k <= 3; k++) ASSERT_TRUE(cluster_->StartNode(k).ok()) << Logs();
-    ASSERT_TRUE(WaitNodes(3, 15000)) << Logs();
-  }
-
-  static std::string Logs() {
-    if (!cluster_) return "";
-    std::string out;
-    for (int k = 1; k <= cluster_->nodes(); k++) {
-      auto t = ReadFileToString(cluster_->NodeLog(k));
-      if (t.ok())
-        out += "--- node" + std::to_string(k) + ".log (tail)\n" +
-               t->substr(t->size() > 3000 ? t->size() - 3000 : 0);
-    }
-    return out;
-  }
-
-  // One API call to node k; returns status and parsed body.
-  static std::pair<int, json> Call(int k, const std::string& method, const std::string& path,
-                                   const std::string& body = "") {
-    auto hp = net::ParseHttpUrl(cluster_->ApiUrl(k));
-    net::HttpClient c(
-        *hp, {.connect_timeout = milliseconds(1000), .request_timeout = milliseconds(5000)});
-    auto r = c.Do(method, path, body);
-    if (!r.ok()) return {0, json()};
-    return {r->status, json::parse(r->body, nullptr, false)};
-  }
-
-  // The first node (other than `skip`) whose API answers /v1/cluster.
-  static json ClusterView(int skip = 0) {
-    for (int k = 1; k <= 3; k++) {
-      if (k == skip || !cluster_->NodeRunning(k)) continue;
-      auto [st, j] = Call(k, "GET", "/v1/cluster");
-      if (st == 200) return j;
-    }
-    return json();
-  }
-
-  static bool WaitFor(const std::function<bool()>& pred, int timeout_ms) {
-    auto until = Clock::now() + milliseconds(timeout_ms);
-    while (Clock::now() < until) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    return pred();
-  }
-
-  static bool WaitNodes(size_t n, int timeout_ms) {
-    return WaitFor(
-        [n] {
-          json v = ClusterView();
-          return v.is_object() && v["nodes"].size() == n &&
-                 !v.value("leader", std::string()).empty();
-        },
-        timeout_ms);
+    StartCluster(o);
   }
 
   static int NodeIndex(const std::string& id) { return std::atoi(id.c_str() + 4); }  // "nodeK"
@@ -130,26 +44,6 @@ class ClusterTest : public ::testing::Test {
   static std::string LeaderId(int skip = 0) {
     json v = ClusterView(skip);
     return v.is_object() ? v.value("leader", std::string()) : std::string();
-  }
-
-  // Creates a static app through node k and waits until it runs and is ready.
-  static json CreateAndWait(int k, const std::string& name) {
-    json body = {{"name", name},
-                 {"template", "static"},
-                 {"replicas", 1},
-                 {"limits", {{"memory_bytes", 64 << 20}}}};
-    auto [st, j] = Call(k, "POST", "/v1/apps", body.dump());
-    EXPECT_EQ(st, 201) << j.dump();
-    json app;
-    bool ok = WaitFor(
-        [&] {
-          auto [s, a] = Call(k, "GET", "/v1/apps/" + name);
-          app = a;
-          return s == 200 && a.value("summary", "") == "running";
-        },
-        30000);
-    EXPECT_TRUE(ok) << app.dump(2) << Logs();
-    return app;
   }
 
   // The app's state in node k's runtime ("" when the runtime does not have it).
@@ -178,9 +72,6 @@ class ClusterTest : public ::testing::Test {
   }
 
   static std::string PrimaryOf(const json& app) { return app["placement"].value("primary", ""); }
-
-  static inline devcluster::LocalCluster* cluster_ = nullptr;
-  static inline std::string skip_;
 };
 
 TEST_F(ClusterTest, ThreeNodesFormACluster) {
