@@ -98,9 +98,11 @@ void Answerer::PlanAnswer(const std::string& qname, uint16_t qtype, Plan* plan) 
     if (!set) return negative(zone, rcode::kNoError);  // NODATA (incl. empty non-terminals)
     answer.push_back({name, set});
     if (set->type == type::kNS) {
+      // Glue from the same zone only (as NSD and Knot do: resolvers ignore
+      // addresses from outside the zone's bailiwick anyway).
       for (const Record* r : set->records) {
         const Name* ns = Lookup(r->target);
-        if (!ns) continue;
+        if (!ns || ns->zone != zone) continue;
         for (uint16_t t : {type::kA, type::kAAAA})
           if (const RRset* a = ns->Find(t))
             plan->sections[ResponseBuilder::kAdditional].push_back({r->target, a});
@@ -136,7 +138,9 @@ std::vector<uint8_t> Answerer::Build(const Query& q, const Plan& plan, size_t ma
         }
       }
     }
-    if (q.edns.present) b.AddOpt(kOurUdpSize, plan.rcode);
+    if (q.edns.present)
+      b.AddOpt(kOurUdpSize, plan.rcode,
+               plan.rcode == rcode::kRefused ? ede::kNotAuthoritative : -1);
     std::vector<uint8_t> out = b.Finish(max_size);
     bool cut = out.size() >= 3 && (out[2] & 0x02);
     int last = keep[2] ? 2 : keep[1] ? 1 : keep[0] ? 0 : -1;
@@ -215,9 +219,9 @@ size_t Answerer::Respond(std::span<const uint8_t> packet, bool tcp, std::span<ui
     std::memcpy(out.data(), bytes.data(), bytes.size());
     return bytes.size();
   };
-  auto error = [&](uint16_t rc) {
+  auto error = [&](uint16_t rc, int ede = -1) {
     ResponseBuilder b(q, false, rc & 0xF);
-    if (q.edns.present) b.AddOpt(kOurUdpSize, rc);
+    if (q.edns.present) b.AddOpt(kOurUdpSize, rc, ede);
     return copy_out(b.Finish(512));
   };
   switch (ParseQuery(packet, &q)) {
@@ -228,8 +232,9 @@ size_t Answerer::Respond(std::span<const uint8_t> packet, bool tcp, std::span<ui
   }
   if (q.edns_malformed) return error(rcode::kFormErr);
   if (q.edns.present && q.edns.version != 0) return error(rcode::kBadVers);
-  if (q.qclass != kClassIN || q.qtype == type::kAXFR || q.qtype == kIXFR || q.qtype == type::kOPT)
-    return error(q.qtype == type::kOPT ? rcode::kFormErr : rcode::kRefused);
+  if (q.qtype == type::kOPT) return error(rcode::kFormErr);
+  if (q.qclass != kClassIN) return error(rcode::kRefused, ede::kNotSupported);
+  if (q.qtype == type::kAXFR || q.qtype == kIXFR) return error(rcode::kRefused, ede::kProhibited);
 
   size_t limit = 512;
   if (tcp) {

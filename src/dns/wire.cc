@@ -402,7 +402,7 @@ void ResponseBuilder::AddTxt(Section s, std::string_view owner, uint32_t ttl,
   EndRecord(s, std::move(buf), rdata);
 }
 
-void ResponseBuilder::AddOpt(uint16_t udp_size, uint16_t extended_rcode) {
+void ResponseBuilder::AddOpt(uint16_t udp_size, uint16_t extended_rcode, int ede) {
   HC_CHECK(opt_.empty(), "ResponseBuilder: AddOpt called twice");
   last_section_ = kAdditional;
   opt_.push_back(0);  // root owner
@@ -411,7 +411,14 @@ void ResponseBuilder::AddOpt(uint16_t udp_size, uint16_t extended_rcode) {
   opt_.push_back(static_cast<uint8_t>((extended_rcode >> 4) & 0xFF));
   opt_.push_back(0);  // version
   Put16(&opt_, dnssec_ok_ ? 0x8000 : 0);
-  Put16(&opt_, 0);  // no options
+  if (ede < 0) {
+    Put16(&opt_, 0);  // no options
+    return;
+  }
+  Put16(&opt_, 6);   // rdlength: one option of 2 + 2 + 2 bytes
+  Put16(&opt_, 15);  // OPTION-CODE: Extended DNS Error
+  Put16(&opt_, 2);   // OPTION-LENGTH: the info-code, no text
+  Put16(&opt_, static_cast<uint16_t>(ede));
 }
 
 std::vector<uint8_t> ResponseBuilder::Finish(size_t max_size) {

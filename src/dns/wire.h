@@ -23,6 +23,11 @@ inline constexpr uint16_t kA = 1, kNS = 2, kCNAME = 5, kSOA = 6, kPTR = 12, kMX 
 }
 inline constexpr uint16_t kClassIN = 1;
 
+// Extended DNS Error info-codes (RFC 8914) we send.
+namespace ede {
+inline constexpr int kProhibited = 18, kNotAuthoritative = 20, kNotSupported = 21;
+}
+
 namespace rcode {
 inline constexpr uint16_t kNoError = 0, kFormErr = 1, kServFail = 2, kNxDomain = 3, kNotImp = 4,
                           kRefused = 5, kBadVers = 16;  // BADVERS needs EDNS (upper 8 bits in OPT)
@@ -108,8 +113,10 @@ class ResponseBuilder {
   // bits and our UDP size (clamped to >= 512). `extended_rcode` is the full
   // 12-bit rcode (e.g. rcode::kBadVers); its upper 8 bits go into the OPT,
   // the lower 4 bits come from the constructor's rcode. The query's DO bit is
-  // echoed (RFC 3225); version 0, no options. At most once per builder.
-  void AddOpt(uint16_t udp_size, uint16_t extended_rcode);
+  // echoed (RFC 3225); version 0. `ede` >= 0 adds an Extended DNS Error
+  // option (RFC 8914) with that info-code and no text. At most once per
+  // builder.
+  void AddOpt(uint16_t udp_size, uint16_t extended_rcode, int ede = -1);
 
   // The finished packet. If it exceeds max_size, records are removed from
   // the end (additional first, then authority, then answer), TC is set when

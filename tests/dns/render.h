@@ -103,7 +103,8 @@ inline std::string RenderResponse(std::span<const uint8_t> p) {
         case 41:
           line = "OPT udp=" + std::to_string(cls) + " ext_rcode=" + std::to_string(ttl >> 24) +
                  " version=" + std::to_string((ttl >> 16) & 0xFF) + ((ttl & 0x8000) ? " do" : "") +
-                 " rdlen=" + std::to_string(rdlen);
+                 " rdlen=" + std::to_string(rdlen) +
+                 (rdlen == 6 && u16(rd) == 15 ? " ede=" + std::to_string(u16(rd + 4)) : "");
           break;
         default: line += std::to_string(ttl) + " type" + std::to_string(t);
       }
