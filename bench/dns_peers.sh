@@ -150,15 +150,15 @@ EOF
 dns_peer_stop() {  # PID: TERM, wait up to 5 s, then KILL
   local pid=$1
   [ -n "$pid" ] || return 0
-  _dns_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
+  _dns_alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
   kill -TERM "$pid" 2>/dev/null
   for _ in $(seq 1 50); do
-    _dns_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
+    _dns_alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
     sleep 0.1
   done
   echo "dns_peers: $pid still running after 5 s, killing" >&2
   kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
   return 0
 }
 

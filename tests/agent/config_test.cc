@@ -85,6 +85,13 @@ memory_capacity: 16G
 cpu_capacity: 3.5
 api_token_file: /etc/hybridcluster/token
 log_level: debug
+public_addresses: [203.0.113.5, "2001:db8::5"]
+dns_zones: [hosting.example.net, customer.org.]
+dns_listen: [10.0.0.5:5353]
+dns_ttl: 30
+dns_name_servers: 3
+dns_hostmaster: admin.example.net
+dns_workers: 2
 )";
 
 TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
@@ -113,6 +120,12 @@ TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
   EXPECT_EQ(c.cpu_capacity, "3.5");
   EXPECT_EQ(c.api_token_file, "/etc/hybridcluster/token");
   EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.public_addresses, (std::vector<std::string>{"203.0.113.5", "2001:db8::5"}));
+  EXPECT_EQ(c.dns_listen, std::vector<std::string>{"10.0.0.5:5353"});
+  EXPECT_EQ(c.dns_ttl, 30);
+  EXPECT_EQ(c.dns_name_servers, 3);
+  EXPECT_EQ(c.dns_hostmaster, "admin.example.net");
+  EXPECT_EQ(c.dns_workers, 2);
 
   s = ResolveConfig(&c);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -120,6 +133,48 @@ TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
   EXPECT_EQ(c.memory_bytes, 16ull << 30);
   EXPECT_EQ(c.cpu_millis, 3500u);
   EXPECT_EQ(c.api_listen, "10.0.0.5:8000");
+  dns::DnsSettings d = DnsSettingsOf(c);
+  EXPECT_EQ(d.zones, (std::vector<std::string>{"hosting.example.net", "customer.org"}));
+  EXPECT_EQ(d.ttl, 30u);
+}
+
+TEST_F(ConfigFileTest, DnsIsOffByDefaultAndListensOnThePublicAddresses) {
+  Config c;
+  ASSERT_TRUE(LoadConfigFile(Write("address: 10.0.0.7\n"), &c).ok());
+  ASSERT_TRUE(ResolveConfig(&c).ok());
+  EXPECT_TRUE(c.dns_zones.empty());
+  EXPECT_TRUE(c.dns_listen.empty());
+  EXPECT_EQ(c.public_addresses, std::vector<std::string>{"10.0.0.7"});
+
+  Config d;
+  ASSERT_TRUE(LoadConfigFile(Write("public_addresses: [198.51.100.1, '2001:db8::1']\n"
+                                   "dns_zones: example.net\n"),
+                             &d)
+                  .ok());
+  ASSERT_TRUE(ResolveConfig(&d).ok());
+  EXPECT_EQ(d.dns_listen, (std::vector<std::string>{"198.51.100.1:53", "[2001:db8::1]:53"}));
+}
+
+TEST_F(ConfigFileTest, BadDnsSettingsSayWhatIsWrong) {
+  struct Case {
+    const char* text;
+    const char* want;
+  };
+  const Case cases[] = {
+      {"public_addresses: [node1.example.net]\n", "is not an IPv4 or IPv6 address"},
+      {"dns_zones: [example.net, www.example.net]\n", "nested"},
+      {"dns_zones: [Example.NET]\n", "lower-case"},
+      {"dns_zones: [a..b]\n", "empty label"},
+      {"dns_zones: [example.net]\ndns_listen: [1.2.3.4:99999]\n", "dns_listen"},
+      {"dns_zones: [example.net]\ndns_hostmaster: 'a..b'\n", "dns hostmaster"},
+  };
+  for (const auto& tc : cases) {
+    Config c;
+    ASSERT_TRUE(LoadConfigFile(Write(tc.text), &c).ok()) << tc.text;
+    Status s = ResolveConfig(&c);
+    EXPECT_FALSE(s.ok()) << tc.text;
+    EXPECT_NE(s.message().find(tc.want), std::string::npos) << tc.text << " -> " << s.ToString();
+  }
 }
 
 // A reminder for whoever adds an option: the full file above covers them all.
@@ -208,8 +263,8 @@ TEST_F(ConfigFileTest, WrongTypesNameTheOptionAndLine) {
       {"data_dir: [/a, /b]\n", "data_dir must be a single value"},
       {"node_id: {x: 1}\n", "node_id must be a single value"},
       {"log_level: [debug]\n", "log_level must be a single value"},
-      {"etcd_endpoints: {a: 1}\n", "etcd_endpoints must be a list of URLs"},
-      {"etcd_endpoints:\n  - [http://a:1]\n", "etcd_endpoints must be a list of URLs"},
+      {"etcd_endpoints: {a: 1}\n", "etcd_endpoints must be a list like [a, b]"},
+      {"etcd_endpoints:\n  - [http://a:1]\n", "etcd_endpoints must be a list of plain values"},
   };
   for (const auto& c : cases) {
     std::string m = LoadError(c.text);

@@ -29,6 +29,8 @@ contains "demo's site runs" "$DIR/demo.out" "app 'hello' is running on node"
 contains "demo shows the edited page" "$DIR/demo.out" "| <h1>Hello from HybridCluster</h1>"
 contains "demo shows the diff" "$DIR/demo.out" "M public/index.html"
 contains "demo tells how to stop" "$DIR/demo.out" "hc demo stop"
+contains "demo asks the cluster DNS" "$DIR/demo.out" "hello.demo.test.	10	IN	A	127.0.0.11"
+contains "demo shows the zone" "$DIR/demo.out" "demo.test. 10 IN NS ns1.demo.test."
 URL=$(sed -n 's|^  curl \(http://127.0.0.1:[0-9]*/\)$|\1|p' "$DIR/demo.out" | head -1)
 check "demo site answers" 0 curl -sf "$URL"
 [ -s "$HC_CLIENT_CONFIG" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: no client config written"; }
@@ -36,6 +38,10 @@ check "demo site answers" 0 curl -sf "$URL"
 # The cluster commands find the demo through the client config.
 check "cluster status" 0 "$HC" cluster status
 contains "status lists node3" "$DIR/out" "node3"
+check "dns show" 0 "$HC" dns show
+contains "dns show prints the SOA" "$DIR/out" "demo.test. 10 IN SOA ns1.demo.test. hostmaster.demo.test."
+check "dns show of a zone not served" 3 "$HC" dns show --zone example.org
+contains "dns show names the zones served" "$DIR/err" "zones: demo.test"
 check "cluster status --json" 0 "$HC" cluster status --json
 [ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["nodes"]))' "$DIR/out")" = 3 ] \
   && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --json does not list 3 nodes"; }
