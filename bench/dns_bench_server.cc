@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
     if (i % 2 == 0) e.aliases.push_back("www." + n + ".customer.org");
     entries.push_back(e);
   }
+  auto t0 = std::chrono::steady_clock::now();
   hc::dns::ZoneSet zones = hc::dns::BuildZones(s, nodes, entries, 1);
   for (const auto& z : zones.zones) {
     std::ofstream(out + "/" + z.apex + ".zone") << hc::dns::ZoneFileText(zones, z);
@@ -97,6 +99,8 @@ int main(int argc, char** argv) {
     }
   }
   auto answerer = hc::dns::Answerer::Compile(zones);
+  double build_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
   hc::dns::ServerOptions so;
   size_t colon = listen.rfind(':');
@@ -109,8 +113,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", st.ToString().c_str());
     return 1;
   }
-  std::printf("serving %zu names (%zu KiB of images) on %s with %d worker(s); pid %d\n",
-              answerer->names(), answerer->image_bytes() / 1024, listen.c_str(), workers, getpid());
+  std::printf("serving %zu names (%zu KiB of images, built in %.0f ms) on %s with %d worker(s)\n",
+              answerer->names(), answerer->image_bytes() / 1024, build_ms, listen.c_str(), workers);
   std::fflush(stdout);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
