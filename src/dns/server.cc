@@ -261,6 +261,20 @@ Result<Listener> BindListener(const net::HostPort& want, int udp_sockets, size_t
   }
 }
 
+// Writes one control message holding `value` into `ctrl`; returns its length.
+template <typename T>
+size_t PutControl(unsigned char* ctrl, int level, int type, const T& value) {
+  struct msghdr m = {};
+  m.msg_control = ctrl;
+  m.msg_controllen = CMSG_SPACE(sizeof value);
+  struct cmsghdr* out = CMSG_FIRSTHDR(&m);
+  out->cmsg_level = level;
+  out->cmsg_type = type;
+  out->cmsg_len = CMSG_LEN(sizeof value);
+  std::memcpy(CMSG_DATA(out), &value, sizeof value);
+  return m.msg_controllen;
+}
+
 // Fills `ctrl` with the packet info that makes a reply leave from the
 // address the query in `received` was sent to; returns its length (0 if the
 // query carried none).
@@ -275,15 +289,7 @@ size_t ReplyPktInfo(const struct msghdr& received, unsigned char* ctrl) {
       // interface.
       struct in_pktinfo reply = {};
       reply.ipi_spec_dst = in.ipi_spec_dst;
-      struct msghdr m = {};
-      m.msg_control = ctrl;
-      m.msg_controllen = CMSG_SPACE(sizeof reply);
-      struct cmsghdr* out = CMSG_FIRSTHDR(&m);
-      out->cmsg_level = IPPROTO_IP;
-      out->cmsg_type = IP_PKTINFO;
-      out->cmsg_len = CMSG_LEN(sizeof reply);
-      std::memcpy(CMSG_DATA(out), &reply, sizeof reply);
-      return m.msg_controllen;
+      return PutControl(ctrl, IPPROTO_IP, IP_PKTINFO, reply);
     }
     if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
       struct in6_pktinfo in;
@@ -292,15 +298,7 @@ size_t ReplyPktInfo(const struct msghdr& received, unsigned char* ctrl) {
       reply.ipi6_addr = in.ipi6_addr;
       // A link-local source is only meaningful on the interface it came in.
       if (IN6_IS_ADDR_LINKLOCAL(&in.ipi6_addr)) reply.ipi6_ifindex = in.ipi6_ifindex;
-      struct msghdr m = {};
-      m.msg_control = ctrl;
-      m.msg_controllen = CMSG_SPACE(sizeof reply);
-      struct cmsghdr* out = CMSG_FIRSTHDR(&m);
-      out->cmsg_level = IPPROTO_IPV6;
-      out->cmsg_type = IPV6_PKTINFO;
-      out->cmsg_len = CMSG_LEN(sizeof reply);
-      std::memcpy(CMSG_DATA(out), &reply, sizeof reply);
-      return m.msg_controllen;
+      return PutControl(ctrl, IPPROTO_IPV6, IPV6_PKTINFO, reply);
     }
   }
   return 0;
