@@ -227,7 +227,8 @@ Status ValidateDomains(const std::string& app, const std::vector<std::string>& d
                        const char* field, std::set<std::string_view>* seen_before) {
   if (domains.size() > kMaxDomains) {
     return InvalidArgument("app '" + app + "': " + field + ": " + std::to_string(domains.size()) +
-                           " names is more than the maximum of " + std::to_string(kMaxDomains));
+                           " " + field + " is more than the maximum of " +
+                           std::to_string(kMaxDomains));
   }
   std::set<std::string_view>& seen = *seen_before;
   for (size_t i = 0; i < domains.size(); ++i) {

@@ -19,6 +19,7 @@ AppDef ValidApp() {
   a.command = "exec ./server --port $PORT";
   a.env = {"MODE=prod", "_X1=a=b"};
   a.domains = {"shop.example.com", "*.shop.example.com"};
+  a.aliases = {"www.shop.example.com"};
   a.replicas = 2;
   a.limits.memory_bytes = 512ull << 20;
   a.limits.cpu_millis = 1500;
@@ -41,6 +42,7 @@ TEST(ClusterState, NodeInfoRoundTrips) {
   n.version = "0.1.0";
   n.started_unix = -5;
   n.drained = true;
+  n.public_addresses = {"203.0.113.1", "2001:db8::1"};
   auto back = NodeInfoFromJson(ToJson(n));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->id, n.id);
@@ -53,6 +55,7 @@ TEST(ClusterState, NodeInfoRoundTrips) {
   EXPECT_EQ(back->version, "0.1.0");
   EXPECT_EQ(back->started_unix, -5);
   EXPECT_TRUE(back->drained);
+  EXPECT_EQ(back->public_addresses, n.public_addresses);
   EXPECT_EQ(ToJson(*back), ToJson(n));
 }
 
@@ -65,6 +68,7 @@ TEST(ClusterState, AppDefRoundTrips) {
   EXPECT_EQ(back->command, a.command);
   EXPECT_EQ(back->env, a.env);
   EXPECT_EQ(back->domains, a.domains);
+  EXPECT_EQ(back->aliases, a.aliases);
   EXPECT_EQ(back->replicas, 2u);
   EXPECT_EQ(back->limits.memory_bytes, 512ull << 20);
   EXPECT_EQ(back->limits.cpu_millis, 1500u);
@@ -373,6 +377,24 @@ TEST(ValidateAppDef, EachRuleHasAGoodAndABadCase) {
          for (int i = 0; i < 33; ++i) a.domains.push_back("d" + std::to_string(i) + ".com");
        },
        "33 domains is more than the maximum of 32"},
+      {"alias is a domain too",
+       [](AppDef& a) {
+         a.domains = {"a.com"};
+         a.aliases = {"www.a.com"};
+       },
+       [](AppDef& a) {
+         a.domains = {"a.com"};
+         a.aliases = {"a.com"};
+       },
+       "aliases[0]: 'a.com' is listed twice"},
+      {"alias needs a domain", [](AppDef& a) { a.aliases.clear(); },
+       [](AppDef& a) {
+         a.domains.clear();
+         a.aliases = {"www.a.com"};
+       },
+       "an alias points to the app's first domain; add a domain"},
+      {"alias is a valid name", [](AppDef& a) { a.aliases = {"*.a.com"}; },
+       [](AppDef& a) { a.aliases = {"a..com"}; }, "aliases[0]: domain 'a..com'"},
       {"replicas", [](AppDef& a) { a.replicas = 5; }, [](AppDef& a) { a.replicas = 6; },
        "replicas: 6 is above the maximum of 5"},
       {"replicas zero", [](AppDef& a) { a.replicas = 0; }, [](AppDef& a) { a.replicas = 100; },
