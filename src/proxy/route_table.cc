@@ -80,6 +80,14 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Build(const std::vector<Ro
     HC_RETURN_IF_ERROR(Resolve(&r));
     size_t idx = t->routes_.size();
     for (const std::string& domain : s.domains) {
+      if (domain == "*") {
+        if (t->default_ != SIZE_MAX) {
+          return AlreadyExists("proxy: the catch-all domain '*' is claimed by apps '" +
+                               t->routes_[t->default_].app + "' and '" + s.app + "'");
+        }
+        t->default_ = idx;
+        continue;
+      }
       char buf[kMaxHost];
       std::string_view d = domain;
       bool wild = d.substr(0, 2) == "*.";
@@ -105,18 +113,19 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Build(const std::vector<Ro
 }
 
 const Route* RouteTable::Find(std::string_view host) const {
+  const Route* fallback = default_ == SIZE_MAX ? nullptr : &routes_[default_];
   char buf[kMaxHost];
   std::string_view h = Normalize(host, buf);
-  if (h.empty()) return nullptr;
+  if (h.empty()) return fallback;
   if (auto it = exact_.find(h); it != exact_.end()) return &routes_[it->second];
-  if (wildcard_.empty()) return nullptr;
+  if (wildcard_.empty()) return fallback;
   // From the left, the first suffix that has a wildcard is the longest.
   for (size_t dot = h.find('.'); dot != std::string_view::npos; dot = h.find('.', dot + 1)) {
     if (auto it = wildcard_.find(h.substr(dot + 1)); it != wildcard_.end()) {
       return &routes_[it->second];
     }
   }
-  return nullptr;
+  return fallback;
 }
 
 const Route* RouteTable::FindApp(std::string_view app) const {

@@ -18,6 +18,7 @@
 
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,7 +40,7 @@ struct Route {
 
 struct RouteSpec {
   std::string app;
-  std::vector<std::string> domains;  // "example.com", "*.example.com"
+  std::vector<std::string> domains;  // "example.com", "*.example.com", "*" (any other)
   net::HostPort backend;
 };
 
@@ -73,6 +74,7 @@ class RouteTable {
   Index exact_;
   Index wildcard_;  // key: the suffix after "*."
   Index apps_;
+  size_t default_ = SIZE_MAX;  // the "*" route
 };
 
 }  // namespace hc::proxy

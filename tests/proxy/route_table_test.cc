@@ -64,7 +64,7 @@ TEST(RouteTable, BuildRejectsConflictsAndBadDomains) {
   ASSERT_FALSE(dup.ok());
   EXPECT_NE(dup.status().message().find("'a' and 'b'"), std::string::npos)
       << dup.status().message();
-  for (const char* bad : {"a..b", "*", "*.", "a.*.b", "a b", ".x", "x/y"}) {
+  for (const char* bad : {"a..b", "**", "*.", "a.*.b", "a b", ".x", "x/y"}) {
     auto r = RouteTable::Build({{"a", {bad}, {"127.0.0.1", 1}}});
     EXPECT_FALSE(r.ok()) << bad;
   }
@@ -73,6 +73,17 @@ TEST(RouteTable, BuildRejectsConflictsAndBadDomains) {
   EXPECT_FALSE(twice.ok());
   auto unresolvable = RouteTable::Build({{"a", {"x.test"}, {"no-such-host.invalid", 1}}});
   EXPECT_FALSE(unresolvable.ok());
+}
+
+TEST(RouteTable, CatchAllTakesEveryOtherHost) {
+  auto t = RouteTable::Build(
+      {{"named", {"a.test"}, {"127.0.0.1", 1}}, {"rest", {"*"}, {"127.0.0.1", 2}}});
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(AppOf(**t, "a.test"), "named");
+  EXPECT_EQ(AppOf(**t, "b.test"), "rest");
+  EXPECT_EQ(AppOf(**t, ""), "rest");  // HTTP/1.0 without Host
+  auto two = RouteTable::Build({{"a", {"*"}, {"127.0.0.1", 1}}, {"b", {"*"}, {"127.0.0.1", 2}}});
+  EXPECT_FALSE(two.ok());
 }
 
 }  // namespace
