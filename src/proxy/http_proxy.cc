@@ -732,10 +732,13 @@ class Worker {
         return Reply(s, 502, "The app's backend did not accept the connection in time.", false),
                Drive(s);
       case Phase::kProxying:
-        if (!s->resp_head_done && !s->sent_1xx) {
-          return Reply(s, 504, "The app's backend did not answer in time.", false), Drive(s);
+        if (s->resp_head_done || s->sent_1xx) return CloseSession(s);
+        // Whoever stalled: the client in the middle of its body, or the
+        // backend that has the whole request.
+        if (!s->req_scanned) {
+          return Reply(s, 408, "The request body did not arrive in time.", false), Drive(s);
         }
-        return CloseSession(s);
+        return Reply(s, 504, "The app's backend did not answer in time.", false), Drive(s);
       case Phase::kTunnel:
       case Phase::kReply:
       case Phase::kLinger: return CloseSession(s);

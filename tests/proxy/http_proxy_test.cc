@@ -480,6 +480,62 @@ TEST_F(ProxyTest, BackendDownGives502Quickly) {
   EXPECT_TRUE(Contains(r.out, "refused")) << r.out;
 }
 
+TEST_F(ProxyTest, BackendThatDoesNotAcceptGives502AtTheConnectTimeout) {
+  // A listener whose backlog is full: the kernel drops further SYNs, so a
+  // connect neither succeeds nor fails.
+  UniqueFd full(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  struct sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.94", &a.sin_addr);
+  ASSERT_EQ(::bind(full.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(full.get(), 0), 0);
+  uint16_t port = *net::LocalPort(full.get());
+  std::vector<UniqueFd> fillers;
+  for (int i = 0; i < 3; ++i) {
+    UniqueFd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    a.sin_port = htons(port);
+    (void)::connect(f.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers.push_back(std::move(f));
+  }
+  std::this_thread::sleep_for(50ms);  // let the handshakes land in the backlog
+  StartProxy(ProxyOptions{.listen = {}, .connect_timeout_ms = 400});
+  proxy_->SetRoutes(Routes({{"stuck", {"stuck.test"}, {"127.0.0.94", port}}}));
+  auto start = Clock::now();
+  auto r = Curl({"-H", "Host: stuck.test", "-o", "/dev/null", "-w", "%{http_code}", Url("/")});
+  EXPECT_EQ(r.out, "502") << r.err;
+  EXPECT_GE(Clock::now() - start, 350ms);
+  EXPECT_LT(Clock::now() - start, 2s);
+}
+
+TEST_F(ProxyTest, SilentBackendGives504AndSlowBodyGives408) {
+  // Accepts, reads, never answers.
+  auto l = net::ListenTcp(net::HostPort{"127.0.0.94", 0});
+  ASSERT_TRUE(l.ok());
+  uint16_t port = *net::LocalPort(l->get());
+  std::atomic<bool> done{false};
+  std::thread silent([&] {
+    std::vector<UniqueFd> held;
+    while (!done) {
+      struct pollfd p = {l->get(), POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0) held.emplace_back(::accept4(l->get(), nullptr, nullptr, 0));
+    }
+  });
+  StartProxy(ProxyOptions{.listen = {}, .body_timeout_ms = 500});
+  proxy_->SetRoutes(Routes({{"silent", {"silent.test"}, {"127.0.0.94", port}}}));
+  auto r = Curl({"-H", "Host: silent.test", "-o", "/dev/null", "-w", "%{http_code}", Url("/")});
+  EXPECT_EQ(r.out, "504") << r.err;
+  UniqueFd fd = Connect();
+  ASSERT_TRUE(net::WriteAll(fd.get(),
+                            "POST / HTTP/1.1\r\nHost: silent.test\r\nContent-Length: 10\r\n\r\n"
+                            "12345",
+                            net::DeadlineIn(2s))
+                  .ok());
+  std::string got = ReadAll(fd.get(), 5s);
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 408 ")) << got;
+  done = true;
+  silent.join();
+}
+
 TEST_F(ProxyTest, SlowlorisIsCutAtTheHeaderTimeout) {
   StartProxy(ProxyOptions{.listen = {}, .header_timeout_ms = 600});
   UniqueFd fd = Connect();
