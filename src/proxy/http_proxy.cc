@@ -347,6 +347,10 @@ struct Session {
   Clock::time_point deadline;
 };
 
+// Idle keep-alive connections hold a session and no buffer (bench target:
+// at most 10 KiB per idle connection, kernel socket memory included).
+static_assert(sizeof(Session) <= 1024, "keep idle connections small");
+
 // Sessions with the same timeout, in deadline order (a session re-armed
 // moves to the back), so expiry only looks at the front.
 struct Timers {
