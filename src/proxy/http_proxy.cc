@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -427,6 +428,28 @@ ssize_t WriteFrom(int fd, bool* writable, const char* p, size_t n) {
   if (!*writable || n == 0) return kAgain;
   for (;;) {
     ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      *writable = false;
+      return kAgain;
+    }
+    return kError;
+  }
+}
+
+// Sends a then b (either may be empty) in one call.
+ssize_t WriteTwo(int fd, bool* writable, const char* a, size_t alen, const char* b, size_t blen) {
+  if (!*writable || alen + blen == 0) return kAgain;
+  struct iovec iov[2];
+  int cnt = 0;
+  if (alen > 0) iov[cnt++] = {const_cast<char*>(a), alen};
+  if (blen > 0) iov[cnt++] = {const_cast<char*>(b), blen};
+  struct msghdr msg = {};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = static_cast<size_t>(cnt);
+  for (;;) {
+    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (r >= 0) return r;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1244,41 +1267,41 @@ class Worker {
 
   Step StepProxy(Session* s) {
     bool progress = false;
-    // Request head, then body, to the backend.
-    if (s->tx_up.has() && s->tx_up_sent < s->tx_up.size()) {
-      ssize_t n = WriteFrom(s->upstream.get(), &s->u_wr, s->tx_up.data() + s->tx_up_sent,
-                            s->tx_up.size() - s->tx_up_sent);
-      if (n == kError) return UpstreamFailed(s);
-      s->tx_up_sent += static_cast<size_t>(std::max<ssize_t>(n, 0));
-      progress |= n > 0;
+    // Request head and body to the backend, together where both are ready
+    // (one sendmsg for a small POST).
+    const size_t head_left = s->tx_up.has() ? s->tx_up.size() - s->tx_up_sent : 0;
+    if (!s->req_scanned && s->req_ready == 0 && !s->cin.empty()) {
+      bool done = false;
+      if (!ScanBody(s->req_framing, s->cin.view(), &s->req_left, &s->req_chunks, &s->req_ready,
+                    &done)) {
+        LogDebug("proxy: broken chunked request body from %s", s->peer);
+        return CloseSession(s), Step::kGone;
+      }
+      s->req_scanned = done;
+    }
+    if (head_left > 0 || s->req_ready > 0) {
+      ssize_t n = WriteTwo(s->upstream.get(), &s->u_wr, s->tx_up.data() + s->tx_up_sent, head_left,
+                           s->cin.data(), s->req_ready);
+      if (n == kError) {
+        if (head_left > 0) return UpstreamFailed(s);
+        return CloseSession(s), Step::kGone;
+      }
+      if (n > 0) {
+        size_t from_head = std::min(static_cast<size_t>(n), head_left);
+        size_t from_body = static_cast<size_t>(n) - from_head;
+        s->tx_up_sent += from_head;
+        s->cin.Consume(from_body);
+        s->req_ready -= from_body;
+        Inc(s->app->bytes_in, from_body);
+        progress = true;
+      }
     }
     const bool head_sent = !s->tx_up.has() || s->tx_up_sent == s->tx_up.size();
-    if (head_sent && !(s->req_scanned && s->req_ready == 0)) {
-      if (s->req_ready == 0 && !s->cin.empty()) {
-        bool done = false;
-        if (!ScanBody(s->req_framing, s->cin.view(), &s->req_left, &s->req_chunks, &s->req_ready,
-                      &done)) {
-          LogDebug("proxy: broken chunked request body from %s", s->peer);
-          return CloseSession(s), Step::kGone;
-        }
-        s->req_scanned = done;
-      }
-      if (s->req_ready > 0) {
-        ssize_t n = WriteFrom(s->upstream.get(), &s->u_wr, s->cin.data(), s->req_ready);
-        if (n == kError) return CloseSession(s), Step::kGone;
-        if (n > 0) {
-          s->cin.Consume(static_cast<size_t>(n));
-          s->req_ready -= static_cast<size_t>(n);
-          Inc(s->app->bytes_in, static_cast<uint64_t>(n));
-          progress = true;
-        }
-      }
-      if (s->req_ready == 0 && !s->req_scanned) {
-        pool_.Get(&s->cin);
-        ssize_t r = ReadInto(s->client.get(), &s->c_rd, s->cin);
-        if (r == kEof || r == kError) return CloseSession(s), Step::kGone;
-        progress |= r > 0;
-      }
+    if (head_sent && s->req_ready == 0 && !s->req_scanned) {
+      pool_.Get(&s->cin);
+      ssize_t r = ReadInto(s->client.get(), &s->c_rd, s->cin);
+      if (r == kEof || r == kError) return CloseSession(s), Step::kGone;
+      progress |= r > 0;
     }
 
     // Response from the backend.
@@ -1297,36 +1320,34 @@ class Worker {
       if (!s->resp_head_done && s->u_eof) return UpstreamFailed(s);
     }
 
-    // Response heads (1xx and final) and body to the client.
-    if (!s->tx_cl.empty()) {
-      ssize_t n = WriteFrom(s->client.get(), &s->c_wr, s->tx_cl.data(), s->tx_cl.size());
+    // Response heads (1xx and final) and body to the client, together
+    // where both are ready.
+    if (s->resp_head_done && s->resp_ready == 0 && !s->resp_scanned && !s->uin.empty()) {
+      bool done = false;
+      if (!ScanBody(s->resp_framing, s->uin.view(), &s->resp_left, &s->resp_chunks, &s->resp_ready,
+                    &done)) {
+        LogDebug("proxy: broken chunked response body from the backend of %s", s->peer);
+        return CloseSession(s), Step::kGone;
+      }
+      s->resp_scanned = done;
+    }
+    const size_t body_ready = s->resp_head_done ? s->resp_ready : 0;
+    if (!s->tx_cl.empty() || body_ready > 0) {
+      const size_t head_left = s->tx_cl.size();
+      ssize_t n = WriteTwo(s->client.get(), &s->c_wr, s->tx_cl.data(), head_left, s->uin.data(),
+                           body_ready);
       if (n == kError) return CloseSession(s), Step::kGone;
       if (n > 0) {
-        s->tx_cl.Consume(static_cast<size_t>(n));
+        size_t from_head = std::min(static_cast<size_t>(n), head_left);
+        size_t from_body = static_cast<size_t>(n) - from_head;
+        s->tx_cl.Consume(from_head);
+        s->uin.Consume(from_body);
+        s->resp_ready -= from_body;
         if (s->app != nullptr) Inc(s->app->bytes_out, static_cast<uint64_t>(n));
         progress = true;
       }
     }
     if (s->resp_head_done && s->tx_cl.empty()) {
-      if (s->resp_ready == 0 && !s->resp_scanned && !s->uin.empty()) {
-        bool done = false;
-        if (!ScanBody(s->resp_framing, s->uin.view(), &s->resp_left, &s->resp_chunks,
-                      &s->resp_ready, &done)) {
-          LogDebug("proxy: broken chunked response body from the backend of %s", s->peer);
-          return CloseSession(s), Step::kGone;
-        }
-        s->resp_scanned = done;
-      }
-      if (s->resp_ready > 0) {
-        ssize_t n = WriteFrom(s->client.get(), &s->c_wr, s->uin.data(), s->resp_ready);
-        if (n == kError) return CloseSession(s), Step::kGone;
-        if (n > 0) {
-          s->uin.Consume(static_cast<size_t>(n));
-          s->resp_ready -= static_cast<size_t>(n);
-          Inc(s->app->bytes_out, static_cast<uint64_t>(n));
-          progress = true;
-        }
-      }
       if (s->resp_ready == 0 && !s->resp_scanned && s->uin.empty()) {
         ssize_t r = ReadInto(s->upstream.get(), &s->u_rd, s->uin);
         if (r == kError) return CloseSession(s), Step::kGone;
