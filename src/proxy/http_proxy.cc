@@ -48,6 +48,10 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 // Steps one connection may take per wakeup before others get their turn.
 constexpr int kDriveRounds = 64;
 constexpr int kRetryAfterS = 2;
+// Content-Length bodies with at least this much left go through a pipe
+// with splice(2): the bytes never enter user space.
+constexpr uint64_t kSpliceMin = 64 * 1024;
+constexpr size_t kMaxFreePipes = 64;
 constexpr int kPortZeroAttempts = 8;
 constexpr auto kWarnInterval = std::chrono::seconds(10);
 
@@ -245,6 +249,80 @@ class BufferPool {
   std::vector<std::unique_ptr<char[]>> free_;
 };
 
+// A pipe for splice(2), and how many bytes sit in it.
+struct SplicePipe {
+  UniqueFd r;
+  UniqueFd w;
+  size_t in_pipe = 0;
+  size_t capacity = 0;
+};
+
+// Owned by one worker. Only empty pipes are reused.
+class PipePool {
+ public:
+  std::unique_ptr<SplicePipe> Get() {
+    if (!free_.empty()) {
+      auto p = std::move(free_.back());
+      free_.pop_back();
+      return p;
+    }
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return nullptr;
+    auto p = std::make_unique<SplicePipe>();
+    p->r = UniqueFd(fds[0]);
+    p->w = UniqueFd(fds[1]);
+    int size = ::fcntl(fds[1], F_GETPIPE_SZ);
+    p->capacity = size > 0 ? static_cast<size_t>(size) : 4096;
+    return p;
+  }
+  void Put(std::unique_ptr<SplicePipe>* p) {
+    if (*p == nullptr) return;
+    if ((*p)->in_pipe == 0 && free_.size() < kMaxFreePipes) free_.push_back(std::move(*p));
+    p->reset();
+  }
+
+ private:
+  std::vector<std::unique_ptr<SplicePipe>> free_;
+};
+
+enum class SpliceResult { kOk, kEof, kError };
+
+// Moves body bytes src -> pipe -> dst, at most *left more from src. The pipe
+// is filled only when empty, so EAGAIN from the filling splice can only
+// mean that src has nothing to read.
+SpliceResult SpliceStep(int src, bool* src_rd, int dst, bool* dst_wr, uint64_t* left, SplicePipe& p,
+                        uint64_t* moved, bool* progress) {
+  constexpr unsigned kFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+  if (p.in_pipe > 0 && *dst_wr) {
+    ssize_t n = ::splice(p.r.get(), nullptr, dst, nullptr, p.in_pipe, kFlags);
+    if (n > 0) {
+      p.in_pipe -= static_cast<size_t>(n);
+      *moved += static_cast<uint64_t>(n);
+      *progress = true;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      *dst_wr = false;
+    } else if (n < 0 && errno != EINTR) {
+      return SpliceResult::kError;
+    }
+  }
+  if (p.in_pipe == 0 && *left > 0 && *src_rd) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(*left, p.capacity));
+    ssize_t n = ::splice(src, nullptr, p.w.get(), nullptr, want, kFlags);
+    if (n > 0) {
+      p.in_pipe += static_cast<size_t>(n);
+      *left -= static_cast<uint64_t>(n);
+      *progress = true;
+    } else if (n == 0) {
+      return SpliceResult::kEof;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      *src_rd = false;
+    } else if (errno != EINTR) {
+      return SpliceResult::kError;
+    }
+  }
+  return SpliceResult::kOk;
+}
+
 // Appends to a Buffer; remembers an overflow instead of failing each call.
 class Writer {
  public:
@@ -341,6 +419,9 @@ struct Session {
   Clock::time_point started;
   char peer[INET6_ADDRSTRLEN] = {};
   bool pending = false;  // in the worker's ready list
+  // Pipes of bodies being spliced (large Content-Length ones).
+  std::unique_ptr<SplicePipe> req_pipe;
+  std::unique_ptr<SplicePipe> resp_pipe;
 
   Session* tprev = nullptr;
   Session* tnext = nullptr;
@@ -916,6 +997,8 @@ class Worker {
   }
 
   void ReleaseBuffers(Session* s) {
+    pipes_.Put(&s->req_pipe);
+    pipes_.Put(&s->resp_pipe);
     pool_.Put(&s->cin);
     pool_.Put(&s->uin);
     pool_.Put(&s->tx_up);
@@ -1297,7 +1380,19 @@ class Worker {
       }
     }
     const bool head_sent = !s->tx_up.has() || s->tx_up_sent == s->tx_up.size();
-    if (head_sent && s->req_ready == 0 && !s->req_scanned) {
+    if (head_sent && s->req_ready == 0 && !s->req_scanned && s->cin.empty() &&
+        s->req_framing == Framing::kLength && (s->req_pipe || s->req_left >= kSpliceMin) &&
+        (s->req_pipe || (s->req_pipe = pipes_.Get()))) {
+      uint64_t moved = 0;
+      SpliceResult r = SpliceStep(s->client.get(), &s->c_rd, s->upstream.get(), &s->u_wr,
+                                  &s->req_left, *s->req_pipe, &moved, &progress);
+      if (r != SpliceResult::kOk) return CloseSession(s), Step::kGone;
+      Inc(s->app->bytes_in, moved);
+      if (s->req_left == 0 && s->req_pipe->in_pipe == 0) {
+        s->req_scanned = true;
+        pipes_.Put(&s->req_pipe);
+      }
+    } else if (head_sent && s->req_ready == 0 && !s->req_scanned) {
       pool_.Get(&s->cin);
       ssize_t r = ReadInto(s->client.get(), &s->c_rd, s->cin);
       if (r == kEof || r == kError) return CloseSession(s), Step::kGone;
@@ -1348,7 +1443,19 @@ class Worker {
       }
     }
     if (s->resp_head_done && s->tx_cl.empty()) {
-      if (s->resp_ready == 0 && !s->resp_scanned && s->uin.empty()) {
+      if (s->resp_ready == 0 && !s->resp_scanned && s->uin.empty() &&
+          s->resp_framing == Framing::kLength && (s->resp_pipe || s->resp_left >= kSpliceMin) &&
+          (s->resp_pipe || (s->resp_pipe = pipes_.Get()))) {
+        uint64_t moved = 0;
+        SpliceResult r = SpliceStep(s->upstream.get(), &s->u_rd, s->client.get(), &s->c_wr,
+                                    &s->resp_left, *s->resp_pipe, &moved, &progress);
+        if (r != SpliceResult::kOk) return CloseSession(s), Step::kGone;
+        if (s->app != nullptr) Inc(s->app->bytes_out, moved);
+        if (s->resp_left == 0 && s->resp_pipe->in_pipe == 0) {
+          s->resp_scanned = true;
+          pipes_.Put(&s->resp_pipe);
+        }
+      } else if (s->resp_ready == 0 && !s->resp_scanned && s->uin.empty()) {
         ssize_t r = ReadInto(s->upstream.get(), &s->u_rd, s->uin);
         if (r == kError) return CloseSession(s), Step::kGone;
         if (r == kEof) {
@@ -1583,6 +1690,7 @@ class Worker {
   const ProxyOptions& opts_;
   std::vector<UniqueFd> listeners_;
   BufferPool pool_;
+  PipePool pipes_;
   const HeadLimits limits_;
   std::unique_ptr<char[]> linger_buf_;
   UniqueFd epoll_;
