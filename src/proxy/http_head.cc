@@ -344,6 +344,20 @@ ParseResult ParseRequestHead(std::string_view buf, const HeadLimits& limits, Htt
   if (d.hosts > 1) return Fail(out, 400, "more than one Host header");
   if (d.hosts == 0 && out->version_minor >= 1) return Fail(out, 400, "missing Host header");
   if (!ValidHost(out->host)) return Fail(out, 400, "invalid Host header");
+  // Absolute form ("GET http://a.example/x"): the authority in the target
+  // wins over Host (RFC 9112 section 3.2.2), for routing as for the app.
+  std::string_view t = out->target;
+  size_t scheme = EqualsIgnoreCase(t.substr(0, 7), "http://")    ? 7
+                  : EqualsIgnoreCase(t.substr(0, 8), "https://") ? 8
+                                                                 : 0;
+  if (scheme > 0) {
+    std::string_view authority = t.substr(scheme);
+    authority = authority.substr(0, authority.find_first_of("/?#"));
+    if (authority.empty() || !ValidHost(authority)) {
+      return Fail(out, 400, "invalid authority in the request target");
+    }
+    out->host = authority;
+  }
   if (out->has_transfer_encoding) {
     if (out->has_content_length) {
       return Fail(out, 400, "both Transfer-Encoding and Content-Length");

@@ -70,8 +70,10 @@ struct HttpHead {
   bool conn_keep_alive = false;  // Connection: keep-alive
   bool conn_upgrade = false;     // Connection: upgrade
   bool expect_continue = false;  // requests: Expect: 100-continue
-  std::string_view host;         // requests: the Host header ("" if absent)
-  std::string_view upgrade;      // the Upgrade header ("" if absent)
+  // Requests: the authority of an absolute-form target, else the Host
+  // header ("" if absent).
+  std::string_view host;
+  std::string_view upgrade;  // the Upgrade header ("" if absent)
 
   // On kError: the status to answer (400, 431, 501, 505 for requests; for
   // responses the proxy answers 502) and a static reason for logs.

@@ -55,6 +55,16 @@ TEST(HttpHead, SkipsLeadingEmptyLines) {
   EXPECT_EQ(h.head_size, 4u + 27u);
 }
 
+TEST(HttpHead, AbsoluteFormTargetGivesTheHost) {
+  HttpHead h;
+  ASSERT_EQ(Req("GET HTTP://Blog.test:8080/x?y HTTP/1.1\r\nHost: shop.test\r\n\r\n", &h),
+            ParseResult::kComplete);
+  EXPECT_EQ(h.host, "Blog.test:8080");
+  EXPECT_EQ(h.target, "HTTP://Blog.test:8080/x?y");
+  EXPECT_EQ(ReqError("GET http://user@evil.test/ HTTP/1.1\r\nHost: shop.test\r\n\r\n"), 400);
+  EXPECT_EQ(ReqError("GET http:///x HTTP/1.1\r\nHost: shop.test\r\n\r\n"), 400);
+}
+
 TEST(HttpHead, RejectsMalformedRequests) {
   EXPECT_EQ(ReqError("GET / HTTP/1.1\r\nHost: a\r\n Folded: x\r\n\r\n"), 400);
   EXPECT_EQ(ReqError("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
