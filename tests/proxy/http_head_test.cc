@@ -1,9 +1,14 @@
 // The proxy's head parser and chunk scanner (src/proxy/http_head.h): what is
-// accepted, and every framing ambiguity a smuggling attack relies on.
+// accepted, and every framing ambiguity a smuggling attack relies on; plus a
+// golden file of head -> parse (tests/proxy/golden/heads.txt). Set
+// HC_UPDATE_GOLDEN=1 to rewrite it after a deliberate change.
 #include "proxy/http_head.h"
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace hc::proxy {
@@ -230,6 +235,113 @@ TEST(ChunkScanner, LargeChunkIsSkippedWithoutLookingAtIt) {
   EXPECT_EQ(s.Scan(data), data.size());
   EXPECT_EQ(s.Scan("\r\n0\r\n\r\nextra"), 7u);
   EXPECT_TRUE(s.done());
+}
+
+const char* FramingName(Framing f) {
+  switch (f) {
+    case Framing::kNone: return "none";
+    case Framing::kLength: return "length";
+    case Framing::kChunked: return "chunked";
+    case Framing::kUntilClose: return "until-close";
+  }
+  return "?";
+}
+
+std::string Escape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c >= 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string Render(bool response, std::string_view in) {
+  HttpHead h;
+  ParseResult r = response ? ParseResponseHead(in, "GET", HeadLimits{}, &h)
+                           : ParseRequestHead(in, HeadLimits{}, &h);
+  std::ostringstream o;
+  if (r == ParseResult::kIncomplete) return "incomplete\n";
+  if (r == ParseResult::kError) {
+    o << "error " << h.error_status << ": " << h.error << "\n";
+    return o.str();
+  }
+  if (response) {
+    o << "status " << h.status << " '" << h.reason << "'";
+  } else {
+    o << "method " << h.method << " target " << h.target << " host '" << h.host << "'";
+  }
+  o << " HTTP/1." << h.version_minor << " head " << h.head_size << "\n";
+  o << "framing " << FramingName(h.framing);
+  if (h.framing == Framing::kLength) o << " " << h.content_length;
+  o << " keep-alive " << h.KeepAlive() << " upgrade " << h.conn_upgrade << " '" << h.upgrade
+    << "' expect-100 " << h.expect_continue << "\n";
+  for (size_t i = 0; i < h.num_headers; ++i) {
+    o << "  " << h.headers[i].name << ": " << Escape(h.headers[i].value) << "\n";
+  }
+  return o.str();
+}
+
+TEST(HttpHead, Golden) {
+  struct Case {
+    const char* title;
+    bool response;
+    std::string bytes;
+  };
+  const Case cases[] = {
+      {"simple GET", false, "GET /index.html HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\n\r\n"},
+      {"HTTP/1.0 keep-alive", false, "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"},
+      {"POST with length", false,
+       "POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 42\r\nExpect: 100-continue\r\n\r\n"},
+      {"chunked upload", false,
+       "PUT /f HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"},
+      {"websocket", false,
+       "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"},
+      {"obs-text and tabs in a value", false,
+       "GET / HTTP/1.1\r\nHost: a\r\nX-Name: \tcaf\xc3\xa9 \t\r\n\r\n"},
+      {"absolute form", false, "GET http://b.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n"},
+      {"CL and TE", false,
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"},
+      {"TE with a space before the colon", false,
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n"},
+      {"obs-fold", false, "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  2\r\n\r\n"},
+      {"bare LF", false, "GET / HTTP/1.1\nHost: a\n\n"},
+      {"partial", false, "GET / HTTP/1.1\r\nHost: a\r\n"},
+      {"response with length", true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
+      {"response chunked", true,
+       "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"},
+      {"response until close", true, "HTTP/1.0 200 OK\r\nServer: x\r\n\r\n"},
+      {"100 Continue", true, "HTTP/1.1 100 Continue\r\n\r\n"},
+      {"101 Switching", true,
+       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"},
+      {"response without reason", true, "HTTP/1.1 204\r\n\r\n"},
+      {"response CL and TE", true,
+       "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"},
+  };
+  std::string got;
+  for (const Case& c : cases) {
+    got += std::string("### ") + c.title + "\n" + Render(c.response, c.bytes) + "\n";
+  }
+  std::string path = std::string(HC_SOURCE_DIR) + "/tests/proxy/golden/heads.txt";
+  if (std::getenv("HC_UPDATE_GOLDEN")) {
+    std::ofstream(path) << got;
+    GTEST_SKIP() << "wrote " << path;
+  }
+  std::ifstream in(path);
+  std::stringstream want;
+  want << in.rdbuf();
+  EXPECT_EQ(got, want.str()) << "golden file " << path
+                             << " differs; HC_UPDATE_GOLDEN=1 rewrites it after a deliberate "
+                                "change";
 }
 
 }  // namespace
