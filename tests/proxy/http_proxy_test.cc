@@ -456,6 +456,72 @@ TEST_F(ProxyTest, UpgradeBecomesATunnel) {
   EXPECT_EQ(ReadAll(fd.get(), 5s), "");
 }
 
+TEST_F(ProxyTest, RouteChangesKeepEstablishedConnections) {
+  StartProxy(ProxyOptions{.listen = {}, .workers = 1});
+  // A tunnel and a keep-alive connection, both on A.
+  UniqueFd ws = Connect();
+  ASSERT_TRUE(net::WriteAll(ws.get(),
+                            "GET /ws HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\n"
+                            "Upgrade: websocket\r\n\r\n",
+                            net::DeadlineIn(2s))
+                  .ok());
+  char tmp[4096];
+  auto n = net::ReadSome(ws.get(), tmp, sizeof tmp, net::DeadlineIn(5s));
+  ASSERT_TRUE(n.ok() && *n > 0);
+  UniqueFd ka = Connect();
+  ASSERT_TRUE(
+      net::WriteAll(ka.get(), "GET /1 HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
+  auto got = ReadResponses(ka.get(), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(Contains(got[0].body, "backend=A"));
+
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, b_->at()}}));
+  ASSERT_TRUE(net::WriteAll(ws.get(), "still here", net::DeadlineIn(2s)).ok());
+  n = net::ReadSome(ws.get(), tmp, sizeof tmp, net::DeadlineIn(5s));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(tmp, *n), "still here");
+  // The next request on the kept connection follows the new routes.
+  ASSERT_TRUE(
+      net::WriteAll(ka.get(), "GET /2 HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
+  got = ReadResponses(ka.get(), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(Contains(got[0].body, "backend=B")) << got[0].body;
+}
+
+TEST_F(ProxyTest, Http10ClientsAndStatsCount) {
+  StartProxy();
+  auto r = Curl({"--http1.0", "-i", "-H", "Host: shop.test", Url("/old")});
+  EXPECT_TRUE(r.out.starts_with("HTTP/1.1 200")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "target=/old\n")) << r.out;
+  // HTTP/1.0 keep-alive (as ab -k sends it).
+  UniqueFd fd = Connect();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(
+        net::WriteAll(fd.get(),
+                      "GET /k HTTP/1.0\r\nHost: shop.test\r\nConnection: keep-alive\r\n\r\n",
+                      net::DeadlineIn(2s))
+            .ok());
+    auto got = ReadResponses(fd.get(), 1);
+    ASSERT_EQ(got.size(), 1u) << i;
+    EXPECT_EQ(got[0].headers.Get("Connection").value_or(""), "keep-alive");
+  }
+  // Counted just after the last byte is sent, which the client may see first.
+  ProxyStats st;
+  for (auto deadline = Clock::now() + 2s; Clock::now() < deadline;) {
+    st = proxy_->stats();
+    if (st.apps["shop"].requests == 3 && st.apps["shop"].open_connections == 0) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  const AppStats& shop = st.apps["shop"];
+  EXPECT_EQ(shop.requests, 3u);
+  EXPECT_GT(shop.bytes_in, 3u * 30);
+  EXPECT_GT(shop.bytes_out, 3u * 100);
+  EXPECT_EQ(shop.open_connections, 0);
+  EXPECT_GE(st.connections_accepted, 2u);
+}
+
 TEST_F(ProxyTest, UnknownHostGetsA404Page) {
   StartProxy();
   auto r = Curl({"-H", "Host: nope.test", "-w", "\n%{http_code}", Url("/")});
@@ -642,7 +708,13 @@ TEST_F(ProxyTest, HoldThenReleaseSendsQueuedRequestsToTheNewBackend) {
         << outs[i];
   }
   EXPECT_EQ(a_->requests(), 0);
-  ProxyStats st = proxy_->stats();
+  // Counted just after the last byte is sent, which the client may see first.
+  ProxyStats st;
+  for (auto deadline = Clock::now() + 2s; Clock::now() < deadline;) {
+    st = proxy_->stats();
+    if (st.apps["shop"].requests == kClients) break;
+    std::this_thread::sleep_for(5ms);
+  }
   EXPECT_EQ(st.apps["shop"].held, 0u);
   EXPECT_EQ(st.apps["shop"].held_total, static_cast<uint64_t>(kClients));
   EXPECT_EQ(st.apps["shop"].requests, static_cast<uint64_t>(kClients));
