@@ -871,6 +871,12 @@ class Worker {
     }
     Session* s = e.s;
     if (e.side == Side::kClient) {
+      if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0 && WaitingForAnswer(*s)) {
+        // The client gave up while its request waits (nginx's 499): free
+        // its place in a hold queue, or its backend connection.
+        LogDebug("proxy: client %s closed while its request was waiting", s->peer);
+        return CloseSession(s);
+      }
       s->c_rd |= rd;
       s->c_wr |= wr;
     } else {
@@ -878,6 +884,14 @@ class Worker {
       s->u_wr |= wr;
     }
     Drive(s);
+  }
+
+  // True while the whole request is with the proxy or the backend and no
+  // byte of an answer has gone to the client.
+  static bool WaitingForAnswer(const Session& s) {
+    if (s.phase == Phase::kHeld) return true;
+    if (s.phase != Phase::kConnecting && s.phase != Phase::kProxying) return false;
+    return s.req_scanned && s.req_ready == 0 && !s.resp_head_done && !s.sent_1xx;
   }
 
   void OnWake() {

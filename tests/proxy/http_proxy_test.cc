@@ -750,6 +750,29 @@ TEST_F(ProxyTest, HoldTimeoutAndOverflowGive503WithRetryAfter) {
   EXPECT_EQ(r.out, "200");
 }
 
+TEST_F(ProxyTest, ClientThatGivesUpLeavesTheHoldQueue) {
+  StartProxy();
+  proxy_->Hold("shop");
+  UniqueFd fd = Connect();
+  ASSERT_TRUE(
+      net::WriteAll(fd.get(), "GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
+  auto deadline = Clock::now() + 5s;
+  while (proxy_->stats().apps["shop"].held < 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(proxy_->stats().apps["shop"].held, 1u);
+  fd.Reset();
+  deadline = Clock::now() + 2s;  // the hold timeout is 10 s
+  while (proxy_->stats().apps["shop"].held > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(proxy_->stats().apps["shop"].held, 0u);
+  EXPECT_EQ(proxy_->stats().apps["shop"].open_connections, 0);
+  proxy_->Release("shop");
+  EXPECT_EQ(a_->requests(), 0);
+}
+
 TEST_F(ProxyTest, MaxConnectionsClosesTheExtraOnes) {
   StartProxy(ProxyOptions{.listen = {}, .workers = 1, .max_connections = 2});
   UniqueFd c1 = Connect();
