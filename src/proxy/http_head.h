@@ -30,8 +30,8 @@ namespace hc::proxy {
 inline constexpr size_t kMaxHeaders = 100;
 
 struct HeadLimits {
-  size_t max_head = 16 * 1024;       // bytes through the blank line; more -> 431
-  size_t max_headers = kMaxHeaders;  // at most kMaxHeaders; more -> 431
+  size_t max_head = size_t{16} << 10;  // bytes through the blank line; more -> 431
+  size_t max_headers = kMaxHeaders;    // at most kMaxHeaders; more -> 431
 };
 
 enum class ParseResult : uint8_t { kComplete, kIncomplete, kError };

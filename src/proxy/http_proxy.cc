@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 // Every buffer has this size at least (and max_head at least, since a whole
 // head must fit in the client's buffer).
-constexpr size_t kMinBufferSize = 16 * 1024;
+constexpr size_t kMinBufferSize = size_t{16} << 10;
 // Free buffers a worker keeps for reuse; more are returned to the heap.
 constexpr size_t kMaxFreeBuffers = 512;
 constexpr int kAcceptsPerWakeup = 64;
@@ -50,7 +50,7 @@ constexpr int kDriveRounds = 64;
 constexpr int kRetryAfterS = 2;
 // Content-Length bodies with at least this much left go through a pipe
 // with splice(2): the bytes never enter user space.
-constexpr uint64_t kSpliceMin = 64 * 1024;
+constexpr uint64_t kSpliceMin = uint64_t{64} << 10;
 constexpr size_t kMaxFreePipes = 64;
 constexpr int kPortZeroAttempts = 8;
 constexpr auto kWarnInterval = std::chrono::seconds(10);
