@@ -7,7 +7,10 @@
 #
 # 1. wrk with keep-alive and with `Connection: close`, RUNS x SECS each
 #    (runs interleaved across the servers, after a 2 s warm-up of each):
-#    medians of req/s, p50 and p99, and ours / nginx.
+#    medians of req/s, p50, p99 and the server's CPU time per request (its
+#    own processes: the proxy without the backend; for "direct" the backend),
+#    and ours / nginx. CPU per request holds up when other processes share the
+#    machine; req/s and latency do not.
 # 2. Memory per idle connection: each proxy restarted, warmed up (1 s of wrk),
 #    then IDLE (10,000) keep-alive client connections that each made one
 #    request are held open (bench/idle_conns.py): RSS of the proxy's process
@@ -76,36 +79,40 @@ else
 fi
 
 # 1. Throughput and latency.
-declare -A RPS=() P50=() P99=() ERR=()
+declare -A RPS=() P50=() P99=() CPU=() ERR=()
 for t in "${targets[@]}"; do proxy_wrk "http://${ADDR[$t]}:$PORT/" 2 "$CONNS" keepalive >/dev/null; done
 for r in $(seq 1 "$RUNS"); do
   for t in "${targets[@]}"; do
     for m in keepalive close; do
-      line=$(proxy_wrk "http://${ADDR[$t]}:$PORT/" "$SECS" "$CONNS" "$m")
+      if [ "$t" = direct ]; then spid=$backend_pid; else spid=${PID[$t]}; fi
+      line=$(PROXY_SERVER_PID=$spid proxy_wrk "http://${ADDR[$t]}:$PORT/" "$SECS" "$CONNS" "$m")
       printf '  run %d %-8s %-9s %s\n' "$r" "$t" "$m" "$line"
       RPS[$t/$m]+="$(field rps <<<"$line") "
       P50[$t/$m]+="$(field p50_ms <<<"$line") "
       P99[$t/$m]+="$(field p99_ms <<<"$line") "
+      CPU[$t/$m]+="$(field cpu_us_per_req <<<"$line") "
       ERR[$t/$m]=$(( ${ERR[$t/$m]:-0} + $(field errors <<<"$line") ))
     done
   done
 done
-declare -A MRPS=() MP99=()
+declare -A MRPS=() MP99=() MCPU=()
 echo
 echo "HTTP, GET of a 100-byte static file, wrk -t1 -c$CONNS, median of $RUNS x ${SECS}s ($(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-printf '%-9s %-10s %10s %9s %9s %7s\n' server mode "req/s" "p50 ms" "p99 ms" errors
+printf '%-9s %-10s %10s %9s %9s %12s %7s\n' server mode "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
 for t in "${targets[@]}"; do
   for m in keepalive close; do
     MRPS[$t/$m]=$(tr ' ' '\n' <<<"${RPS[$t/$m]}" | grep . | median)
     MP99[$t/$m]=$(tr ' ' '\n' <<<"${P99[$t/$m]}" | grep . | median)
-    printf '%-9s %-10s %10s %9s %9s %7s\n' "$t" "$m" "${MRPS[$t/$m]}" \
-      "$(tr ' ' '\n' <<<"${P50[$t/$m]}" | grep . | median)" "${MP99[$t/$m]}" "${ERR[$t/$m]}"
+    MCPU[$t/$m]=$(tr ' ' '\n' <<<"${CPU[$t/$m]}" | grep . | median)
+    printf '%-9s %-10s %10s %9s %9s %12s %7s\n' "$t" "$m" "${MRPS[$t/$m]}" \
+      "$(tr ' ' '\n' <<<"${P50[$t/$m]}" | grep . | median)" "${MP99[$t/$m]}" "${MCPU[$t/$m]}" "${ERR[$t/$m]}"
   done
 done
 if [ -n "${PID[ours]:-}" ]; then
   for m in keepalive close; do
-    awk -v o="${MRPS[ours/$m]}" -v n="${MRPS[nginx/$m]}" -v op="${MP99[ours/$m]}" -v np="${MP99[nginx/$m]}" -v m="$m" \
-      'BEGIN {printf "ours / nginx, %-9s: req/s %.2fx, p99 %.2fx%s\n", m, o / n, op / np,
+    awk -v o="${MRPS[ours/$m]}" -v n="${MRPS[nginx/$m]}" -v op="${MP99[ours/$m]}" -v np="${MP99[nginx/$m]}" \
+        -v oc="${MCPU[ours/$m]}" -v nc="${MCPU[nginx/$m]}" -v m="$m" \
+      'BEGIN {printf "ours / nginx, %-9s: req/s %.2fx, p99 %.2fx, CPU per request %.2fx%s\n", m, o / n, op / np, oc / nc,
               (m == "keepalive" ? (o >= n && op <= np ? "  (target >= 1.0x, p99 <= nginx: met)" : "  (target >= 1.0x, p99 <= nginx: NOT met)") : "")}'
   done
 fi

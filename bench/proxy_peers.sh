@@ -7,8 +7,8 @@
 #   pid=$(proxy_nginx_start   WORKDIR ADDR PORT BACKEND_ADDR BACKEND_PORT)
 #   pid=$(proxy_haproxy_start WORKDIR ADDR PORT BACKEND_ADDR BACKEND_PORT)
 #   pid=$(proxy_ours_start    WORKDIR ADDR PORT BACKEND_ADDR BACKEND_PORT BINARY)
-#   proxy_wrk URL SECONDS CONNECTIONS [keepalive|close]
-#     -> rps=<req/s> p50_ms=<ms> p99_ms=<ms> errors=<n>
+#   [PROXY_SERVER_PID=$pid] proxy_wrk URL SECONDS CONNECTIONS [keepalive|close]
+#     -> rps=<req/s> p50_ms=<ms> p99_ms=<ms> errors=<n> [cpu_us_per_req=<us>]
 #   proxy_rss_kib PID                                # RSS of PID and its descendants
 #   proxy_stop PID
 #
@@ -303,29 +303,50 @@ _proxy_ms() {  # wrk duration (612.00us, 1.23ms, 2.00s, 1.00m) -> milliseconds
     printf "%.3f", v }'
 }
 
+_proxy_tree_ticks() {  # PID -> utime+stime (clock ticks) of PID and its descendants
+  local pid=$1 sum=0 kids k t
+  [ -r "/proc/$pid/stat" ] || { echo 0; return; }
+  sum=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+  kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null)
+  for k in $kids; do
+    t=$(_proxy_tree_ticks "$k"); sum=$((sum + t))
+  done
+  echo "$sum"
+}
+
+# With PROXY_SERVER_PID set, also the CPU time of that server (process tree)
+# per completed request: unlike req/s it does not drop when other processes
+# compete for the CPUs (the machine is shared), and wrk is not in it.
 proxy_wrk() {  # URL SECONDS CONNECTIONS [keepalive|close]
   if [ $# -lt 3 ] || [ $# -gt 4 ]; then
     echo "usage: proxy_wrk URL SECONDS CONNECTIONS [keepalive|close]" >&2; return 1
   fi
-  local url=$1 secs=$2 conns=$3 mode=${4:-keepalive} out rc hdr=() p50 p99
+  local url=$1 secs=$2 conns=$3 mode=${4:-keepalive} out rc hdr=() p50 p99 t0="" t1="" hz
+  hz=$(getconf CLK_TCK)
   case $mode in
     keepalive) ;;
     close) hdr=(-H 'Connection: close') ;;
     *) echo "proxy_wrk: mode is keepalive or close, not $mode" >&2; return 1 ;;
   esac
+  [ -n "${PROXY_SERVER_PID:-}" ] && t0=$(_proxy_tree_ticks "$PROXY_SERVER_PID")
   # shellcheck disable=SC2046
   out=$( (ulimit -n "$(_proxy_nofile)"
           exec $(_proxy_taskset "${PROXY_WRK_CPUS-1}") wrk -t1 -c"$conns" -d"${secs}s" \
             --latency "${hdr[@]}" "$url") 2>&1)
   rc=$?
+  [ -n "${PROXY_SERVER_PID:-}" ] && t1=$(_proxy_tree_ticks "$PROXY_SERVER_PID")
   if [ $rc -ne 0 ] || ! grep -q 'Requests/sec:' <<<"$out"; then
     echo "proxy_wrk: wrk failed (status $rc):" >&2; echo "$out" >&2; return 1
   fi
   p50=$(_proxy_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   p99=$(_proxy_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-  awk -v p50="$p50" -v p99="$p99" '
+  awk -v p50="$p50" -v p99="$p99" -v t0="$t0" -v t1="$t1" -v hz="$hz" '
+    / requests in / { done = $1 }
     /Requests\/sec:/ { rps = $2 }
     /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx responses:/ { err += $5 }
-    END { printf "rps=%.0f p50_ms=%s p99_ms=%s errors=%d\n", rps, p50, p99, err }' <<<"$out"
+    END {
+      printf "rps=%.0f p50_ms=%s p99_ms=%s errors=%d", rps, p50, p99, err
+      if (t0 != "" && t1 != "" && done > 0) printf " cpu_us_per_req=%.2f", (t1 - t0) / hz * 1e6 / done
+      printf "\n" }' <<<"$out"
 }
