@@ -51,7 +51,11 @@ constexpr uint64_t kFnvInit = 14695981039346656037ull;
 // "Expect: 100-continue" gets an interim 100 before the body is read.
 class Backend {
  public:
-  explicit Backend(std::string name, std::string host) : name_(std::move(name)) {
+  // one_per_connection: a second request on a connection is met with a
+  // close, as when a backend's keep-alive timeout fires just as a reused
+  // connection is sent a request.
+  explicit Backend(std::string name, std::string host, bool one_per_connection = false)
+      : name_(std::move(name)), one_per_connection_(one_per_connection) {
     auto fd = net::ListenTcp(net::HostPort{host, 0});
     EXPECT_TRUE(fd.ok()) << fd.status().ToString();
     listen_ = std::move(*fd);
@@ -101,6 +105,7 @@ class Backend {
       buf.append(tmp, *n);
       return true;
     };
+    int served = 0;
     for (;;) {
       net::HttpRequest req;
       std::optional<size_t> head_len;
@@ -112,6 +117,7 @@ class Backend {
         if (!fill()) return;
       }
       buf.erase(0, *head_len);
+      if (one_per_connection_ && served++ > 0) return;
       ++requests_;
       if (req.Path() == "/ws" && req.headers.Has("Upgrade")) {
         if (!Send(fd,
@@ -197,6 +203,7 @@ class Backend {
   }
 
   const std::string name_;
+  const bool one_per_connection_;
   UniqueFd listen_;
   net::HostPort at_;
   std::atomic<bool> stopping_{false};
@@ -385,6 +392,21 @@ TEST_F(ProxyTest, KeepAliveReusesClientAndBackendConnections) {
   r = Curl({"-H", "Host: shop.test", "-o", "/dev/null", "-w", "%{http_code}", Url("/5")});
   EXPECT_EQ(r.out, "200");
   EXPECT_EQ(a_->connections(), 1);
+}
+
+TEST_F(ProxyTest, StalePooledConnectionIsRetriedOnlyForBodilessRequests) {
+  Backend flaky("F", "127.0.0.93", /*one_per_connection=*/true);
+  StartProxy(ProxyOptions{.listen = {}, .workers = 1});
+  proxy_->SetRoutes(Routes({{"flaky", {"flaky.test"}, flaky.at()}}));
+  for (int i = 0; i < 3; ++i) {
+    auto r = Curl({"-H", "Host: flaky.test", "-o", "/dev/null", "-w", "%{http_code}", Url("/")});
+    EXPECT_EQ(r.out, "200") << i << " " << r.err;
+  }
+  EXPECT_EQ(flaky.requests(), 3);
+  // A request with a body is not sent twice: the backend may have acted on it.
+  auto r = Curl({"-H", "Host: flaky.test", "--data-binary", "once", "-o", "/dev/null", "-w",
+                 "%{http_code}", Url("/")});
+  EXPECT_EQ(r.out, "502") << r.err;
 }
 
 TEST_F(ProxyTest, PipelinedRequestsAreAnsweredInOrder) {
