@@ -46,6 +46,7 @@ constexpr uint64_t kFnvInit = 14695981039346656037ull;
 // A small threaded HTTP/1.1 backend: a thread per connection, keep-alive,
 // bodies (length or chunked) hashed as they arrive, never stored.
 //   /ws with Upgrade  -> 101, then echoes bytes until EOF
+//   /reject           -> 413 before the body is read, then close
 //   /big?n=N[&chunked] -> N bytes of 'x'
 //   anything else      -> a text report of what it saw
 // "Expect: 100-continue" gets an interim 100 before the body is read.
@@ -131,6 +132,15 @@ class Backend {
           if (!n.ok() || *n == 0) return;
           if (!Send(fd, std::string_view(tmp, *n))) return;
         }
+      }
+      if (req.Path() == "/reject") {
+        // Answers before reading the body, then closes (as for a 413).
+        Send(fd,
+             "HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+             "too big\n");
+        ::shutdown(fd, SHUT_WR);
+        while (fill()) buf.clear();
+        return;
       }
       if (req.headers.Get("Expect").value_or("") == "100-continue") {
         if (!Send(fd, "HTTP/1.1 100 Continue\r\n\r\n")) return;
@@ -433,6 +443,16 @@ TEST_F(ProxyTest, PipelinedRequestsAreAnsweredInOrder) {
   }
   EXPECT_TRUE(Contains(got[5].body, "body_bytes=3\n"));
   EXPECT_EQ(ReadAll(fd.get(), 2s), "");  // closed after the last
+}
+
+TEST_F(ProxyTest, EarlyAnswerBeforeTheBodyEndsReachesTheClient) {
+  StartProxy();
+  std::string file = TempFile(8u << 20);
+  auto r = Curl({"-H", "Host: shop.test", "--data-binary", "@" + file, "-w", "\n%{http_code}",
+                 Url("/reject")});
+  EXPECT_TRUE(r.out.ends_with("too big\n\n413")) << r.out << r.err;
+  r = Curl({"-H", "Host: shop.test", "-o", "/dev/null", "-w", "%{http_code}", Url("/")});
+  EXPECT_EQ(r.out, "200");
 }
 
 TEST_F(ProxyTest, ExpectContinueIsRelayed) {
