@@ -27,6 +27,8 @@ PACKAGES=(
   bind9-dnsutils nsd knot dnsperf
   # real clients used by tests and benchmarks
   curl postgresql-client mariadb-client python3
+  # HTTP: the proxy's peers and load generator
+  nginx-light haproxy wrk
 )
 
 SUDO=""
