@@ -118,6 +118,13 @@ const std::vector<Option>& Options() {
               "SOA contact as a name (hostmaster.example.net = hostmaster@example.net)"),
       INT_OPT("dns_workers", dns_workers, 0, 64, "0",
               "UDP worker threads per DNS address (0 = one per core)"),
+      STR_OPT("proxy", proxy, "on", "on | off: the HTTP proxy that serves any app from any node"),
+      LIST_OPT("proxy_listen", proxy_listen, "[<each public address>:80]",
+               "where the HTTP proxy accepts clients"),
+      INT_OPT("proxy_internal_port", proxy_internal_port, 1, 65535, "7482",
+              "port on `address` where other nodes' proxies forward requests for apps here"),
+      INT_OPT("proxy_workers", proxy_workers, 0, 64, "0",
+              "proxy worker threads (0 = one per core)"),
   };
   return kOptions;
 }
@@ -193,6 +200,15 @@ Status ResolveConfig(Config* c) {
         c->dns_listen.push_back(net::HostPort{a, 53}.ToString());
     for (const auto& l : c->dns_listen)
       HC_RETURN_IF_ERROR(net::ParseHostPort(l, 53).status().Annotate("dns_listen"));
+  }
+  if (c->proxy != "on" && c->proxy != "off")
+    return InvalidArgument("proxy must be on or off, got '" + c->proxy + "'");
+  if (c->proxy == "on") {
+    if (c->proxy_listen.empty())
+      for (const auto& a : c->public_addresses)
+        c->proxy_listen.push_back(net::HostPort{a, 80}.ToString());
+    for (const auto& l : c->proxy_listen)
+      HC_RETURN_IF_ERROR(net::ParseHostPort(l, 80).status().Annotate("proxy_listen"));
   }
   if (c->runtime_backend != "auto" && c->runtime_backend != "runc" &&
       c->runtime_backend != "process")

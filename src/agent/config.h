@@ -41,6 +41,11 @@ struct Config {
   int dns_name_servers = 2;
   std::string dns_hostmaster;
   int dns_workers = 0;
+  // HTTP proxy
+  std::string proxy = "on";               // on | off
+  std::vector<std::string> proxy_listen;  // [] = each public address, port 80
+  int proxy_internal_port = 7482;         // on `address`, for other nodes' proxies
+  int proxy_workers = 0;
 
   // Derived (ResolveConfig)
   uint64_t memory_bytes = 0;

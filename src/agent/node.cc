@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "dns/service.h"
 #include "net/http_server.h"
+#include "proxy/service.h"
 #include "runtime/runtime.h"
 #include "storage/store.h"
 
@@ -146,6 +147,23 @@ Status Node::Run() {
     dns = std::make_unique<dns::DnsService>(&cs, DnsSettingsOf(cfg), so);
     HC_RETURN_IF_ERROR(dns->Start());
   }
+  // The HTTP proxy: bound before joining as well (port 80 needs root).
+  std::unique_ptr<proxy::ProxyService> http_proxy;
+  if (cfg.proxy == "on") {
+    proxy::ProxyServiceOptions po;
+    po.node_id = node_id;
+    for (const auto& l : cfg.proxy_listen) {
+      HC_ASSIGN_OR_RETURN(auto hp, net::ParseHostPort(l, 80));
+      po.public_proxy.listen.push_back(hp);
+    }
+    po.public_proxy.workers = cfg.proxy_workers;
+    po.internal_proxy.listen = {
+        net::HostPort{cfg.address, static_cast<uint16_t>(cfg.proxy_internal_port)}};
+    po.internal_proxy.workers = 1;
+    http_proxy = std::make_unique<proxy::ProxyService>(&cs, po);
+    HC_RETURN_IF_ERROR(http_proxy->Start());
+    info.proxy_port = static_cast<uint16_t>(cfg.proxy_internal_port);
+  }
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
   api::Api api(ao, &cs);
@@ -176,6 +194,11 @@ Status Node::Run() {
   LogInfo("hcd %s: node %s (%s) in %s, API on %s, etcd %s", kVersion, node_id.c_str(),
           info.address.c_str(), cfg.datacenter.c_str(), api_at.ToString().c_str(),
           cfg.etcd_endpoints.front().c_str());
+  if (http_proxy) {
+    std::string at;
+    for (const auto& b : http_proxy->bound()) at += (at.empty() ? "" : ", ") + b.ToString();
+    LogInfo("HTTP proxy on %s (the last one for other nodes)", at.c_str());
+  }
   if (dns) {
     std::string at;
     for (const auto& b : dns->bound()) at += (at.empty() ? "" : ", ") + b.ToString();
@@ -208,6 +231,7 @@ Status Node::Run() {
   LogInfo("shutting down (apps keep running)");
   server.Stop();
   if (dns) dns->Stop();
+  if (http_proxy) http_proxy->Stop();
   agent_ptr.store(nullptr);
   leader_ptr.store(nullptr);
   leader->Stop();

@@ -58,10 +58,19 @@ void RunHc(const std::vector<std::string>& args) {
   PrintIndented(r->err + r->out, "   ");
 }
 
-// What a visitor of the site sees, fetched with the real curl.
-void ShowPage(const std::string& url) {
-  std::printf("   $ curl %s\n", url.c_str());
-  auto r = RunCommand({"curl", "-s", "--max-time", "5", url});
+// What a visitor of the site sees, fetched with the real curl (`resolve`:
+// curl's --resolve HOST:PORT:ADDR, to reach a name through a chosen node).
+void ShowPage(const std::string& url, const std::string& resolve = "") {
+  std::vector<std::string> argv = {"curl", "-sf", "--max-time", "5", url};
+  if (!resolve.empty()) argv.insert(argv.begin() + 1, {"--resolve", resolve});
+  std::printf("   $ curl %s%s\n", resolve.empty() ? "" : ("--resolve " + resolve + " ").c_str(),
+              url.c_str());
+  // The proxies learn a new app's port a few milliseconds after the API shows it.
+  auto r = RunCommand(argv);
+  for (int i = 0; i < 30 && (!r.ok() || !r->ok()); ++i) {
+    usleep(100 * 1000);
+    r = RunCommand(argv);
+  }
   if (!r.ok() || !r->ok()) {
     std::printf("   (curl %s failed)\n", url.c_str());
     return;
@@ -106,6 +115,7 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   o.runtime_backend = runtime_backend;
   o.dns_zones = {"demo.test"};
   o.dns_port = geteuid() == 0 ? 53 : 10053;  // 53 needs root
+  o.proxy_port = geteuid() == 0 ? 80 : 10080;
   o.progress = [](const std::string& line) {
     std::printf("   %s\n", line.c_str());
     std::fflush(stdout);
@@ -163,10 +173,15 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   if (primary.empty() || port == 0)
     return Unavailable("the sample site did not start; see the node logs in " + dir);
   int k = std::atoi(primary.c_str() + 4);  // "nodeK"
-  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/";
-  Step("visit it (on " + primary + "; the proxy that serves it by domain from any node comes next)",
+  std::string pport = o.proxy_port == 80 ? "" : ":" + std::to_string(o.proxy_port);
+  std::string url = "http://hello.demo.test" + pport + "/";
+  int other = k % nodes + 1;  // a node that does not run it
+  std::string via_other =
+      "hello.demo.test:" + std::to_string(o.proxy_port) + ":" + cluster.NodeAddress(other);
+  Step("visit it by its domain through node" + std::to_string(other) + "'s proxy (it runs on " +
+           primary + "; any node's proxy forwards there)",
        "");
-  ShowPage(url);
+  ShowPage(url, via_other);
 
   std::string dns_at =
       "@127.0.0.11" + (o.dns_port == 53 ? "" : " -p " + std::to_string(o.dns_port));
@@ -208,7 +223,7 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   HC_RETURN_IF_ERROR(WriteFileAtomic(
       live + "/public/index.html",
       "<h1>Hello from HybridCluster</h1>\n<p>Edited by the customer.</p>\n", false));
-  ShowPage(url);
+  ShowPage(url, via_other);
   Step("snapshot again and see what changed",
        "hc volume " + vflags + " snapshot hello v2 && hc volume " + vflags + " diff hello v1 v2");
   HC_ASSIGN_OR_RETURN(auto s2, store->Snapshot("hello", "v2", {}));
@@ -231,12 +246,12 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
       "  hc cluster status%s            nodes, leader, apps\n"
       "  hc app show hello%s            where the site runs, its status on each node\n"
       "  hc app create NAME --template static|command|postgres|mariadb%s\n"
-      "  curl %s\n"
+      "  curl --resolve %s %s\n"
       "  dig %s hello.demo.test      hc dns show%s\n"
       "  logs: %s/node1.log ... node%d.log, etcd.log\n"
       "Stop everything it started with: %s\n",
-      a.c_str(), a.c_str(), a.c_str(), url.c_str(), dns_at.c_str(), a.c_str(), dir.c_str(), nodes,
-      stop.c_str());
+      a.c_str(), a.c_str(), a.c_str(), via_other.c_str(), url.c_str(), dns_at.c_str(), a.c_str(),
+      dir.c_str(), nodes, stop.c_str());
   return Status::Ok();
 }
 

@@ -294,6 +294,7 @@ std::string ToJson(const NodeInfo& n) {
       {"started_unix", n.started_unix},
       {"drained", n.drained},
       {"public_addresses", n.public_addresses},
+      {"proxy_port", n.proxy_port},
   };
   return Dump(j);
 }
@@ -360,6 +361,7 @@ Result<NodeInfo> NodeInfoFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.Int("started_unix", &n.started_unix));
   HC_RETURN_IF_ERROR(f.Bool("drained", &n.drained));
   HC_RETURN_IF_ERROR(f.StrList("public_addresses", &n.public_addresses));
+  HC_RETURN_IF_ERROR(f.Int("proxy_port", &n.proxy_port));
   return n;
 }
 

@@ -32,6 +32,7 @@ struct NodeInfo {
   // Addresses the world reaches this node at (DNS A/AAAA records); empty =
   // `address`.
   std::vector<std::string> public_addresses;
+  uint16_t proxy_port = 0;  // internal proxy other nodes forward to; 0 = no proxy
 };
 
 // Resource limits of an app (the runtime's Limits plus nothing else).

@@ -240,6 +240,13 @@ Status LocalCluster::WriteConfigs() const {
                        "cpu_capacity: \"2\"\n"
                        "log_level: " +
                        opts_.log_level + "\n";
+    if (opts_.proxy_port == 0) {
+      yaml += "proxy: off\n";
+    } else {
+      yaml += "proxy_listen: [" + NodeAddress(k) + ":" + std::to_string(opts_.proxy_port) +
+              "]\nproxy_internal_port: " + std::to_string(opts_.proxy_internal_port) +
+              "\nproxy_workers: 1\n";
+    }
     if (!opts_.dns_zones.empty()) {
       std::string zones;
       for (const auto& z : opts_.dns_zones) zones += (zones.empty() ? "" : ", ") + z;

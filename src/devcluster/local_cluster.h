@@ -45,6 +45,10 @@ struct LocalClusterOptions {
   // DNS on every node at <node address>:dns_port (off when dns_zones is empty).
   std::vector<std::string> dns_zones;
   uint16_t dns_port = 53;
+  // The HTTP proxy on every node at <node address>:proxy_port (0 = off), and
+  // its internal port for other nodes.
+  uint16_t proxy_port = 0;
+  uint16_t proxy_internal_port = 7482;
   std::function<void(const std::string&)> progress;  // one line per step, or null
 };
 

@@ -92,6 +92,10 @@ dns_ttl: 30
 dns_name_servers: 3
 dns_hostmaster: admin.example.net
 dns_workers: 2
+proxy: off
+proxy_listen: [203.0.113.5:8080]
+proxy_internal_port: 9000
+proxy_workers: 1
 )";
 
 TEST_F(ConfigFileTest, FullFileSetsEveryOption) {

@@ -117,11 +117,13 @@ class LocalClusterTest : public ::testing::Test {
   }
 
   // Creates a static app through node k and waits until it runs and is ready.
-  static json CreateAndWait(int k, const std::string& name) {
+  // `extra` fields replace the defaults (e.g. {"domains": [...]}).
+  static json CreateAndWait(int k, const std::string& name, const json& extra = json::object()) {
     json body = {{"name", name},
                  {"template", "static"},
                  {"replicas", 1},
                  {"limits", {{"memory_bytes", 64 << 20}}}};
+    body.update(extra);
     auto [st, j] = Call(k, "POST", "/v1/apps", body.dump());
     EXPECT_EQ(st, 201) << j.dump();
     json app;
