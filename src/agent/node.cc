@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "dns/service.h"
 #include "net/http_server.h"
+#include "proxy/metrics.h"
 #include "proxy/service.h"
 #include "runtime/runtime.h"
 #include "storage/store.h"
@@ -166,6 +167,12 @@ Status Node::Run() {
   }
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
+  ao.metrics = [&dns, &http_proxy] {
+    std::string m;
+    if (http_proxy) m += proxy::PrometheusText(http_proxy->public_proxy().stats());
+    if (dns) m += dns::PrometheusText(dns->stats());
+    return m;
+  };
   api::Api api(ao, &cs);
   net::HttpServer server([&api](const net::HttpRequest& r) { return api.Handle(r); });
   HC_RETURN_IF_ERROR(server.Start(api_at).Annotate("REST API on " + cfg.api_listen));

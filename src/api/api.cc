@@ -127,6 +127,14 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
     if (req.method != "GET") return method_not_allowed("GET");
     return ListNodes();
   }
+  if (path == "/metrics" && opts_.metrics) {
+    if (req.method != "GET") return method_not_allowed("GET");
+    net::HttpResponse r;
+    r.status = 200;
+    r.headers.Set("Content-Type", "text/plain; version=0.0.4");
+    r.body = opts_.metrics();
+    return r;
+  }
   if (path == "/v1/dns") {
     if (req.method != "GET") return method_not_allowed("GET");
     return GetDns();

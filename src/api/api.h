@@ -19,6 +19,8 @@ struct ApiOptions {
   std::string token;  // "" = no Authorization required
   // The zones this node's DNS server answers from; unset or nullptr = DNS off.
   std::function<std::shared_ptr<const dns::ZoneSet>()> dns_zones;
+  // The node's metrics in the Prometheus text format; unset = 404.
+  std::function<std::string()> metrics;
 };
 
 class Api {

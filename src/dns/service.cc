@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -36,6 +37,36 @@ class AnswerResponder : public Responder {
 };
 
 }  // namespace
+
+std::string PrometheusText(const DnsServiceStats& s) {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help,
+                    const std::string& samples) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           samples;
+  };
+  auto n = [](auto v) { return std::to_string(v); };
+  metric("hc_dns_queries_total", "counter", "DNS queries received.",
+         "hc_dns_queries_total{transport=\"udp\"} " + n(s.server.udp_queries) +
+             "\nhc_dns_queries_total{transport=\"tcp\"} " + n(s.server.tcp_queries) + "\n");
+  metric("hc_dns_responses_total", "counter", "DNS responses sent over UDP.",
+         "hc_dns_responses_total " + n(s.server.udp_responses) + "\n");
+  metric("hc_dns_dropped_total", "counter", "Packets not answered (malformed, responses).",
+         "hc_dns_dropped_total " + n(s.server.dropped) + "\n");
+  metric("hc_dns_tcp_connections_total", "counter", "DNS TCP connections served.",
+         "hc_dns_tcp_connections_total " + n(s.server.tcp_connections) + "\n");
+  metric("hc_dns_zone_serial", "gauge", "SOA serial of the zones served.",
+         "hc_dns_zone_serial " + n(s.serial) + "\n");
+  metric("hc_dns_zone_rebuilds_total", "counter", "Zone rebuilds after changes.",
+         "hc_dns_zone_rebuilds_total " + n(s.rebuilds) + "\n");
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.6f", s.last_build_ms / 1000.0);
+  metric("hc_dns_zone_build_seconds", "gauge", "Time the last rebuild took.",
+         std::string("hc_dns_zone_build_seconds ") + secs + "\n");
+  metric("hc_dns_names", "gauge", "Names with precompiled answers.",
+         "hc_dns_names " + n(s.names) + "\n");
+  return out;
+}
 
 void ZoneInputOf(const cluster::ClusterView& view, std::vector<NodeEntry>* nodes,
                  std::vector<AppEntry>* apps) {

@@ -47,6 +47,12 @@ class DnsService {
   std::unique_ptr<Impl> impl_;
 };
 
+// The DNS counters in the Prometheus text format (GET /metrics):
+// hc_dns_queries_total{transport}, hc_dns_responses_total,
+// hc_dns_dropped_total, hc_dns_tcp_connections_total, hc_dns_zone_serial,
+// hc_dns_zone_rebuilds_total, hc_dns_zone_build_seconds, hc_dns_names.
+std::string PrometheusText(const DnsServiceStats& s);
+
 // Converts cluster state into the zone builder's input (live nodes with
 // their public addresses, apps with domains and aliases).
 void ZoneInputOf(const cluster::ClusterView& view, std::vector<NodeEntry>* nodes,

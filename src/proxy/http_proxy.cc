@@ -65,6 +65,7 @@ struct AppCounters {
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<int64_t> open{0};
   std::array<std::atomic<uint64_t>, kLatencyBuckets> latency{};
+  std::atomic<uint64_t> latency_us{0};  // sum, for the histogram's _sum
 };
 
 // Per-worker counters on their own cache line.
@@ -750,6 +751,7 @@ class Worker {
       for (size_t i = 0; i < kLatencyBuckets; ++i) {
         a.latency[i] += c->latency[i].load(std::memory_order_relaxed);
       }
+      a.latency_us += c->latency_us.load(std::memory_order_relaxed);
     }
     out->connections_accepted += counters_.accepted.load(std::memory_order_relaxed);
     out->connections_refused += counters_.refused.load(std::memory_order_relaxed);
@@ -1592,7 +1594,9 @@ class Worker {
   Step FinishRequest(Session* s) {
     if (s->app != nullptr) {
       Inc(s->app->requests);
-      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now_ - s->started).count();
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(now_ - s->started).count();
+      auto ms = us / 1000;
+      Inc(s->app->latency_us, static_cast<uint64_t>(us));
       size_t bucket = 0;
       while (bucket < kLatencyBoundsMs.size() && ms > kLatencyBoundsMs[bucket]) ++bucket;
       Inc(s->app->latency[bucket]);

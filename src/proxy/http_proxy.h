@@ -70,6 +70,7 @@ struct AppStats {
   uint64_t held_total = 0;  // requests ever queued by a hold
   // Request head complete -> response fully sent, by kLatencyBoundsMs.
   std::array<uint64_t, kLatencyBuckets> latency{};
+  uint64_t latency_us = 0;  // sum of the latencies above, in microseconds
 };
 
 struct ProxyStats {

@@ -61,6 +61,12 @@ TEST_F(ProxyClusterTest, EveryNodeServesTheAppByItsDomainAndItsAlias) {
       EXPECT_NE(r.find("<title>site</title>"), std::string::npos) << r;
     }
     EXPECT_TRUE(Get(k, "unknown.example.com").starts_with("404 "));
+    // Each node's /metrics counts what its public proxy answered for the app.
+    auto m = RunCommand({"curl", "-s", "--max-time", "5", cluster_->ApiUrl(k) + "/metrics"});
+    ASSERT_TRUE(m.ok());
+    EXPECT_NE(m->out.find("hc_proxy_requests_total{app=\"site\"} "), std::string::npos) << m->out;
+    EXPECT_NE(m->out.find("hc_proxy_request_duration_seconds_count{app=\"site\"} "),
+              std::string::npos);
   }
   // Deleted: every node stops serving it.
   ASSERT_EQ(Call(2, "DELETE", "/v1/apps/site").first, 200);
