@@ -22,6 +22,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/shared_slot.h"
 
 namespace hc::dns {
 namespace {
@@ -43,7 +44,6 @@ constexpr int kMaxBatch = 1024;  // UIO_MAXIOV: the kernel's cap for recvmmsg/se
 // With port 0 the port picked for TCP may be taken for UDP (or the reverse);
 // then the whole address is bound again on another port.
 constexpr int kPortZeroAttempts = 8;
-constexpr auto kWarnInterval = std::chrono::seconds(10);
 constexpr size_t kPktInfoSpace =
     CMSG_SPACE(std::max(sizeof(struct in_pktinfo), sizeof(struct in6_pktinfo)));
 
@@ -61,46 +61,7 @@ void Add(std::atomic<uint64_t>& counter, uint64_t n) {
   if (n != 0) counter.fetch_add(n, std::memory_order_relaxed);
 }
 
-// One warning per interval for conditions a flood of packets can repeat.
-// Owned by one thread.
-class WarnThrottle {
- public:
-  bool Allow() {
-    auto now = Clock::now();
-    if (now < next_) return false;
-    next_ = now + kWarnInterval;
-    return true;
-  }
-
- private:
-  Clock::time_point next_{};
-};
-
-// The current responder. Readers compare the version (a rarely written cache
-// line that every core can keep shared) once per batch and take the mutex
-// only after a change, so the hot path costs one load and no reference count
-// traffic.
-class ResponderSlot {
- public:
-  void Set(std::shared_ptr<const Responder> r) {
-    std::lock_guard<std::mutex> lock(mu_);
-    current_ = std::move(r);
-    version_.fetch_add(1, std::memory_order_release);
-  }
-
-  // Replaces *cached with the current responder if it changed since *seen.
-  void Refresh(std::shared_ptr<const Responder>* cached, uint64_t* seen) const {
-    if (version_.load(std::memory_order_acquire) == *seen) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    *cached = current_;
-    *seen = version_.load(std::memory_order_relaxed);
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::shared_ptr<const Responder> current_;  // GUARDED_BY(mu_)
-  std::atomic<uint64_t> version_{0};          // written under mu_
-};
+using ResponderSlot = SharedSlot<const Responder>;
 
 struct SockAddr {
   struct sockaddr_storage ss = {};
@@ -433,7 +394,7 @@ class UdpWorker {
   std::vector<struct iovec> recv_iov_;
   const ResponderSlot& responder_;
   Counters& counters_;
-  WarnThrottle throttle_;
+  LogThrottle throttle_;
 };
 
 // The TCP side of a server: every listener and connection in one epoll loop
@@ -698,7 +659,7 @@ class TcpLoop {
   Clock::time_point now_ = Clock::now();
   std::shared_ptr<const Responder> responder_cache_;
   uint64_t responder_seen_ = 0;
-  WarnThrottle warn_accept_, warn_full_, warn_epoll_;
+  LogThrottle warn_accept_, warn_full_, warn_epoll_;
 };
 
 void NameThread(std::thread& t, const char* name) {

@@ -24,6 +24,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/shared_slot.h"
 #include "proxy/http_head.h"
 
 namespace hc::proxy {
@@ -53,7 +54,6 @@ constexpr int kRetryAfterS = 2;
 constexpr uint64_t kSpliceMin = uint64_t{64} << 10;
 constexpr size_t kMaxFreePipes = 64;
 constexpr int kPortZeroAttempts = 8;
-constexpr auto kWarnInterval = std::chrono::seconds(10);
 
 void Inc(std::atomic<uint64_t>& c, uint64_t n = 1) {
   if (n != 0) c.fetch_add(n, std::memory_order_relaxed);
@@ -75,40 +75,7 @@ struct alignas(64) WorkerCounters {
   std::atomic<uint64_t> errors{0};
 };
 
-class WarnThrottle {
- public:
-  bool Allow() {
-    auto now = Clock::now();
-    if (now < next_) return false;
-    next_ = now + kWarnInterval;
-    return true;
-  }
-
- private:
-  Clock::time_point next_{};
-};
-
-// The current routing snapshot. Workers compare the version once per
-// wakeup and take the mutex only after a change.
-class RoutesSlot {
- public:
-  void Set(std::shared_ptr<const RouteTable> r) {
-    std::lock_guard<std::mutex> lock(mu_);
-    current_ = std::move(r);
-    version_.fetch_add(1, std::memory_order_release);
-  }
-  void Refresh(std::shared_ptr<const RouteTable>* cached, uint64_t* seen) const {
-    if (version_.load(std::memory_order_acquire) == *seen) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    *cached = current_;
-    *seen = version_.load(std::memory_order_relaxed);
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::shared_ptr<const RouteTable> current_;  // GUARDED_BY(mu_)
-  std::atomic<uint64_t> version_{0};           // written under mu_
-};
+using RoutesSlot = SharedSlot<const RouteTable>;
 
 // Which apps are held and how many requests wait for each, over all
 // workers. Holds are rare (migrations), so a mutex is fine; the data path
@@ -1730,7 +1697,7 @@ class Worker {
   // without the lock.
   std::unordered_map<std::string, std::unique_ptr<AppCounters>, StrHash, std::equal_to<>> apps_;
   WorkerCounters counters_;
-  WarnThrottle warn_accept_, warn_full_, warn_epoll_;
+  LogThrottle warn_accept_, warn_full_, warn_epoll_;
 };
 
 }  // namespace

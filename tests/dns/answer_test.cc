@@ -12,6 +12,7 @@
 
 #include "dns/render.h"
 #include "dns/zone.h"
+#include "golden.h"
 
 namespace hc::dns {
 namespace {
@@ -229,17 +230,7 @@ TEST(DnsAnswer, Golden) {
   for (const Case& c : cases) {
     got += std::string("### ") + c.title + "\n" + Ask(*a, c.q, c.tcp) + "\n";
   }
-  std::string path = std::string(HC_SOURCE_DIR) + "/tests/dns/golden/answers.txt";
-  if (std::getenv("HC_UPDATE_GOLDEN")) {
-    std::ofstream(path) << got;
-    GTEST_SKIP() << "wrote " << path;
-  }
-  std::ifstream in(path);
-  std::stringstream want;
-  want << in.rdbuf();
-  EXPECT_EQ(got, want.str()) << "golden file " << path
-                             << " differs; HC_UPDATE_GOLDEN=1 rewrites it after a deliberate "
-                                "change";
+  ::hc::testing::ExpectGolden("tests/dns/golden/answers.txt", got);
 }
 
 }  // namespace

@@ -27,10 +27,13 @@ const hc::dns::Answerer& Fixture() {
     s.zones = {"hosting.example.net", "customer.org"};
     std::vector<hc::dns::NodeEntry> nodes;
     for (int i = 1; i <= 40; ++i)  // enough addresses to truncate over 512
-      nodes.push_back({"n" + std::to_string(i), i % 2 ? "dc1" : "dc2",
-                       {"10.0.0." + std::to_string(i), "2001:db8::" + std::to_string(i)}, false});
+      nodes.push_back({"n" + std::to_string(i),
+                       i % 2 ? "dc1" : "dc2",
+                       {"10.0.0." + std::to_string(i), "2001:db8::" + std::to_string(i)},
+                       false});
     std::vector<hc::dns::AppEntry> apps = {
-        {"blog", {"blog.customer.org", "*.shop.customer.org", "a.b.c.customer.org"},
+        {"blog",
+         {"blog.customer.org", "*.shop.customer.org", "a.b.c.customer.org"},
          {"www.customer.org", "loop.customer.org"}},
         {"home", {"customer.org"}, {}},
         {"panel", {"panel.hosting.example.net"}, {"chain.customer.org"}},

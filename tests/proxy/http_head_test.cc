@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 
+#include "golden.h"
+
 namespace hc::proxy {
 namespace {
 
@@ -331,17 +333,7 @@ TEST(HttpHead, Golden) {
   for (const Case& c : cases) {
     got += std::string("### ") + c.title + "\n" + Render(c.response, c.bytes) + "\n";
   }
-  std::string path = std::string(HC_SOURCE_DIR) + "/tests/proxy/golden/heads.txt";
-  if (std::getenv("HC_UPDATE_GOLDEN")) {
-    std::ofstream(path) << got;
-    GTEST_SKIP() << "wrote " << path;
-  }
-  std::ifstream in(path);
-  std::stringstream want;
-  want << in.rdbuf();
-  EXPECT_EQ(got, want.str()) << "golden file " << path
-                             << " differs; HC_UPDATE_GOLDEN=1 rewrites it after a deliberate "
-                                "change";
+  ::hc::testing::ExpectGolden("tests/proxy/golden/heads.txt", got);
 }
 
 }  // namespace
