@@ -1,12 +1,11 @@
 #include "dns/service.h"
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <thread>
 
+#include "cluster/view_follower.h"
 #include "common/log.h"
 #include "dns/answer.h"
 
@@ -88,52 +87,38 @@ struct DnsService::Impl {
   cluster::ClusterStore* cs;
   DnsSettings settings;
   Server server;
+  cluster::ViewFollower follower;
 
-  mutable std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;
-  bool dirty = false;
-  cluster::ClusterView view;  // nodes and apps only
+  mutable std::mutex mu;  // zones and stats
   std::shared_ptr<const ZoneSet> zones;
   DnsServiceStats stats;
-  std::thread thread;
 
   Impl(cluster::ClusterStore* c, DnsSettings s, ServerOptions o)
-      : cs(c), settings(std::move(s)), server(std::move(o)) {}
-
-  // Reads nodes/ and apps/ (one transaction); retries until it works or stop.
-  bool Load() {
-    while (true) {
-      {
-        std::lock_guard<std::mutex> l(mu);
-        if (stop) return false;
-      }
-      auto v = cs->LoadView();
-      if (v.ok()) {
-        std::lock_guard<std::mutex> l(mu);
-        view = std::move(*v);
-        view.placements.clear();
-        view.placement_mod_revision.clear();
-        dirty = true;
-        return true;
-      }
-      LogWarn("dns: cannot read the cluster state: %s", v.status().ToString().c_str());
-      std::unique_lock<std::mutex> l(mu);
-      cv.wait_for(l, milliseconds(500), [&] { return stop; });
-    }
-  }
+      : cs(c),
+        settings(std::move(s)),
+        server(std::move(o)),
+        follower(c, {.name = "dns",
+                     .prefixes = {c->NodesPrefix(), c->AppsPrefix()},
+                     .extra_prefix = "",
+                     .rebuild = [this] { Rebuild(); },
+                     // Keep rebuilding to at most half of a core: with 10,000
+                     // apps a rebuild takes about 0.3 s, and apps may be
+                     // created hundreds a second.
+                     .delay =
+                         [this] {
+                           std::lock_guard<std::mutex> l(mu);
+                           return milliseconds(20 + static_cast<int>(stats.last_build_ms));
+                         }}) {}
 
   void Rebuild() {
     auto t0 = std::chrono::steady_clock::now();
     std::vector<NodeEntry> nodes;
     std::vector<AppEntry> apps;
     int64_t revision;
-    {
-      std::lock_guard<std::mutex> l(mu);
+    follower.Read([&](const cluster::ClusterView& view, const auto&) {
       ZoneInputOf(view, &nodes, &apps);
       revision = view.revision;
-      dirty = false;
-    }
+    });
     uint32_t prev = zones ? zones->serial : 0;
     ZoneSet next = BuildZones(settings, nodes, apps, 0);
     if (zones && next.SameContent(*zones)) return;
@@ -159,48 +144,6 @@ struct DnsService::Impl {
     LogInfo("dns: zones rebuilt, serial %u, %zu names, %.1f ms", serial, answerer->names(), ms);
     for (const auto& w : zones->warnings) LogDebug("dns: %s", w.c_str());
   }
-
-  void Run() {
-    if (!Load()) return;
-    int64_t rev;
-    {
-      std::lock_guard<std::mutex> l(mu);
-      rev = view.revision;
-    }
-    auto on_events = [&](const std::vector<cluster::WatchEvent>& evs, int64_t) {
-      std::lock_guard<std::mutex> l(mu);
-      cs->ApplyEvents(evs, &view);
-      dirty = true;
-      cv.notify_all();
-    };
-    auto resync = [&]() -> int64_t {
-      Load();
-      std::lock_guard<std::mutex> l(mu);
-      return view.revision;
-    };
-    std::vector<std::unique_ptr<cluster::Watch>> watches;
-    for (const auto& p : {cs->NodesPrefix(), cs->AppsPrefix()})
-      watches.push_back(
-          std::make_unique<cluster::Watch>(cs->etcd(), p, rev + 1, on_events, resync));
-    while (true) {
-      {
-        std::unique_lock<std::mutex> l(mu);
-        cv.wait(l, [&] { return stop || dirty; });
-        if (stop) break;
-      }
-      // Let a burst of events (many apps created at once) land first, and
-      // keep rebuilding to at most half of a core: with 10,000 apps a
-      // rebuild takes about 0.3 s, and apps may be created hundreds a second.
-      double last_ms;
-      {
-        std::lock_guard<std::mutex> l(mu);
-        last_ms = stats.last_build_ms;
-      }
-      std::this_thread::sleep_for(milliseconds(20 + static_cast<int>(last_ms)));
-      Rebuild();
-    }
-    for (auto& w : watches) w->Stop();
-  }
 };
 
 DnsService::DnsService(cluster::ClusterStore* cs, DnsSettings settings, ServerOptions server)
@@ -212,17 +155,12 @@ DnsService::~DnsService() {
 
 Status DnsService::Start() {
   HC_RETURN_IF_ERROR(impl_->server.Start(std::make_shared<AnswerResponder>(nullptr)));
-  impl_->thread = std::thread([this] { impl_->Run(); });
+  impl_->follower.Start();
   return Status::Ok();
 }
 
 void DnsService::Stop() {
-  {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    impl_->stop = true;
-  }
-  impl_->cv.notify_all();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->follower.Stop();
   impl_->server.Stop();
 }
 

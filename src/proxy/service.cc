@@ -1,11 +1,10 @@
 #include "proxy/service.h"
 
 #include <chrono>
-#include <condition_variable>
 #include <mutex>
 #include <set>
-#include <thread>
 
+#include "cluster/view_follower.h"
 #include "common/log.h"
 
 namespace hc::proxy {
@@ -59,55 +58,27 @@ struct ProxyService::Impl {
   ProxyServiceOptions opts;
   HttpProxy pub;
   HttpProxy internal;
-
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;
-  bool dirty = false;
-  cluster::ClusterView view;
-  std::map<std::string, cluster::AppObserved> local;  // by app
-  std::thread thread;
+  cluster::ViewFollower follower;
 
   Impl(cluster::ClusterStore* c, ProxyServiceOptions o)
-      : cs(c), opts(std::move(o)), pub(opts.public_proxy), internal(opts.internal_proxy) {}
-
-  std::string LocalStatusPrefix() const { return cs->StatusPrefix() + opts.node_id + "/"; }
-
-  // Reads the view and this node's status; retries until it works or stop.
-  bool Load() {
-    while (true) {
-      {
-        std::lock_guard<std::mutex> l(mu);
-        if (stop) return false;
-      }
-      auto v = cs->LoadView();
-      auto st = v.ok() ? cs->etcd()->GetPrefix(LocalStatusPrefix(), 0, v->revision)
-                       : Result<cluster::RangeResult>(v.status());
-      if (v.ok() && st.ok()) {
-        std::lock_guard<std::mutex> l(mu);
-        view = std::move(*v);
-        local.clear();
-        for (const auto& kv : st->kvs)
-          if (auto o = cluster::AppObservedFromJson(kv.value); o.ok()) local[o->app] = *o;
-        dirty = true;
-        return true;
-      }
-      LogWarn("proxy: cannot read the cluster state: %s",
-              (v.ok() ? st.status() : v.status()).ToString().c_str());
-      std::unique_lock<std::mutex> l(mu);
-      cv.wait_for(l, milliseconds(500), [&] { return stop; });
-    }
-  }
+      : cs(c),
+        opts(std::move(o)),
+        pub(opts.public_proxy),
+        internal(opts.internal_proxy),
+        follower(c, {.name = "proxy",
+                     .prefixes = {c->NodesPrefix(), c->AppsPrefix(), c->PlacementsPrefix()},
+                     .extra_prefix = c->StatusPrefix() + opts.node_id + "/",
+                     .rebuild = [this] { Rebuild(); },
+                     .delay = [] { return std::chrono::milliseconds(10); }}) {}
 
   void Rebuild() {
-    NodeRoutes r;
-    {
-      std::lock_guard<std::mutex> l(mu);
-      std::vector<cluster::AppObserved> st;
-      for (const auto& [app, o] : local) st.push_back(o);
-      r = RoutesFor(opts.node_id, view, st);
-      dirty = false;
-    }
+    NodeRoutes r = follower.Read(
+        [&](const cluster::ClusterView& view, const std::map<std::string, std::string>& local) {
+          std::vector<cluster::AppObserved> st;
+          for (const auto& [app, json] : local)
+            if (auto o = cluster::AppObservedFromJson(json); o.ok()) st.push_back(*o);
+          return RoutesFor(opts.node_id, view, st);
+        });
     auto pt = RouteTable::Build(r.public_routes);
     auto it = RouteTable::Build(r.internal_routes);
     if (!pt.ok() || !it.ok()) {
@@ -118,51 +89,6 @@ struct ProxyService::Impl {
     pub.SetRoutes(*pt);
     internal.SetRoutes(*it);
     LogDebug("proxy: %zu routes (%zu local)", (*pt)->size(), (*it)->size());
-  }
-
-  void Run() {
-    if (!Load()) return;
-    int64_t rev;
-    {
-      std::lock_guard<std::mutex> l(mu);
-      rev = view.revision;
-    }
-    std::string status_prefix = LocalStatusPrefix();
-    auto on_events = [&](const std::vector<cluster::WatchEvent>& evs, int64_t) {
-      std::lock_guard<std::mutex> l(mu);
-      for (const auto& e : evs) {
-        if (!e.kv.key.starts_with(status_prefix)) continue;
-        std::string app = e.kv.key.substr(status_prefix.size());
-        if (e.type == cluster::WatchEvent::kDelete) {
-          local.erase(app);
-        } else if (auto o = cluster::AppObservedFromJson(e.kv.value); o.ok()) {
-          local[app] = *o;
-        }
-      }
-      cs->ApplyEvents(evs, &view);
-      dirty = true;
-      cv.notify_all();
-    };
-    auto resync = [&]() -> int64_t {
-      Load();
-      std::lock_guard<std::mutex> l(mu);
-      return view.revision;
-    };
-    std::vector<std::unique_ptr<cluster::Watch>> watches;
-    for (const auto& p :
-         {cs->NodesPrefix(), cs->AppsPrefix(), cs->PlacementsPrefix(), status_prefix})
-      watches.push_back(
-          std::make_unique<cluster::Watch>(cs->etcd(), p, rev + 1, on_events, resync));
-    while (true) {
-      {
-        std::unique_lock<std::mutex> l(mu);
-        cv.wait(l, [&] { return stop || dirty; });
-        if (stop) break;
-      }
-      std::this_thread::sleep_for(milliseconds(10));  // let a burst land
-      Rebuild();
-    }
-    for (auto& w : watches) w->Stop();
   }
 };
 
@@ -182,17 +108,12 @@ Status ProxyService::Start() {
     impl_->pub.Stop();
     return s.Annotate("internal proxy");
   }
-  impl_->thread = std::thread([this] { impl_->Run(); });
+  impl_->follower.Start();
   return Status::Ok();
 }
 
 void ProxyService::Stop() {
-  {
-    std::lock_guard<std::mutex> l(impl_->mu);
-    impl_->stop = true;
-  }
-  impl_->cv.notify_all();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->follower.Stop();
   impl_->pub.Stop();
   impl_->internal.Stop();
 }
