@@ -25,20 +25,16 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/shared_slot.h"
+#include "proxy/engine.h"
 #include "proxy/http_head.h"
 
 namespace hc::proxy {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // Every buffer has this size at least (and max_head at least, since a whole
 // head must fit in the client's buffer).
 constexpr size_t kMinBufferSize = size_t{16} << 10;
-// Free buffers a worker keeps for reuse; more are returned to the heap.
-constexpr size_t kMaxFreeBuffers = 512;
 constexpr int kAcceptsPerWakeup = 64;
-constexpr int kListenBacklog = 4096;
 // Idle keep-alive connections a worker keeps per backend, and how long.
 constexpr size_t kMaxPooledPerBackend = 64;
 constexpr auto kPoolIdle = std::chrono::seconds(20);
@@ -52,12 +48,6 @@ constexpr int kRetryAfterS = 2;
 // Content-Length bodies with at least this much left go through a pipe
 // with splice(2): the bytes never enter user space.
 constexpr uint64_t kSpliceMin = uint64_t{64} << 10;
-constexpr size_t kMaxFreePipes = 64;
-constexpr int kPortZeroAttempts = 8;
-
-void Inc(std::atomic<uint64_t>& c, uint64_t n = 1) {
-  if (n != 0) c.fetch_add(n, std::memory_order_relaxed);
-}
 
 struct AppCounters {
   std::atomic<uint64_t> requests{0};
@@ -76,220 +66,6 @@ struct alignas(64) WorkerCounters {
 };
 
 using RoutesSlot = SharedSlot<const RouteTable>;
-
-// Which apps are held and how many requests wait for each, over all
-// workers. Holds are rare (migrations), so a mutex is fine; the data path
-// only reads `active_` while nothing is held.
-class Holds {
- public:
-  enum class Verdict { kPass, kQueued, kFull };
-
-  bool any() const { return active_.load(std::memory_order_acquire) > 0; }
-
-  Verdict Admit(const std::string& app, size_t max) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = apps_.find(app);
-    if (it == apps_.end() || !it->second.held) return Verdict::kPass;
-    if (it->second.queued >= max) return Verdict::kFull;
-    ++it->second.queued;
-    ++it->second.total;
-    return Verdict::kQueued;
-  }
-  bool Held(const std::string& app) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = apps_.find(app);
-    return it != apps_.end() && it->second.held;
-  }
-  void Dequeue(const std::string& app) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = apps_.find(app);
-    if (it != apps_.end() && it->second.queued > 0) --it->second.queued;
-  }
-  void Hold(const std::string& app) {
-    std::lock_guard<std::mutex> lock(mu_);
-    State& s = apps_[app];
-    if (!s.held) active_.fetch_add(1, std::memory_order_release);
-    s.held = true;
-  }
-  // False if the app was not held.
-  bool Release(const std::string& app) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = apps_.find(app);
-    if (it == apps_.end() || !it->second.held) return false;
-    it->second.held = false;
-    active_.fetch_sub(1, std::memory_order_release);
-    return true;
-  }
-  void AddTo(ProxyStats* out) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [app, s] : apps_) {
-      out->apps[app].held = s.queued;
-      out->apps[app].held_total = s.total;
-    }
-  }
-
- private:
-  struct State {
-    bool held = false;
-    uint64_t queued = 0;
-    uint64_t total = 0;
-  };
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, State> apps_;  // GUARDED_BY(mu_)
-  std::atomic<int> active_{0};                   // held apps; written under mu_
-};
-
-// A fixed-size byte buffer: data in [start, end). Memory comes from the
-// worker's BufferPool and goes back when the connection has nothing
-// buffered, so idle keep-alive connections hold no buffer.
-class Buffer {
- public:
-  bool has() const { return mem_ != nullptr; }
-  const char* data() const { return mem_.get() + start_; }
-  size_t size() const { return end_ - start_; }
-  bool empty() const { return start_ == end_; }
-  std::string_view view() const { return {data(), size()}; }
-  // Free space after moving the data to the front if that makes room.
-  size_t Space() {
-    if (end_ == cap_ && start_ > 0) {
-      std::memmove(mem_.get(), mem_.get() + start_, size());
-      end_ -= start_;
-      start_ = 0;
-    }
-    return cap_ - end_;
-  }
-  char* tail() { return mem_.get() + end_; }
-  void Produced(size_t n) { end_ += n; }
-  void Consume(size_t n) {
-    start_ += n;
-    if (start_ == end_) start_ = end_ = 0;
-  }
-  void Clear() { start_ = end_ = 0; }
-  // Keeps the first n bytes of the data.
-  void Truncate(size_t n) {
-    if (n < size()) end_ = start_ + n;
-  }
-  bool Append(std::string_view s) {
-    if (Space() < s.size()) {
-      if (start_ == 0 || cap_ - size() < s.size()) return false;
-      std::memmove(mem_.get(), mem_.get() + start_, size());
-      end_ -= start_;
-      start_ = 0;
-    }
-    std::memcpy(tail(), s.data(), s.size());
-    end_ += s.size();
-    return true;
-  }
-
- private:
-  friend class BufferPool;
-  std::unique_ptr<char[]> mem_;
-  size_t start_ = 0;
-  size_t end_ = 0;
-  size_t cap_ = 0;
-};
-
-// Owned by one worker.
-class BufferPool {
- public:
-  explicit BufferPool(size_t size) : size_(size) {}
-  void Get(Buffer* b) {
-    if (b->has()) return;
-    if (free_.empty()) {
-      b->mem_ = std::make_unique_for_overwrite<char[]>(size_);
-    } else {
-      b->mem_ = std::move(free_.back());
-      free_.pop_back();
-    }
-    b->cap_ = size_;
-    b->start_ = b->end_ = 0;
-  }
-  void Put(Buffer* b) {
-    if (!b->has()) return;
-    if (free_.size() < kMaxFreeBuffers) free_.push_back(std::move(b->mem_));
-    b->mem_.reset();
-    b->cap_ = b->start_ = b->end_ = 0;
-  }
-  size_t size() const { return size_; }
-
- private:
-  const size_t size_;
-  std::vector<std::unique_ptr<char[]>> free_;
-};
-
-// A pipe for splice(2), and how many bytes sit in it.
-struct SplicePipe {
-  UniqueFd r;
-  UniqueFd w;
-  size_t in_pipe = 0;
-  size_t capacity = 0;
-};
-
-// Owned by one worker. Only empty pipes are reused.
-class PipePool {
- public:
-  std::unique_ptr<SplicePipe> Get() {
-    if (!free_.empty()) {
-      auto p = std::move(free_.back());
-      free_.pop_back();
-      return p;
-    }
-    int fds[2];
-    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return nullptr;
-    auto p = std::make_unique<SplicePipe>();
-    p->r = UniqueFd(fds[0]);
-    p->w = UniqueFd(fds[1]);
-    int size = ::fcntl(fds[1], F_GETPIPE_SZ);
-    p->capacity = size > 0 ? static_cast<size_t>(size) : 4096;
-    return p;
-  }
-  void Put(std::unique_ptr<SplicePipe>* p) {
-    if (*p == nullptr) return;
-    if ((*p)->in_pipe == 0 && free_.size() < kMaxFreePipes) free_.push_back(std::move(*p));
-    p->reset();
-  }
-
- private:
-  std::vector<std::unique_ptr<SplicePipe>> free_;
-};
-
-enum class SpliceResult { kOk, kEof, kError };
-
-// Moves body bytes src -> pipe -> dst, at most *left more from src. The pipe
-// is filled only when empty, so EAGAIN from the filling splice can only
-// mean that src has nothing to read.
-SpliceResult SpliceStep(int src, bool* src_rd, int dst, bool* dst_wr, uint64_t* left, SplicePipe& p,
-                        uint64_t* moved, bool* progress) {
-  constexpr unsigned kFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-  if (p.in_pipe > 0 && *dst_wr) {
-    ssize_t n = ::splice(p.r.get(), nullptr, dst, nullptr, p.in_pipe, kFlags);
-    if (n > 0) {
-      p.in_pipe -= static_cast<size_t>(n);
-      *moved += static_cast<uint64_t>(n);
-      *progress = true;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      *dst_wr = false;
-    } else if (n < 0 && errno != EINTR) {
-      return SpliceResult::kError;
-    }
-  }
-  if (p.in_pipe == 0 && *left > 0 && *src_rd) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(*left, p.capacity));
-    ssize_t n = ::splice(src, nullptr, p.w.get(), nullptr, want, kFlags);
-    if (n > 0) {
-      p.in_pipe += static_cast<size_t>(n);
-      *left -= static_cast<uint64_t>(n);
-      *progress = true;
-    } else if (n == 0) {
-      return SpliceResult::kEof;
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      *src_rd = false;
-    } else if (errno != EINTR) {
-      return SpliceResult::kError;
-    }
-  }
-  return SpliceResult::kOk;
-}
 
 // Appends to a Buffer; remembers an overflow instead of failing each call.
 class Writer {
@@ -386,6 +162,7 @@ struct Session {
   std::string held_app;  // while kHeld
   Clock::time_point started;
   char peer[INET6_ADDRSTRLEN] = {};
+  bool tls = false;      // came through the TLS terminator (X-Forwarded-Proto: https)
   bool pending = false;  // in the worker's ready list
   // Pipes of bodies being spliced (large Content-Length ones).
   std::unique_ptr<SplicePipe> req_pipe;
@@ -449,65 +226,6 @@ std::string_view SafeForHtml(std::string_view s) {
 }
 
 enum class Step { kProgress, kStalled, kGone };
-
-// Read/write outcomes.
-constexpr ssize_t kAgain = 0;
-constexpr ssize_t kEof = -1;
-constexpr ssize_t kError = -2;
-
-ssize_t ReadInto(int fd, bool* readable, Buffer& b) {
-  if (!*readable || b.Space() == 0) return kAgain;
-  for (;;) {
-    ssize_t r = ::recv(fd, b.tail(), b.Space(), 0);
-    if (r > 0) {
-      b.Produced(static_cast<size_t>(r));
-      return r;
-    }
-    if (r == 0) return kEof;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      *readable = false;
-      return kAgain;
-    }
-    return kError;
-  }
-}
-
-ssize_t WriteFrom(int fd, bool* writable, const char* p, size_t n) {
-  if (!*writable || n == 0) return kAgain;
-  for (;;) {
-    ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r >= 0) return r;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      *writable = false;
-      return kAgain;
-    }
-    return kError;
-  }
-}
-
-// Sends a then b (either may be empty) in one call.
-ssize_t WriteTwo(int fd, bool* writable, const char* a, size_t alen, const char* b, size_t blen) {
-  if (!*writable || alen + blen == 0) return kAgain;
-  struct iovec iov[2];
-  int cnt = 0;
-  if (alen > 0) iov[cnt++] = {const_cast<char*>(a), alen};
-  if (blen > 0) iov[cnt++] = {const_cast<char*>(b), blen};
-  struct msghdr msg = {};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = static_cast<size_t>(cnt);
-  for (;;) {
-    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r >= 0) return r;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      *writable = false;
-      return kAgain;
-    }
-    return kError;
-  }
-}
 
 // Finds how much of `in` belongs to a body; false on broken chunk framing.
 bool ScanBody(Framing framing, std::string_view in, uint64_t* left, ChunkScanner* chunks,
@@ -574,55 +292,6 @@ bool DropHeader(const HttpHead& h, std::string_view name, bool custom_tokens, bo
   if (IsHopByHop(name)) return true;
   if (!keep_upgrade && EqualsIgnoreCase(name, "upgrade")) return true;
   return custom_tokens && !Protected(name) && h.ConnectionListed(name);
-}
-
-int OpenListener(const struct sockaddr_storage& ss, socklen_t len, UniqueFd* out,
-                 const char** step) {
-  *step = "bind";
-  UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return errno;
-  int one = 1;
-  (void)::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) return errno;
-  if (ss.ss_family == AF_INET6 &&
-      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) {
-    return errno;
-  }
-  if (::bind(fd.get(), reinterpret_cast<const struct sockaddr*>(&ss), len) != 0) return errno;
-  *step = "listen on";
-  if (::listen(fd.get(), kListenBacklog) != 0) return errno;
-  *out = std::move(fd);
-  return 0;
-}
-
-uint16_t PortOf(const struct sockaddr_storage& ss) {
-  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
-  return ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
-}
-
-void SetPort(struct sockaddr_storage* ss, uint16_t port) {
-  if (ss->ss_family == AF_INET) {
-    reinterpret_cast<sockaddr_in*>(ss)->sin_port = htons(port);
-  } else {
-    reinterpret_cast<sockaddr_in6*>(ss)->sin6_port = htons(port);
-  }
-}
-
-Status BindError(const net::HostPort& at, const char* step, int err) {
-  std::string msg =
-      std::string("proxy: cannot ") + step + " " + at.ToString() + ": " + std::strerror(err);
-  Code code = Code::kIo;
-  if (err == EACCES || err == EPERM) {
-    code = Code::kPermissionDenied;
-    msg += " (port " + std::to_string(at.port) + " needs root or CAP_NET_BIND_SERVICE)";
-  } else if (err == EADDRINUSE) {
-    code = Code::kUnavailable;
-    msg += " (another server listens there? `ss -ltnp` shows it)";
-  } else if (err == EADDRNOTAVAIL) {
-    code = Code::kUnavailable;
-    msg += " (no interface of this host has that address)";
-  }
-  return Status(code, std::move(msg));
 }
 
 struct Shared {
@@ -868,6 +537,12 @@ class Worker {
     while (::read(wake_.get(), &v, sizeof v) > 0) {
     }
     sh_.routes.Refresh(&routes_, &routes_seen_);
+    std::vector<Adopted> adopted;
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu_);
+      adopted.swap(inbox_);
+    }
+    for (Adopted& a : adopted) AddClient(std::move(a.fd), a.peer, a.tls);
     // Requests of apps released since: route them again.
     std::vector<uint64_t> released;
     for (Session* s = timers_[kHold].head; s != nullptr; s = s->tnext) {
@@ -920,37 +595,53 @@ class Worker {
         }
         return;
       }
-      UniqueFd conn(fd);
-      if (sh_.open_connections.load(std::memory_order_relaxed) >= opts_.max_connections) {
-        Inc(counters_.refused);
-        if (warn_full_.Allow()) {
-          LogWarn("proxy: refusing connections: %d open (max_connections)", opts_.max_connections);
-        }
-        continue;
-      }
-      int one = 1;
-      (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      auto owned = std::make_unique<Session>();
-      Session* s = owned.get();
-      s->cid = next_id_++;
-      if (!Watch(fd, s->cid, kConnEvents).ok()) continue;
-      s->client = std::move(conn);
-      if (peer.ss_family == AF_INET) {
-        ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, s->peer,
-                    sizeof s->peer);
-      } else if (peer.ss_family == AF_INET6) {
-        ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, s->peer,
-                    sizeof s->peer);
-      }
-      endpoints_[s->cid] = Endpoint{s, Side::kClient, {}};
-      sessions_.emplace(s->cid, std::move(owned));
-      sh_.open_connections.fetch_add(1, std::memory_order_relaxed);
-      Inc(counters_.accepted);
-      Arm(s, kHeader);
-      // The request often came with the handshake: try to read it now.
-      s->c_rd = s->c_wr = true;
-      Drive(s);
+      AddClient(UniqueFd(fd), peer, false);
     }
+  }
+
+ public:
+  // Takes over a connected client socket (Adopt): queued here, picked up by
+  // the worker's thread in OnWake. Any thread.
+  void Give(UniqueFd fd, const struct sockaddr_storage& peer, bool tls) {
+    {
+      std::lock_guard<std::mutex> lock(inbox_mu_);
+      inbox_.push_back(Adopted{std::move(fd), peer, tls});
+    }
+    Wake();
+  }
+
+ private:
+  struct Adopted {
+    UniqueFd fd;
+    struct sockaddr_storage peer;
+    bool tls;
+  };
+
+  void AddClient(UniqueFd conn, const struct sockaddr_storage& peer, bool tls) {
+    if (sh_.open_connections.load(std::memory_order_relaxed) >= opts_.max_connections) {
+      Inc(counters_.refused);
+      if (warn_full_.Allow()) {
+        LogWarn("proxy: refusing connections: %d open (max_connections)", opts_.max_connections);
+      }
+      return;
+    }
+    int one = 1;
+    (void)::setsockopt(conn.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto owned = std::make_unique<Session>();
+    Session* s = owned.get();
+    s->cid = next_id_++;
+    if (!Watch(conn.get(), s->cid, kConnEvents).ok()) return;
+    s->client = std::move(conn);
+    s->tls = tls;
+    PeerAddress(peer, s->peer, sizeof s->peer);
+    endpoints_[s->cid] = Endpoint{s, Side::kClient, {}};
+    sessions_.emplace(s->cid, std::move(owned));
+    sh_.open_connections.fetch_add(1, std::memory_order_relaxed);
+    Inc(counters_.accepted);
+    Arm(s, kHeader);
+    // The request often came with the handshake: try to read it now.
+    s->c_rd = s->c_wr = true;
+    Drive(s);
   }
 
   // ---- session life
@@ -1237,7 +928,8 @@ class Worker {
         }
       }
     }
-    w << std::string_view(s->peer) << "\r\nX-Forwarded-Proto: http\r\n";
+    w << std::string_view(s->peer)
+      << (s->tls ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
     if (!h.host.empty()) w << "X-Forwarded-Host: " << h.host << "\r\n";
     if (s->upgrade) {
       w << "Connection: upgrade\r\n";
@@ -1685,6 +1377,8 @@ class Worker {
   std::shared_ptr<const RouteTable> routes_;
   uint64_t routes_seen_ = 0;
   uint64_t next_id_ = kFirstConnId;
+  std::mutex inbox_mu_;
+  std::vector<Adopted> inbox_;                                       // GUARDED_BY(inbox_mu_)
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;  // by cid
   std::unordered_map<uint64_t, Endpoint> endpoints_;                 // by epoll id
   std::unordered_map<BackendAddr, std::vector<PooledConn>, BackendAddrHash> pools_;
@@ -1717,6 +1411,7 @@ struct HttpProxy::Impl {
   std::vector<std::unique_ptr<Worker>> workers;  // GUARDED_BY(mu)
   std::vector<std::thread> threads;              // GUARDED_BY(mu)
   ProxyStats final_stats;                        // GUARDED_BY(mu); after Stop
+  size_t next_worker = 0;                        // GUARDED_BY(mu); Adopt's round robin
 
   Shared shared() { return Shared{opts, routes, holds, open_connections, stopping}; }
 };
@@ -1730,59 +1425,13 @@ HttpProxy::~HttpProxy() {
 Status HttpProxy::Start(std::shared_ptr<const RouteTable> routes) {
   if (routes == nullptr) return InvalidArgument("proxy: HttpProxy::Start needs a route table");
   const ProxyOptions& opts = impl_->opts;
-  if (opts.listen.empty()) return InvalidArgument("proxy: no listen address");
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->running) return Conflict("proxy: already started; Stop() it first");
-  int workers = opts.workers;
-  if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-
+  const int workers = WorkerCount(opts.workers);
   // Every socket is bound before any thread starts.
-  std::vector<std::vector<UniqueFd>> per_worker(static_cast<size_t>(workers));
+  std::vector<std::vector<UniqueFd>> per_worker;
   std::vector<net::HostPort> bound;
-  for (const net::HostPort& at : opts.listen) {
-    struct sockaddr_storage ss = {};
-    socklen_t len = 0;
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (::inet_pton(AF_INET, at.host.c_str(), &v4->sin_addr) == 1) {
-      v4->sin_family = AF_INET;
-      len = sizeof(sockaddr_in);
-    } else if (::inet_pton(AF_INET6, at.host.c_str(), &v6->sin6_addr) == 1) {
-      v6->sin6_family = AF_INET6;
-      len = sizeof(sockaddr_in6);
-    } else {
-      return InvalidArgument("proxy: listen address '" + at.host +
-                             "' is not an IP address (write e.g. 0.0.0.0 or ::)");
-    }
-    SetPort(&ss, at.port);
-    for (int attempt = 1;; ++attempt) {
-      std::vector<UniqueFd> fds;
-      struct sockaddr_storage a = ss;
-      int err = 0;
-      const char* step = "bind";
-      for (int w = 0; w < workers && err == 0; ++w) {
-        UniqueFd fd;
-        err = OpenListener(a, len, &fd, &step);
-        if (err != 0) break;
-        if (w == 0 && at.port == 0) {
-          struct sockaddr_storage got = {};
-          socklen_t glen = sizeof got;
-          if (::getsockname(fd.get(), reinterpret_cast<struct sockaddr*>(&got), &glen) != 0) {
-            return ErrnoStatus("proxy: getsockname", errno);
-          }
-          SetPort(&a, PortOf(got));
-        }
-        fds.push_back(std::move(fd));
-      }
-      if (err == EADDRINUSE && at.port == 0 && attempt < kPortZeroAttempts) continue;
-      if (err != 0) return BindError(at, step, err);
-      for (int w = 0; w < workers; ++w) {
-        per_worker[static_cast<size_t>(w)].push_back(std::move(fds[static_cast<size_t>(w)]));
-      }
-      bound.push_back(net::HostPort{at.host, PortOf(a)});
-      break;
-    }
-  }
+  HC_RETURN_IF_ERROR(BindListeners("proxy", opts.listen, workers, &per_worker, &bound));
 
   impl_->routes.Set(std::move(routes));
   impl_->stopping.store(false);
@@ -1826,6 +1475,14 @@ void HttpProxy::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   impl_->routes.Set(std::move(routes));
 }
 
+void HttpProxy::Adopt(UniqueFd fd, const struct sockaddr_storage& peer, bool tls) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->running || impl_->workers.empty()) return;
+  (void)::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+  size_t w = impl_->next_worker++ % impl_->workers.size();
+  impl_->workers[w]->Give(std::move(fd), peer, tls);
+}
+
 void HttpProxy::Hold(const std::string& app) {
   impl_->holds.Hold(app);
 }
@@ -1847,7 +1504,10 @@ ProxyStats HttpProxy::stats() const {
   if (impl_->running) {
     for (const auto& w : impl_->workers) w->AddTo(&s);
   }
-  impl_->holds.AddTo(&s);
+  impl_->holds.ForEach([&s](const std::string& app, uint64_t queued, uint64_t total) {
+    s.apps[app].held = queued;
+    s.apps[app].held_total = total;
+  });
   s.connections_open = impl_->open_connections.load(std::memory_order_relaxed);
   return s;
 }

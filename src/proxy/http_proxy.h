@@ -27,6 +27,8 @@
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fs.h"
 #include "common/status.h"
 #include "net/socket.h"
 #include "proxy/route_table.h"
@@ -42,7 +45,8 @@
 namespace hc::proxy {
 
 struct ProxyOptions {
-  std::vector<net::HostPort> listen;  // IP literals; port 0 = pick one (tests)
+  std::vector<net::HostPort> listen;  // IP literals; port 0 = pick one (tests); may be
+                                      // empty when connections only come by Adopt
   int workers = 0;                    // 0 = one per CPU core
   size_t max_head = 16384;            // request and response heads; more -> 431 / 502
   int header_timeout_ms = 10000;      // the whole request head must arrive in this -> 408
@@ -96,6 +100,13 @@ class HttpProxy {
   // Swaps the routing snapshot: requests routed after this use it; requests
   // in flight and tunnels keep their backend.
   void SetRoutes(std::shared_ptr<const RouteTable> routes);
+
+  // Serves a client connection accepted elsewhere (the TLS terminator's
+  // plaintext end, an internal hop): takes ownership of `fd` (connected,
+  // non-blocking or not), `peer` is the client's address for
+  // X-Forwarded-For, `tls` sets X-Forwarded-Proto: https. Closes fd if the
+  // proxy is not running. Any thread.
+  void Adopt(UniqueFd fd, const struct sockaddr_storage& peer, bool tls);
 
   // Queue new requests for `app` until Release(app). Idempotent.
   void Hold(const std::string& app);
