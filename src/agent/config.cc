@@ -125,6 +125,18 @@ const std::vector<Option>& Options() {
               "port on `address` where other nodes' proxies forward requests for apps here"),
       INT_OPT("proxy_workers", proxy_workers, 0, 64, "0",
               "proxy worker threads (0 = one per core)"),
+      LIST_OPT("proxy_tls_listen", proxy_tls_listen, "[<each public address>:443]",
+               "TLS by SNI: terminated with the app's (or the default) certificate, or passed "
+               "through to apps with protocol https; [off] = none"),
+      LIST_OPT("proxy_postgres_listen", proxy_postgres_listen, "[<each public address>:5432]",
+               "PostgreSQL, routed by database name (= app name); [off] = none"),
+      LIST_OPT("proxy_imap_listen", proxy_imap_listen, "[<each public address>:143]",
+               "IMAP, routed by the login's domain; [off] = none"),
+      LIST_OPT("proxy_pop3_listen", proxy_pop3_listen, "[<each public address>:110]",
+               "POP3, routed by the login's domain; [off] = none"),
+      STR_OPT("proxy_tls_cert", proxy_tls_cert, "",
+              "PEM file: certificate chain for TLS names without a certificate of their own"),
+      STR_OPT("proxy_tls_key", proxy_tls_key, "", "PEM file: the key of proxy_tls_cert"),
   };
   return kOptions;
 }
@@ -209,6 +221,25 @@ Status ResolveConfig(Config* c) {
         c->proxy_listen.push_back(net::HostPort{a, 80}.ToString());
     for (const auto& l : c->proxy_listen)
       HC_RETURN_IF_ERROR(net::ParseHostPort(l, 80).status().Annotate("proxy_listen"));
+    struct {
+      std::vector<std::string>* list;
+      const char* key;
+      uint16_t port;
+    } streams[] = {{&c->proxy_tls_listen, "proxy_tls_listen", 443},
+                   {&c->proxy_postgres_listen, "proxy_postgres_listen", 5432},
+                   {&c->proxy_imap_listen, "proxy_imap_listen", 143},
+                   {&c->proxy_pop3_listen, "proxy_pop3_listen", 110}};
+    for (auto& s : streams) {
+      if (s.list->size() == 1 && (*s.list)[0] == "off") continue;  // node.cc: none
+      if (s.list->empty())
+        for (const auto& a : c->public_addresses)
+          s.list->push_back(net::HostPort{a, s.port}.ToString());
+      for (const auto& l : *s.list)
+        HC_RETURN_IF_ERROR(net::ParseHostPort(l, s.port).status().Annotate(s.key));
+    }
+    if (c->proxy_tls_cert.empty() != c->proxy_tls_key.empty())
+      return InvalidArgument(
+          "proxy_tls_cert and proxy_tls_key go together: set both (PEM files) or neither");
   }
   if (c->runtime_backend != "auto" && c->runtime_backend != "runc" &&
       c->runtime_backend != "process")

@@ -46,6 +46,13 @@ struct Config {
   std::vector<std::string> proxy_listen;  // [] = each public address, port 80
   int proxy_internal_port = 7482;         // on `address`, for other nodes' proxies
   int proxy_workers = 0;
+  // Stream listeners; [] = each public address on the standard port, [off] = none.
+  std::vector<std::string> proxy_tls_listen;       // :443, SNI (termination or passthrough)
+  std::vector<std::string> proxy_postgres_listen;  // :5432
+  std::vector<std::string> proxy_imap_listen;      // :143
+  std::vector<std::string> proxy_pop3_listen;      // :110
+  std::string proxy_tls_cert;  // default certificate (PEM chain) for TLS names without their own
+  std::string proxy_tls_key;
 
   // Derived (ResolveConfig)
   uint64_t memory_bytes = 0;

@@ -148,7 +148,7 @@ Status Node::Run() {
     dns = std::make_unique<dns::DnsService>(&cs, DnsSettingsOf(cfg), so);
     HC_RETURN_IF_ERROR(dns->Start());
   }
-  // The HTTP proxy: bound before joining as well (port 80 needs root).
+  // The proxy: bound before joining as well (ports below 1024 need root).
   std::unique_ptr<proxy::ProxyService> http_proxy;
   if (cfg.proxy == "on") {
     proxy::ProxyServiceOptions po;
@@ -158,9 +158,30 @@ Status Node::Run() {
       po.public_proxy.listen.push_back(hp);
     }
     po.public_proxy.workers = cfg.proxy_workers;
-    po.internal_proxy.listen = {
-        net::HostPort{cfg.address, static_cast<uint16_t>(cfg.proxy_internal_port)}};
     po.internal_proxy.workers = 1;
+    po.node_channel = net::HostPort{cfg.address, static_cast<uint16_t>(cfg.proxy_internal_port)};
+    const std::pair<const std::vector<std::string>*, proxy::StreamProtocol> streams[] = {
+        {&cfg.proxy_tls_listen, proxy::StreamProtocol::kTls},
+        {&cfg.proxy_postgres_listen, proxy::StreamProtocol::kPostgres},
+        {&cfg.proxy_imap_listen, proxy::StreamProtocol::kImap},
+        {&cfg.proxy_pop3_listen, proxy::StreamProtocol::kPop3}};
+    for (const auto& [list, protocol] : streams) {
+      if (list->size() == 1 && (*list)[0] == "off") continue;
+      for (const auto& l : *list) {
+        HC_ASSIGN_OR_RETURN(auto hp, net::ParseHostPort(l));
+        po.streams.listen.push_back({hp, protocol});
+      }
+    }
+    for (const auto& hp : po.public_proxy.listen) po.streams.tcp_hosts.push_back(hp.host);
+    po.streams.workers = cfg.proxy_workers;
+    po.streams.server_name = cfg.node_name.empty() ? node_id : cfg.node_name;
+    po.identity = proxy::TlsClientIdentity{identity.ca_pem, identity.cert_pem, identity.key_pem};
+    if (!cfg.proxy_tls_cert.empty()) {
+      proxy::CertSpec def{"default", {}, "", ""};
+      HC_ASSIGN_OR_RETURN(def.cert_pem, ReadFileToString(cfg.proxy_tls_cert));
+      HC_ASSIGN_OR_RETURN(def.key_pem, ReadFileToString(cfg.proxy_tls_key));
+      po.default_cert = std::move(def);
+    }
     http_proxy = std::make_unique<proxy::ProxyService>(&cs, po);
     HC_RETURN_IF_ERROR(http_proxy->Start());
     info.proxy_port = static_cast<uint16_t>(cfg.proxy_internal_port);
@@ -169,7 +190,7 @@ Status Node::Run() {
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
   ao.metrics = [&dns, &http_proxy] {
     std::string m;
-    if (http_proxy) m += proxy::PrometheusText(http_proxy->public_proxy().stats());
+    if (http_proxy) m += http_proxy->MetricsText();
     if (dns) m += dns::PrometheusText(dns->stats());
     return m;
   };
@@ -204,7 +225,7 @@ Status Node::Run() {
   if (http_proxy) {
     std::string at;
     for (const auto& b : http_proxy->bound()) at += (at.empty() ? "" : ", ") + b.ToString();
-    LogInfo("HTTP proxy on %s (the last one for other nodes)", at.c_str());
+    LogInfo("proxy on %s (HTTP, the node channel, then TLS/PostgreSQL/IMAP/POP3)", at.c_str());
   }
   if (dns) {
     std::string at;

@@ -46,6 +46,47 @@ Status ClusterStore::DeleteApp(const std::string& name) {
   return Status::Ok();
 }
 
+Status ClusterStore::PutHold(const std::string& app, int seconds, const std::string& by) {
+  if (seconds < 1 || seconds > 300)
+    return InvalidArgument("a hold lasts 1 to 300 seconds, not " + std::to_string(seconds));
+  HC_ASSIGN_OR_RETURN(int64_t lease, etcd_->GrantLease(seconds));
+  int64_t until = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count() +
+                  seconds;
+  nlohmann::json j = {{"app", app}, {"until_unix", until}, {"by", by}};
+  HC_ASSIGN_OR_RETURN(auto rev, etcd_->Put(prefix_ + "holds/" + app, j.dump(), lease));
+  (void)rev;
+  return Status::Ok();
+}
+
+Status ClusterStore::ReleaseHold(const std::string& app) {
+  HC_ASSIGN_OR_RETURN(auto rev, etcd_->Delete(prefix_ + "holds/" + app));
+  (void)rev;
+  return Status::Ok();
+}
+
+Status ClusterStore::PutCertificate(const AppCertificate& c) {
+  HC_ASSIGN_OR_RETURN(auto rev, etcd_->Put(CertsPrefix() + c.app, ToJson(c)));
+  (void)rev;
+  return Status::Ok();
+}
+
+Status ClusterStore::DeleteCertificate(const std::string& app) {
+  HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({Compare::CreateRevision(CertsPrefix() + app,
+                                                                  Compare::kGreater, 0)},
+                                         {TxnOp::Delete(CertsPrefix() + app)}));
+  if (!t.succeeded) return NotFound("app '" + app + "' has no certificate");
+  return Status::Ok();
+}
+
+Result<std::optional<AppCertificate>> ClusterStore::GetCertificate(const std::string& app) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->Get(CertsPrefix() + app));
+  if (r.kvs.empty()) return std::optional<AppCertificate>();
+  HC_ASSIGN_OR_RETURN(auto c, AppCertificateFromJson(r.kvs[0].value));
+  return std::optional<AppCertificate>(std::move(c));
+}
+
 Result<std::optional<AppDef>> ClusterStore::GetApp(const std::string& name) {
   HC_ASSIGN_OR_RETURN(auto r, etcd_->Get(AppKey(name)));
   if (r.kvs.empty()) return std::optional<AppDef>();

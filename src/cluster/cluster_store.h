@@ -8,6 +8,10 @@
 //                                                     same transaction as placement
 //   <prefix>status/<node>/<app>   AppObserved        lease of the node
 //   <prefix>leader                node id            lease of the leader
+//   <prefix>holds/<app>           {"until_unix",...} a lease of the hold's length:
+//                                                     every proxy queues the app's
+//                                                     new requests while it exists
+//   <prefix>certs/<app>           AppCertificate     the app's TLS certificate
 //
 // `assign/` is an index of placement by node: each agent watches only its own
 // assignments, so etcd's watch fan-out grows with apps, not apps x nodes.
@@ -51,6 +55,8 @@ class ClusterStore {
     return prefix_ + "assign/" + node + "/";
   }
   std::string StatusPrefix() const { return prefix_ + "status/"; }
+  std::string HoldsPrefix() const { return prefix_ + "holds/"; }
+  std::string CertsPrefix() const { return prefix_ + "certs/"; }
   std::string LeaderKey() const { return prefix_ + "leader"; }
   std::string NodeKey(const std::string& id) const { return NodesPrefix() + id; }
   std::string AppKey(const std::string& name) const { return AppsPrefix() + name; }
@@ -68,6 +74,15 @@ class ClusterStore {
   // --- apps (API). AlreadyExists / NotFound with a message for people.
   Status CreateApp(const AppDef& a);
   Status DeleteApp(const std::string& name);
+
+  // Holds an app at every proxy for `seconds` (1..300), or until
+  // ReleaseHold; a second hold of the same app replaces the first.
+  Status PutHold(const std::string& app, int seconds, const std::string& by);
+  Status ReleaseHold(const std::string& app);  // holding nothing is fine
+  // The app's TLS certificate (chain and key, PEM); nullopt if none.
+  Status PutCertificate(const AppCertificate& c);
+  Status DeleteCertificate(const std::string& app);  // NotFound if none
+  Result<std::optional<AppCertificate>> GetCertificate(const std::string& app);
   Result<std::optional<AppDef>> GetApp(const std::string& name);
 
   // --- the whole picture at one revision (one read transaction).

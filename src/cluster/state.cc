@@ -1,5 +1,7 @@
 #include "cluster/state.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -84,6 +86,26 @@ class Fields {
     }
     *out = std::move(list);
     return Status::Ok();
+  }
+
+  Status PortList(const char* key, std::vector<uint16_t>* out) const {
+    const json* v = Find(key);
+    if (v == nullptr) return Status::Ok();
+    std::vector<uint16_t> list;
+    if (v->is_array()) {
+      for (const json& e : *v) {
+        if (!e.is_number_unsigned() || e.get<uint64_t>() < 1 || e.get<uint64_t>() > 65535) {
+          list.clear();
+          break;
+        }
+        list.push_back(static_cast<uint16_t>(e.get<uint64_t>()));
+      }
+      if (list.size() == v->size()) {
+        *out = std::move(list);
+        return Status::Ok();
+      }
+    }
+    return Error(key, "must be a list of port numbers from 1 to 65535");
   }
 
   Status Bool(const char* key, bool* out) const {
@@ -307,6 +329,8 @@ std::string ToJson(const AppDef& a) {
       {"env", a.env},
       {"domains", a.domains},
       {"aliases", a.aliases},
+      {"protocol", a.protocol},
+      {"tcp_ports", a.tcp_ports},
       {"replicas", a.replicas},
       {"limits",
        {{"memory_bytes", a.limits.memory_bytes},
@@ -315,6 +339,25 @@ std::string ToJson(const AppDef& a) {
       {"created_unix", a.created_unix},
   };
   return Dump(j);
+}
+
+std::string ToJson(const AppCertificate& c) {
+  json j = {{"app", c.app},
+            {"cert_pem", c.cert_pem},
+            {"key_pem", c.key_pem},
+            {"updated_unix", c.updated_unix}};
+  return Dump(j);
+}
+
+Result<AppCertificate> AppCertificateFromJson(std::string_view text) {
+  HC_ASSIGN_OR_RETURN(json j, ParseObject(text, "certificate"));
+  Fields f(j, "certificate");
+  AppCertificate c;
+  HC_RETURN_IF_ERROR(f.RequiredStr("app", &c.app));
+  HC_RETURN_IF_ERROR(f.RequiredStr("cert_pem", &c.cert_pem));
+  HC_RETURN_IF_ERROR(f.RequiredStr("key_pem", &c.key_pem));
+  HC_RETURN_IF_ERROR(f.Int("updated_unix", &c.updated_unix));
+  return c;
 }
 
 std::string ToJson(const Placement& p) {
@@ -375,6 +418,8 @@ Result<AppDef> AppDefFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.StrList("env", &a.env));
   HC_RETURN_IF_ERROR(f.StrList("domains", &a.domains));
   HC_RETURN_IF_ERROR(f.StrList("aliases", &a.aliases));
+  HC_RETURN_IF_ERROR(f.Str("protocol", &a.protocol));
+  HC_RETURN_IF_ERROR(f.PortList("tcp_ports", &a.tcp_ports));
   HC_RETURN_IF_ERROR(f.Int("replicas", &a.replicas));
   HC_ASSIGN_OR_RETURN(const json* limits, f.Object("limits"));
   if (limits != nullptr) {
@@ -448,6 +493,31 @@ Status ValidateAppDef(const AppDef& a) {
   if (!a.aliases.empty() && a.domains.empty())
     return InvalidArgument("app '" + name +
                            "': aliases: an alias points to the app's first domain; add a domain");
+  static constexpr std::string_view kProtocols[] = {"",     "http", "https", "postgres",
+                                                     "mysql", "imap", "pop3",  "tcp"};
+  if (std::find(std::begin(kProtocols), std::end(kProtocols), a.protocol) ==
+      std::end(kProtocols)) {
+    return InvalidArgument("app '" + name + "': protocol: '" + a.protocol +
+                           "' is not one of http, https, postgres, mysql, imap, pop3, tcp");
+  }
+  const std::string protocol = AppProtocol(a);
+  if ((protocol == "imap" || protocol == "pop3") && a.domains.empty()) {
+    return InvalidArgument("app '" + name + "': protocol " + protocol +
+                           " routes logins by their domain (user@domain); add the mail domains "
+                           "with domains");
+  }
+  std::set<uint16_t> ports;
+  for (uint16_t port : a.tcp_ports) {
+    if (ReservedPort(port)) {
+      return InvalidArgument("app '" + name + "': tcp_ports: " + std::to_string(port) +
+                             " is a port the cluster serves itself (22, 53, 80, 110, 143, 443, "
+                             "2379, 2380, 5432, 7480-7482); pick another");
+    }
+    if (!ports.insert(port).second) {
+      return InvalidArgument("app '" + name + "': tcp_ports: " + std::to_string(port) +
+                             " is listed twice");
+    }
+  }
   HC_RETURN_IF_ERROR(CheckRange(name, "replicas", a.replicas, 0u, kMaxReplicas, &Count));
   HC_RETURN_IF_ERROR(
       CheckRange(name, "limits.memory", a.limits.memory_bytes, kMinMemory, kMaxMemory, &Bytes));
@@ -455,6 +525,31 @@ Status ValidateAppDef(const AppDef& a) {
                                 kMaxCpuMillis, &Count));
   HC_RETURN_IF_ERROR(CheckRange(name, "limits.pids", a.limits.pids, kMinPids, kMaxPids, &Count));
   return Status::Ok();
+}
+
+std::string AppProtocol(const AppDef& a) {
+  if (!a.protocol.empty()) return a.protocol;
+  if (a.template_name == "postgres") return "postgres";
+  if (a.template_name == "mariadb") return "mysql";
+  return "http";
+}
+
+bool ReservedPort(uint16_t port) {
+  switch (port) {
+    case 22:
+    case 53:
+    case 80:
+    case 110:
+    case 143:
+    case 443:
+    case 2379:
+    case 2380:
+    case 5432:
+    case 7480:
+    case 7481:
+    case 7482: return true;
+    default: return false;
+  }
 }
 
 Status ValidateDomain(std::string_view d) {

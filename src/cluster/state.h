@@ -50,7 +50,16 @@ struct AppDef {
   std::vector<std::string> env;      // KEY=VALUE
   std::vector<std::string> domains;  // lower-case host names, "*.example.com" allowed
   std::vector<std::string> aliases;  // more names, answered in DNS as CNAME -> domains[0]
-  uint32_t replicas = 1;             // copies besides the primary
+  // What the app's port speaks, which decides how the proxies reach it:
+  //   http      Host on port 80, TLS terminated by the proxy on 443 (SNI)
+  //   https     the app terminates TLS itself: 443 relayed by SNI (passthrough)
+  //   postgres  5432, by the startup message's database = the app's name
+  //   imap pop3 143 / 110, by the login name's domain (one of `domains`)
+  //   mysql tcp only through tcp_ports
+  // "" = the template's: postgres -> postgres, mariadb -> mysql, else http.
+  std::string protocol;
+  std::vector<uint16_t> tcp_ports;  // ports every node relays to the app's port as they are
+  uint32_t replicas = 1;            // copies besides the primary
   AppLimitsSpec limits;
   int64_t created_unix = 0;
 };
@@ -83,7 +92,17 @@ struct AppObserved {
   int64_t updated_unix = 0;
 };
 
+// An app's TLS certificate (certs/<app>), for the proxies' TLS termination.
+struct AppCertificate {
+  std::string app;
+  std::string cert_pem;  // leaf first, then the chain
+  std::string key_pem;
+  int64_t updated_unix = 0;
+};
+
 std::string ToJson(const NodeInfo& n);
+std::string ToJson(const AppCertificate& c);
+Result<AppCertificate> AppCertificateFromJson(std::string_view json);
 std::string ToJson(const AppDef& a);
 std::string ToJson(const Placement& p);
 std::string ToJson(const AppObserved& o);
@@ -93,7 +112,11 @@ Result<Placement> PlacementFromJson(std::string_view json);
 Result<AppObserved> AppObservedFromJson(std::string_view json);
 
 // Validation of what users send (the API calls these before writing).
-Status ValidateAppDef(const AppDef& a);      // name, template, domains, limits, replicas
+Status ValidateAppDef(const AppDef& a);
+// The protocol an app's port speaks (AppDef::protocol or its template's).
+std::string AppProtocol(const AppDef& a);
+// Ports the proxies themselves listen on, which no app may claim.
+bool ReservedPort(uint16_t port);      // name, template, domains, limits, replicas
 Status ValidateDomain(std::string_view d);   // RFC 1123 host name, optional "*." prefix
 Status ValidateNodeId(std::string_view id);  // [a-z0-9][a-z0-9-]{0,62}
 

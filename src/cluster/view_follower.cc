@@ -33,16 +33,17 @@ bool ViewFollower::Load() {
     }
     Status s = Status::Ok();
     auto v = cs_->LoadView();
-    std::map<std::string, std::string> extra;
-    if (!v.ok()) {
-      s = v.status();
-    } else if (!opts_.extra_prefix.empty()) {
-      auto r = cs_->etcd()->GetPrefix(opts_.extra_prefix, 0, v->revision);
-      if (r.ok()) {
-        for (const auto& kv : r->kvs) extra[kv.key.substr(opts_.extra_prefix.size())] = kv.value;
-      } else {
+    Extra extra;
+    if (!v.ok()) s = v.status();
+    for (size_t i = 0; s.ok() && i < opts_.extra_prefixes.size(); ++i) {
+      const std::string& prefix = opts_.extra_prefixes[i];
+      auto r = cs_->etcd()->GetPrefix(prefix, 0, v->revision);
+      if (!r.ok()) {
         s = r.status();
+        break;
       }
+      auto& kvs = extra[prefix];
+      for (const auto& kv : r->kvs) kvs[kv.key.substr(prefix.size())] = kv.value;
     }
     if (s.ok()) {
       std::lock_guard<std::mutex> l(mu_);
@@ -64,16 +65,17 @@ void ViewFollower::Run() {
     std::lock_guard<std::mutex> l(mu_);
     rev = view_.revision;
   }
-  const std::string& extra_prefix = opts_.extra_prefix;
   auto on_events = [&](const std::vector<WatchEvent>& evs, int64_t) {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& e : evs) {
-      if (extra_prefix.empty() || !e.kv.key.starts_with(extra_prefix)) continue;
-      std::string key = e.kv.key.substr(extra_prefix.size());
-      if (e.type == WatchEvent::kDelete) {
-        extra_.erase(key);
-      } else {
-        extra_[key] = e.kv.value;
+      for (const std::string& prefix : opts_.extra_prefixes) {
+        if (!e.kv.key.starts_with(prefix)) continue;
+        std::string key = e.kv.key.substr(prefix.size());
+        if (e.type == WatchEvent::kDelete) {
+          extra_[prefix].erase(key);
+        } else {
+          extra_[prefix][key] = e.kv.value;
+        }
       }
     }
     cs_->ApplyEvents(evs, &view_);
@@ -86,7 +88,7 @@ void ViewFollower::Run() {
     return view_.revision;
   };
   std::vector<std::string> prefixes = opts_.prefixes;
-  if (!extra_prefix.empty()) prefixes.push_back(extra_prefix);
+  for (const auto& p : opts_.extra_prefixes) prefixes.push_back(p);
   std::vector<std::unique_ptr<Watch>> watches;
   for (const auto& p : prefixes)
     watches.push_back(std::make_unique<Watch>(cs_->etcd(), p, rev + 1, on_events, resync));

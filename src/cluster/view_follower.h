@@ -23,9 +23,9 @@ class ViewFollower {
   struct Options {
     std::string name;                   // in log lines: "dns", "proxy"
     std::vector<std::string> prefixes;  // of nodes/, apps/, placement/ to watch
-    // Another prefix whose keys are kept raw (key without the prefix ->
-    // value), read at the view's revision and watched too; "" = none.
-    std::string extra_prefix;
+    // More prefixes whose keys are kept raw (extra[prefix][key without the
+    // prefix] = value), read at the view's revision and watched too.
+    std::vector<std::string> extra_prefixes;
     std::function<void()> rebuild;  // on the follower's thread
     // Waited before each rebuild, so a burst of events lands first.
     std::function<std::chrono::milliseconds()> delay;
@@ -36,7 +36,10 @@ class ViewFollower {
   void Start();
   void Stop();  // idempotent; joins
 
-  // Runs f(view, extra) under the follower's lock (keep it short).
+  using Extra = std::map<std::string, std::map<std::string, std::string>>;
+
+  // Runs f(view, extra) under the follower's lock (keep it short); extra has
+  // an entry for every extra prefix.
   template <typename F>
   auto Read(F f) const {
     std::lock_guard<std::mutex> l(mu_);
@@ -54,7 +57,7 @@ class ViewFollower {
   bool stop_ = false;
   bool dirty_ = false;
   ClusterView view_;
-  std::map<std::string, std::string> extra_;
+  Extra extra_;
   std::thread thread_;
 };
 

@@ -99,7 +99,6 @@ struct DnsService::Impl {
         server(std::move(o)),
         follower(c, {.name = "dns",
                      .prefixes = {c->NodesPrefix(), c->AppsPrefix()},
-                     .extra_prefix = "",
                      .rebuild = [this] { Rebuild(); },
                      // Keep rebuilding to at most half of a core: with 10,000
                      // apps a rebuild takes about 0.3 s, and apps may be

@@ -595,17 +595,19 @@ class Worker {
         }
         return;
       }
-      AddClient(UniqueFd(fd), peer, false);
+      char ip[INET6_ADDRSTRLEN];
+      PeerAddress(peer, ip, sizeof ip);
+      AddClient(UniqueFd(fd), ip, false);
     }
   }
 
  public:
   // Takes over a connected client socket (Adopt): queued here, picked up by
   // the worker's thread in OnWake. Any thread.
-  void Give(UniqueFd fd, const struct sockaddr_storage& peer, bool tls) {
+  void Give(UniqueFd fd, std::string_view peer_ip, bool tls) {
     {
       std::lock_guard<std::mutex> lock(inbox_mu_);
-      inbox_.push_back(Adopted{std::move(fd), peer, tls});
+      inbox_.push_back(Adopted{std::move(fd), std::string(peer_ip), tls});
     }
     Wake();
   }
@@ -613,11 +615,11 @@ class Worker {
  private:
   struct Adopted {
     UniqueFd fd;
-    struct sockaddr_storage peer;
+    std::string peer;
     bool tls;
   };
 
-  void AddClient(UniqueFd conn, const struct sockaddr_storage& peer, bool tls) {
+  void AddClient(UniqueFd conn, std::string_view peer, bool tls) {
     if (sh_.open_connections.load(std::memory_order_relaxed) >= opts_.max_connections) {
       Inc(counters_.refused);
       if (warn_full_.Allow()) {
@@ -633,7 +635,9 @@ class Worker {
     if (!Watch(conn.get(), s->cid, kConnEvents).ok()) return;
     s->client = std::move(conn);
     s->tls = tls;
-    PeerAddress(peer, s->peer, sizeof s->peer);
+    peer = peer.substr(0, sizeof s->peer - 1);
+    std::memcpy(s->peer, peer.data(), peer.size());
+    s->peer[peer.size()] = 0;
     endpoints_[s->cid] = Endpoint{s, Side::kClient, {}};
     sessions_.emplace(s->cid, std::move(owned));
     sh_.open_connections.fetch_add(1, std::memory_order_relaxed);
@@ -1475,7 +1479,7 @@ void HttpProxy::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   impl_->routes.Set(std::move(routes));
 }
 
-void HttpProxy::Adopt(UniqueFd fd, const struct sockaddr_storage& peer, bool tls) {
+void HttpProxy::Adopt(UniqueFd fd, std::string_view peer, bool tls) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!impl_->running || impl_->workers.empty()) return;
   (void)::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);

@@ -103,10 +103,10 @@ class HttpProxy {
 
   // Serves a client connection accepted elsewhere (the TLS terminator's
   // plaintext end, an internal hop): takes ownership of `fd` (connected,
-  // non-blocking or not), `peer` is the client's address for
+  // non-blocking or not), `peer_ip` is the client's address for
   // X-Forwarded-For, `tls` sets X-Forwarded-Proto: https. Closes fd if the
   // proxy is not running. Any thread.
-  void Adopt(UniqueFd fd, const struct sockaddr_storage& peer, bool tls);
+  void Adopt(UniqueFd fd, std::string_view peer_ip, bool tls);
 
   // Queue new requests for `app` until Release(app). Idempotent.
   void Hold(const std::string& app);

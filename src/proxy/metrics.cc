@@ -23,14 +23,54 @@ void Family(std::string* out, const char* name, const char* type, const char* he
   *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
 
+// One family with a sample per app.
+template <typename Apps, typename Value>
+void PerApp(std::string* out, const Apps& apps, const char* name, const char* type,
+            const char* help, Value value) {
+  Family(out, name, type, help);
+  for (const auto& [app, a] : apps)
+    *out += std::string(name) + "{app=\"" + Label(app) + "\"} " + std::to_string(value(a)) + "\n";
+}
+
+void Total(std::string* out, const char* name, const char* type, const char* help,
+           std::string value) {
+  Family(out, name, type, help);
+  *out += std::string(name) + " " + value + "\n";
+}
+
 }  // namespace
+
+std::string PrometheusText(const StreamStats& s) {
+  std::string out;
+  using A = StreamAppStats;
+  PerApp(&out, s.apps, "hc_proxy_stream_connections_total", "counter",
+         "TCP, TLS passthrough, PostgreSQL and mail connections relayed to the app.",
+         [](const A& a) { return a.connections; });
+  PerApp(&out, s.apps, "hc_proxy_stream_open_connections", "gauge",
+         "Relayed connections of the app open now.", [](const A& a) { return a.open; });
+  PerApp(&out, s.apps, "hc_proxy_stream_bytes_received_total", "counter",
+         "Bytes from clients to the app.", [](const A& a) { return a.bytes_in; });
+  PerApp(&out, s.apps, "hc_proxy_stream_bytes_sent_total", "counter",
+         "Bytes from the app to clients.", [](const A& a) { return a.bytes_out; });
+  PerApp(&out, s.apps, "hc_proxy_stream_failed_total", "counter",
+         "Connections the app did not take (unreachable, refused, held too long).",
+         [](const A& a) { return a.failed; });
+  PerApp(&out, s.apps, "hc_proxy_stream_held_connections", "gauge",
+         "Connections queued by a hold now.", [](const A& a) { return a.held; });
+  Total(&out, "hc_proxy_stream_unrouted_total", "counter",
+        "Connections for no known port, database, mail domain or TLS name.",
+        std::to_string(s.unrouted));
+  Total(&out, "hc_proxy_stream_malformed_total", "counter",
+        "Connections closed for a protocol error before routing.", std::to_string(s.malformed));
+  Total(&out, "hc_proxy_stream_connections_open", "gauge", "Stream connections open now.",
+        std::to_string(s.open));
+  return out;
+}
 
 std::string PrometheusText(const ProxyStats& s) {
   std::string out;
   auto per_app = [&](const char* name, const char* type, const char* help, auto value) {
-    Family(&out, name, type, help);
-    for (const auto& [app, a] : s.apps)
-      out += std::string(name) + "{app=\"" + Label(app) + "\"} " + std::to_string(value(a)) + "\n";
+    PerApp(&out, s.apps, name, type, help, value);
   };
   per_app("hc_proxy_requests_total", "counter", "Requests answered by the app's backend.",
           [](const AppStats& a) { return a.requests; });

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "proxy/http_proxy.h"
+#include "proxy/stream_proxy.h"
 
 namespace hc::proxy {
 
@@ -16,5 +17,9 @@ namespace hc::proxy {
 // hc_proxy_connections_accepted_total, hc_proxy_connections_refused_total,
 // hc_proxy_connections_open, hc_proxy_error_responses_total.
 std::string PrometheusText(const ProxyStats& stats);
+// hc_proxy_stream_* families: per app connections, open connections, bytes
+// each way, failures, held connections; totals of unrouted, malformed and
+// open connections.
+std::string PrometheusText(const StreamStats& stats);
 
 }  // namespace hc::proxy

@@ -77,6 +77,7 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Build(const std::vector<Ro
     Route r;
     r.app = s.app;
     r.backend = s.backend;
+    r.hop = s.hop;
     HC_RETURN_IF_ERROR(Resolve(&r));
     size_t idx = t->routes_.size();
     for (const std::string& domain : s.domains) {

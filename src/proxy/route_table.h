@@ -33,6 +33,7 @@ namespace hc::proxy {
 struct Route {
   std::string app;
   net::HostPort backend;
+  bool hop = false;  // the backend is the node channel to another node
   // The backend's address, resolved when the table was built.
   struct sockaddr_storage addr = {};
   socklen_t addr_len = 0;
@@ -42,6 +43,7 @@ struct RouteSpec {
   std::string app;
   std::vector<std::string> domains;  // "example.com", "*.example.com", "*" (any other)
   net::HostPort backend;
+  bool hop = false;
 };
 
 class RouteTable {

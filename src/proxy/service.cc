@@ -6,15 +6,25 @@
 
 #include "cluster/view_follower.h"
 #include "common/log.h"
+#include "proxy/metrics.h"
 
 namespace hc::proxy {
 
-using std::chrono::milliseconds;
+namespace {
+
+constexpr const char* kAlpnHttp = "hc-http";
+constexpr const char* kAlpnStream = "hc-stream";
+
+}  // namespace
 
 NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& view,
-                     const std::vector<cluster::AppObserved>& local_status) {
+                     const std::vector<cluster::AppObserved>& local_status,
+                     const std::vector<cluster::AppCertificate>& certs) {
   NodeRoutes out;
   std::set<std::string> claimed;
+  std::set<uint16_t> ports;
+  std::map<std::string, const cluster::AppCertificate*> cert_of;
+  for (const auto& c : certs) cert_of[c.app] = &c;
   for (const auto& [name, app] : view.apps) {
     auto p = view.placements.find(name);
     if (p == view.placements.end()) continue;  // not placed yet: unknown host
@@ -28,7 +38,8 @@ NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& vie
                                  " is claimed by another app too; routed to the first");
         }
       }
-    if (names.empty()) continue;
+    net::HostPort backend;
+    bool hop = false;
     if (p->second.primary == node_id) {
       const cluster::AppObserved* st = nullptr;
       for (const auto& o : local_status)
@@ -37,58 +48,223 @@ NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& vie
         out.warnings.push_back("app " + name + " is not running here yet");
         continue;
       }
-      RouteSpec local{name, names, net::HostPort{"127.0.0.1", st->port}};
-      out.public_routes.push_back(local);
-      out.internal_routes.push_back(local);
-      continue;
+      backend = net::HostPort{"127.0.0.1", st->port};
+    } else {
+      auto n = view.nodes.find(p->second.primary);
+      if (n == view.nodes.end() || n->second.proxy_port == 0) {
+        out.warnings.push_back("app " + name + ": its node " + p->second.primary +
+                               " is gone or runs no proxy");
+        continue;
+      }
+      backend = net::HostPort{n->second.address, n->second.proxy_port};
+      hop = true;
+      out.channel_nodes[backend.ToString()] = n->first;
     }
-    auto n = view.nodes.find(p->second.primary);
-    if (n == view.nodes.end() || n->second.proxy_port == 0) {
-      out.warnings.push_back("app " + name + ": its node " + p->second.primary +
-                             " is gone or runs no proxy");
-      continue;
+    const std::string protocol = cluster::AppProtocol(app);
+    if (protocol == "http" && !names.empty()) {
+      out.public_routes.push_back({name, names, backend, hop});
+      if (!hop) out.internal_routes.push_back({name, names, backend, false});
+      if (auto c = cert_of.find(name); c != cert_of.end()) {
+        out.certs.push_back(CertSpec{name, names, c->second->cert_pem, c->second->key_pem});
+      }
     }
-    out.public_routes.push_back({name, names, {n->second.address, n->second.proxy_port}});
+    StreamRouteSpec s{name, backend, hop, {}, {}, {}, {}, {}};
+    if (protocol == "postgres") s.databases = {name};
+    if (protocol == "imap") s.imap_domains = app.domains;
+    if (protocol == "pop3") s.pop3_domains = app.domains;
+    if (protocol == "https") s.tls_passthrough = names;
+    for (uint16_t port : app.tcp_ports) {
+      if (ports.insert(port).second) {
+        s.tcp_ports.push_back(port);
+      } else {
+        out.warnings.push_back("tcp port " + std::to_string(port) + " of app " + name +
+                               " is claimed by another app too; routed to the first");
+      }
+    }
+    if (!s.databases.empty() || !s.imap_domains.empty() || !s.pop3_domains.empty() ||
+        !s.tls_passthrough.empty() || !s.tcp_ports.empty()) {
+      out.streams.push_back(std::move(s));
+    }
   }
   return out;
 }
 
 struct ProxyService::Impl {
   cluster::ClusterStore* cs;
-  ProxyServiceOptions opts;
+  const ProxyServiceOptions opts;
   HttpProxy pub;
   HttpProxy internal;
+  TlsTerminator tls_public;   // TLS from clients, after StreamProxy saw the SNI
+  TlsTerminator channel;      // the node channel: mutual TLS from other nodes
+  StreamProxy streams;
+  TlsTunnels tunnels;         // to other nodes' channels
   cluster::ViewFollower follower;
+
+  std::mutex mu;
+  std::set<std::string> local_holds;                 // GUARDED_BY(mu)
+  std::set<std::string> applied_holds;               // GUARDED_BY(mu)
+  std::set<std::string> etcd_holds;                  // GUARDED_BY(mu)
+  std::set<std::pair<std::string, std::string>> open_tunnels;  // follower thread: (remote, alpn)
+  std::vector<CertSpec> certs_in_use;                // follower thread
 
   Impl(cluster::ClusterStore* c, ProxyServiceOptions o)
       : cs(c),
         opts(std::move(o)),
         pub(opts.public_proxy),
         internal(opts.internal_proxy),
+        tls_public(TlsTerminatorOptions{.workers = 1},
+                   [this](UniqueFd fd, const TlsConnInfo& info) {
+                     pub.Adopt(std::move(fd), info.client.host, true);
+                   }),
+        channel(TlsTerminatorOptions{.listen = {opts.node_channel}, .workers = 1},
+                [this](UniqueFd fd, const TlsConnInfo& info) { FromChannel(std::move(fd), info); }),
+        streams(opts.streams,
+                [this](UniqueFd fd, std::string bytes, const net::HostPort& client) {
+                  tls_public.Adopt(std::move(fd), std::move(bytes), client);
+                }),
+        tunnels(opts.identity),
         follower(c, {.name = "proxy",
                      .prefixes = {c->NodesPrefix(), c->AppsPrefix(), c->PlacementsPrefix()},
-                     .extra_prefix = c->StatusPrefix() + opts.node_id + "/",
+                     .extra_prefixes = {StatusPrefix(c, opts.node_id), c->CertsPrefix(),
+                                        c->HoldsPrefix()},
                      .rebuild = [this] { Rebuild(); },
                      .delay = [] { return std::chrono::milliseconds(10); }}) {}
 
+  static std::string StatusPrefix(cluster::ClusterStore* c, const std::string& node) {
+    return c->StatusPrefix() + node + "/";
+  }
+
+  void FromChannel(UniqueFd fd, const TlsConnInfo& info) {
+    if (info.alpn == kAlpnHttp) return internal.Adopt(std::move(fd), info.client.host, false);
+    if (info.alpn == kAlpnStream) {
+      return streams.Adopt(std::move(fd), info.client.host, StreamProtocol::kHop);
+    }
+    LogWarn("proxy: node channel: %s (%s) asked for protocol '%s'; closed",
+            info.client.ToString().c_str(), info.peer_cn.c_str(), info.alpn.c_str());
+  }
+
+  Result<std::shared_ptr<const CertTable>> ChannelCerts() const {
+    TlsServerPolicy policy{opts.identity.ca_pem, {kAlpnHttp, kAlpnStream}};
+    return CertTable::Build({}, CertSpec{"node", {}, opts.identity.cert_pem, opts.identity.key_pem},
+                            policy);
+  }
+
+  // Replaces hop backends by the local end of a tunnel to that node.
+  template <typename Spec>
+  bool Tunnel(std::vector<Spec>* specs, const NodeRoutes& r, const char* alpn,
+              std::set<std::pair<std::string, std::string>>* used) {
+    for (Spec& s : *specs) {
+      if (!s.hop) continue;
+      std::string remote = s.backend.ToString();
+      auto node = r.channel_nodes.find(remote);
+      if (node == r.channel_nodes.end()) return false;
+      auto local = tunnels.Open(TlsTunnelOptions{.remote = s.backend,
+                                                 .expect_server_name = node->second,
+                                                 .alpn = alpn});
+      if (!local.ok()) {
+        LogWarn("proxy: no tunnel to %s: %s", remote.c_str(), local.status().ToString().c_str());
+        return false;
+      }
+      used->insert({remote, alpn});
+      s.backend = *local;
+    }
+    return true;
+  }
+
   void Rebuild() {
+    std::set<std::string> held;
     NodeRoutes r = follower.Read(
-        [&](const cluster::ClusterView& view, const std::map<std::string, std::string>& local) {
+        [&](const cluster::ClusterView& view, const cluster::ViewFollower::Extra& extra) {
           std::vector<cluster::AppObserved> st;
-          for (const auto& [app, json] : local)
-            if (auto o = cluster::AppObservedFromJson(json); o.ok()) st.push_back(*o);
-          return RoutesFor(opts.node_id, view, st);
+          std::vector<cluster::AppCertificate> certs;
+          if (auto e = extra.find(StatusPrefix(cs, opts.node_id)); e != extra.end()) {
+            for (const auto& [app, json] : e->second)
+              if (auto o = cluster::AppObservedFromJson(json); o.ok()) st.push_back(*o);
+          }
+          if (auto e = extra.find(cs->CertsPrefix()); e != extra.end()) {
+            for (const auto& [app, json] : e->second) {
+              if (auto c = cluster::AppCertificateFromJson(json); c.ok()) {
+                certs.push_back(*c);
+              } else {
+                LogWarn("proxy: certificate of %s unreadable: %s", app.c_str(),
+                        c.status().ToString().c_str());
+              }
+            }
+          }
+          if (auto e = extra.find(cs->HoldsPrefix()); e != extra.end()) {
+            for (const auto& [app, json] : e->second) held.insert(app);
+          }
+          return RoutesFor(opts.node_id, view, st, certs);
         });
+    std::set<std::pair<std::string, std::string>> used;
+    if (!Tunnel(&r.public_routes, r, kAlpnHttp, &used) ||
+        !Tunnel(&r.streams, r, kAlpnStream, &used)) {
+      LogWarn("proxy: routes not updated (node channel)");
+      return;
+    }
     auto pt = RouteTable::Build(r.public_routes);
     auto it = RouteTable::Build(r.internal_routes);
-    if (!pt.ok() || !it.ok()) {
-      LogWarn("proxy: routes not updated: %s",
-              (pt.ok() ? it.status() : pt.status()).ToString().c_str());
+    auto st = StreamRoutes::Build(r.streams);
+    if (!pt.ok() || !it.ok() || !st.ok()) {
+      Status s = !pt.ok() ? pt.status() : !it.ok() ? it.status() : st.status();
+      LogWarn("proxy: routes not updated: %s", s.ToString().c_str());
       return;
+    }
+    // Certificates: a new table only when they changed (building one parses
+    // every PEM).
+    bool certs_changed = r.certs.size() != certs_in_use.size();
+    for (size_t i = 0; !certs_changed && i < r.certs.size(); ++i) {
+      const CertSpec &a = r.certs[i], &b = certs_in_use[i];
+      certs_changed = a.id != b.id || a.names != b.names || a.cert_pem != b.cert_pem ||
+                      a.key_pem != b.key_pem;
+    }
+    if (certs_changed) {
+      auto ct = CertTable::Build(r.certs, opts.default_cert, TlsServerPolicy{});
+      if (ct.ok()) {
+        tls_public.SetCerts(*ct);
+        certs_in_use = r.certs;
+      } else {
+        LogWarn("proxy: certificates not updated: %s", ct.status().ToString().c_str());
+      }
     }
     pub.SetRoutes(*pt);
     internal.SetRoutes(*it);
-    LogDebug("proxy: %zu routes (%zu local)", (*pt)->size(), (*it)->size());
+    streams.SetRoutes(*st);
+    for (const auto& t : open_tunnels) {
+      if (used.count(t) != 0) continue;
+      auto hp = net::ParseHostPort(t.first);
+      if (hp.ok()) tunnels.Close(*hp, t.second);
+    }
+    open_tunnels = std::move(used);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      etcd_holds = std::move(held);
+      ApplyHolds();
+    }
+    for (const auto& w : r.warnings) LogDebug("proxy: %s", w.c_str());
+    LogDebug("proxy: %zu routes (%zu local), %zu stream routes", (*pt)->size(), (*it)->size(),
+             r.streams.size());
+  }
+
+  // REQUIRES: mu held.
+  void ApplyHolds() {
+    std::set<std::string> want = local_holds;
+    want.insert(etcd_holds.begin(), etcd_holds.end());
+    for (const auto& app : want) {
+      if (applied_holds.count(app) != 0) continue;
+      pub.Hold(app);
+      internal.Hold(app);
+      streams.Hold(app);
+      LogInfo("proxy: holding new requests of %s", app.c_str());
+    }
+    for (const auto& app : applied_holds) {
+      if (want.count(app) != 0) continue;
+      pub.Release(app);
+      internal.Release(app);
+      streams.Release(app);
+      LogInfo("proxy: released %s", app.c_str());
+    }
+    applied_holds = std::move(want);
   }
 };
 
@@ -102,11 +278,21 @@ ProxyService::~ProxyService() {
 Status ProxyService::Start() {
   auto empty = RouteTable::Build({});
   HC_RETURN_IF_ERROR(empty.status());
-  HC_RETURN_IF_ERROR(impl_->pub.Start(*empty).Annotate("proxy"));
-  Status s = impl_->internal.Start(*empty);
+  auto no_streams = StreamRoutes::Build({});
+  HC_RETURN_IF_ERROR(no_streams.status());
+  auto certs = CertTable::Build({}, impl_->opts.default_cert, TlsServerPolicy{});
+  HC_RETURN_IF_ERROR(certs.status().Annotate("proxy: default certificate"));
+  auto channel_certs = impl_->ChannelCerts();
+  HC_RETURN_IF_ERROR(channel_certs.status().Annotate("proxy: node certificate"));
+  Status s = impl_->pub.Start(*empty).Annotate("proxy");
+  if (s.ok()) s = impl_->internal.Start(*empty).Annotate("internal proxy");
+  if (s.ok()) s = impl_->tls_public.Start(*certs).Annotate("TLS");
+  if (s.ok()) s = impl_->tunnels.Start().Annotate("node channel tunnels");
+  if (s.ok()) s = impl_->channel.Start(*channel_certs).Annotate("node channel");
+  if (s.ok()) s = impl_->streams.Start(*no_streams).Annotate("stream proxy");
   if (!s.ok()) {
-    impl_->pub.Stop();
-    return s.Annotate("internal proxy");
+    Stop();
+    return s;
   }
   impl_->follower.Start();
   return Status::Ok();
@@ -114,18 +300,43 @@ Status ProxyService::Start() {
 
 void ProxyService::Stop() {
   impl_->follower.Stop();
+  impl_->streams.Stop();
+  impl_->channel.Stop();
+  impl_->tls_public.Stop();
+  impl_->tunnels.Stop();
   impl_->pub.Stop();
   impl_->internal.Stop();
+}
+
+void ProxyService::Hold(const std::string& app) {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  impl_->local_holds.insert(app);
+  impl_->ApplyHolds();
+}
+
+void ProxyService::Release(const std::string& app) {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  impl_->local_holds.erase(app);
+  impl_->ApplyHolds();
 }
 
 HttpProxy& ProxyService::public_proxy() {
   return impl_->pub;
 }
 
+StreamProxy& ProxyService::streams() {
+  return impl_->streams;
+}
+
 std::vector<net::HostPort> ProxyService::bound() const {
   std::vector<net::HostPort> out = impl_->pub.bound();
-  for (const auto& b : impl_->internal.bound()) out.push_back(b);
+  for (const auto& b : impl_->channel.bound()) out.push_back(b);
+  for (const auto& b : impl_->streams.bound()) out.push_back(b);
   return out;
+}
+
+std::string ProxyService::MetricsText() const {
+  return PrometheusText(impl_->pub.stats()) + PrometheusText(impl_->streams.stats());
 }
 
 }  // namespace hc::proxy

@@ -1,54 +1,87 @@
-// The proxy as a node runs it: two HttpProxy instances fed from the cluster
-// state.
+// The proxy as a node runs it: every engine of src/proxy fed from the
+// cluster state.
 //
-// - The public proxy (proxy_listen) accepts any app's requests: an app whose
-//   primary runs on this node goes to the app's port on loopback; any other
-//   goes to the internal proxy of the node that hosts it.
-// - The internal proxy (proxy_internal_port on the node's address) routes
-//   only to apps running on this node, so a request crosses at most one
-//   node and can never loop, whatever two nodes believe for a moment.
+//   clients ──▶ public HttpProxy (proxy_listen, :80) ─┐
+//           ──▶ StreamProxy (:443 :5432 :143 :110, apps' tcp ports)
+//                 │ TLS not passed through ─▶ TlsTerminator (SNI cert) ─▶ public HttpProxy
+//                 │
+//   an app on this node: its port on 127.0.0.1
+//   an app elsewhere:    TlsTunnels ══ mutual TLS (cluster CA) ══▶ that node's
+//                        node channel (proxy_internal_port), ALPN "hc-http" ─▶ its
+//                        internal HttpProxy, "hc-stream" ─▶ its StreamProxy (kHop)
+//
+// The internal engines route only to apps running on their node, so a
+// request crosses at most one node and can never loop, whatever two nodes
+// believe for a moment. A peer without a certificate of the cluster CA is
+// refused by the node channel's handshake.
 //
 // Routes follow placement/ (which node is primary, with its epoch),
 // status/<this node>/ (the local app's port once it runs at that epoch),
-// apps/ (domains and aliases) and nodes/ (where peers are), through
-// resuming watches; each change rebuilds both tables (cheap) and swaps them
+// apps/ (domains, protocol, tcp ports), nodes/ (where peers are), certs/
+// (apps' TLS certificates) and holds/ (apps held cluster-wide), through
+// resuming watches; each change rebuilds every table (cheap) and swaps it
 // in; connections in flight keep their backend.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cluster/cluster_store.h"
 #include "proxy/http_proxy.h"
+#include "proxy/stream_proxy.h"
+#include "proxy/tls.h"
 
 namespace hc::proxy {
 
 struct ProxyServiceOptions {
   std::string node_id;
-  ProxyOptions public_proxy;    // listen: where clients come in
-  ProxyOptions internal_proxy;  // listen: <address>:<proxy_internal_port>
+  ProxyOptions public_proxy;    // listen: where HTTP clients come in
+  ProxyOptions internal_proxy;  // listen stays empty: its clients come from the node channel
+  StreamProxyOptions streams;   // 443, 5432, 143, 110 and where apps' tcp ports open
+  net::HostPort node_channel;   // <address>:<proxy_internal_port>, mutual TLS
+  TlsClientIdentity identity;   // this node's certificate and the cluster CA
+  std::optional<CertSpec> default_cert;  // for TLS names without a certificate of their own
 };
 
-// The two routing tables for one node, from a view and the node's own
-// observed status (a pure function, unit-tested).
+// Where a route's backend is: this node's loopback, or another node's
+// channel (then `node` names it, and its certificate must name it too).
 struct NodeRoutes {
-  std::vector<RouteSpec> public_routes;
-  std::vector<RouteSpec> internal_routes;
-  std::vector<std::string> warnings;  // domains claimed twice, apps not running yet
+  std::vector<RouteSpec> public_routes;     // hop routes: backend = the node channel
+  std::vector<RouteSpec> internal_routes;   // local apps only
+  std::vector<StreamRouteSpec> streams;     // hop specs: backend = the node channel
+  std::vector<CertSpec> certs;              // apps' certificates for TLS termination
+  std::map<std::string, std::string> channel_nodes;  // "host:port" of a node channel -> node id
+  std::vector<std::string> warnings;  // names or ports claimed twice, apps not running yet
 };
+// The routes of one node, from a view, the node's own observed status and
+// the apps' certificates (a pure function, unit-tested).
 NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& view,
-                     const std::vector<cluster::AppObserved>& local_status);
+                     const std::vector<cluster::AppObserved>& local_status,
+                     const std::vector<cluster::AppCertificate>& certs = {});
 
 class ProxyService {
  public:
   ProxyService(cluster::ClusterStore* cs, ProxyServiceOptions opts);
   ~ProxyService();  // Stop()
-  // Binds both proxies (errors name the address), then follows the state.
+  // Binds every listener (errors name the address), then follows the state.
   Status Start();
   void Stop();
+
+  // Holds an app on this node only (the agent during a move); holds/ in
+  // etcd holds it on every node. Either keeps it held.
+  void Hold(const std::string& app);
+  void Release(const std::string& app);
+
   HttpProxy& public_proxy();
-  std::vector<net::HostPort> bound() const;  // public listeners, then the internal one
+  StreamProxy& streams();
+  // HTTP listeners, then the node channel, then the stream listeners.
+  std::vector<net::HostPort> bound() const;
+  // /metrics text of every engine.
+  std::string MetricsText() const;
 
  private:
   struct Impl;
