@@ -1,5 +1,7 @@
 #include "api/api.h"
 
+#include "proxy/tls.h"
+
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -147,6 +149,13 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
   const std::string apps = "/v1/apps/";
   if (path.rfind(apps, 0) == 0) {
     std::string name = path.substr(apps.size());
+    if (size_t slash = name.find('/'); slash != std::string::npos) {
+      std::string what = name.substr(slash + 1);
+      name.resize(slash);
+      if (!ValidAppName(name))
+        return ErrorResponse(NotFound("no app named '" + name.substr(0, 80) + "'"));
+      return AppSub(req, name, what);
+    }
     if (!ValidAppName(name))
       return ErrorResponse(NotFound("no app named '" + name.substr(0, 80) + "'"));
     if (req.method == "GET") return GetApp(name);
@@ -247,13 +256,15 @@ net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
   if (!j.is_object())
     return ErrorResponse(
         InvalidArgument("the body must be a JSON object describing the app (see docs/api.md)"));
-  static const std::set<std::string> kFields = {"name",    "template", "command",  "env",
-                                                "domains", "aliases",  "replicas", "limits"};
+  static const std::set<std::string> kFields = {
+      "name",     "template",  "command",  "env",   "domains",
+      "aliases",  "protocol",  "tcp_ports", "replicas", "limits"};
   for (const auto& [k, v] : j.items())
     if (!kFields.count(k))
-      return ErrorResponse(InvalidArgument(
-          "unknown field '" + k.substr(0, 64) +
-          "' (allowed: name, template, command, env, domains, aliases, replicas, limits)"));
+      return ErrorResponse(
+          InvalidArgument("unknown field '" + k.substr(0, 64) +
+                          "' (allowed: name, template, command, env, domains, aliases, protocol, "
+                          "tcp_ports, replicas, limits)"));
   if (auto l = j.find("limits"); l != j.end()) {
     if (!l->is_object()) return ErrorResponse(InvalidArgument("limits must be an object"));
     for (const auto& [k, v] : l->items())
@@ -268,6 +279,16 @@ net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
                           .count();
   Status v = cluster::ValidateAppDef(*def);
   if (!v.ok()) return ErrorResponse(v);
+  if (!def->tcp_ports.empty()) {
+    auto view = cs_->LoadView();
+    if (!view.ok()) return ErrorResponse(view.status());
+    for (const auto& [other, a] : view->apps)
+      for (uint16_t port : a.tcp_ports)
+        if (std::find(def->tcp_ports.begin(), def->tcp_ports.end(), port) != def->tcp_ports.end())
+          return ErrorResponse(AlreadyExists("tcp port " + std::to_string(port) +
+                                             " already belongs to app '" + other +
+                                             "'; pick another port"));
+  }
   Status s = cs_->CreateApp(*def);
   if (!s.ok()) return ErrorResponse(s);
   LogInfo("api: app %s created (template %s)", def->name.c_str(), def->template_name.c_str());
@@ -281,6 +302,90 @@ net::HttpResponse Api::DeleteApp(const std::string& name) {
   if (!s.ok()) return ErrorResponse(s);
   LogInfo("api: app %s deleted", name.c_str());
   return JsonResponse(200, {{"deleted", name}});
+}
+
+// /v1/apps/{name}/hold and /v1/apps/{name}/certificate.
+net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& name,
+                              const std::string& what) {
+  auto method_not_allowed = [&](const char* allowed) {
+    auto r = ErrorResponse(InvalidArgument(req.method + " is not allowed on /v1/apps/" + name +
+                                           "/" + what + " (allowed: " + allowed + ")"));
+    r.status = 405;
+    r.headers.Set("Allow", allowed);
+    return r;
+  };
+  if (what != "hold" && what != "certificate")
+    return ErrorResponse(NotFound("no such API path: /v1/apps/" + name + "/" + what.substr(0, 80) +
+                                  " (see docs/api.md)"));
+  if (req.body.size() > kMaxBody)
+    return ErrorResponse(InvalidArgument("request body is too large"));
+  auto app = cs_->GetApp(name);
+  if (!app.ok()) return ErrorResponse(app.status());
+  if (!*app) return ErrorResponse(NotFound("no app named '" + name + "'"));
+  if (what == "hold") {
+    if (req.method == "DELETE") {
+      Status s = cs_->ReleaseHold(name);
+      if (!s.ok()) return ErrorResponse(s);
+      LogInfo("api: app %s released", name.c_str());
+      return JsonResponse(200, {{"released", name}});
+    }
+    if (req.method != "POST") return method_not_allowed("POST, DELETE");
+    int seconds = 30;
+    if (!req.body.empty()) {
+      json j = Parse(req.body);
+      if (!j.is_object())
+        return ErrorResponse(InvalidArgument("the body must be a JSON object like {\"seconds\": 30}"));
+      for (const auto& [k, v] : j.items()) {
+        if (k != "seconds")
+          return ErrorResponse(
+              InvalidArgument("unknown field '" + k.substr(0, 64) + "' (allowed: seconds)"));
+        if (!v.is_number_integer())
+          return ErrorResponse(InvalidArgument("seconds must be an integer from 1 to 300"));
+        int64_t n = v.get<int64_t>();
+        if (n < 1 || n > 300)
+          return ErrorResponse(InvalidArgument("seconds must be an integer from 1 to 300"));
+        seconds = static_cast<int>(n);
+      }
+    }
+    Status s = cs_->PutHold(name, seconds, opts_.node_id);
+    if (!s.ok()) return ErrorResponse(s);
+    LogInfo("api: app %s held for at most %d s", name.c_str(), seconds);
+    return JsonResponse(200, {{"held", name}, {"seconds", seconds}});
+  }
+  // certificate
+  if (req.method == "GET") {
+    auto c = cs_->GetCertificate(name);
+    if (!c.ok()) return ErrorResponse(c.status());
+    if (!*c) return ErrorResponse(NotFound("app '" + name + "' has no certificate"));
+    return JsonResponse(200, {{"app", name},
+                              {"cert_pem", (*c)->cert_pem},
+                              {"updated_unix", (*c)->updated_unix}});
+  }
+  if (req.method == "DELETE") {
+    Status s = cs_->DeleteCertificate(name);
+    if (!s.ok()) return ErrorResponse(s);
+    return JsonResponse(200, {{"deleted", name}});
+  }
+  if (req.method != "PUT") return method_not_allowed("GET, PUT, DELETE");
+  json j = Parse(req.body);
+  if (!j.is_object() || !j.contains("cert_pem") || !j.contains("key_pem") ||
+      !j["cert_pem"].is_string() || !j["key_pem"].is_string() || j.size() != 2)
+    return ErrorResponse(InvalidArgument(
+        "the body must be {\"cert_pem\": \"<chain, PEM>\", \"key_pem\": \"<key, PEM>\"}"));
+  cluster::AppCertificate c{name, j["cert_pem"].get<std::string>(),
+                            j["key_pem"].get<std::string>(),
+                            std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count()};
+  std::vector<std::string> names = (*app)->domains;
+  for (const auto& a : (*app)->aliases) names.push_back(a);
+  auto table = proxy::CertTable::Build({proxy::CertSpec{name, names, c.cert_pem, c.key_pem}},
+                                       std::nullopt, proxy::TlsServerPolicy{});
+  if (!table.ok()) return ErrorResponse(InvalidArgument(table.status().message()));
+  Status s = cs_->PutCertificate(c);
+  if (!s.ok()) return ErrorResponse(s);
+  LogInfo("api: certificate of app %s stored", name.c_str());
+  return JsonResponse(200, {{"app", name}, {"updated_unix", c.updated_unix}});
 }
 
 net::HttpResponse Api::GetDns() {

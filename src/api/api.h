@@ -36,6 +36,8 @@ class Api {
   net::HttpResponse GetApp(const std::string& name);
   net::HttpResponse CreateApp(const net::HttpRequest& req);
   net::HttpResponse DeleteApp(const std::string& name);
+  net::HttpResponse AppSub(const net::HttpRequest& req, const std::string& name,
+                           const std::string& what);
   net::HttpResponse ListNodes();
   net::HttpResponse GetDns();
 

@@ -11,6 +11,7 @@
 #include "cli/api_client.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "common/fs.h"
 #include "common/units.h"
 
 namespace hc::cli {
@@ -109,7 +110,8 @@ int Run(int* exit_code, const std::function<Status()>& fn) {
 
 void AddClusterCommands(CLI::App& root, int* exit_code) {
   // ---------------------------------------------------------------- hc app
-  auto* app = root.add_subcommand("app", "Apps on the cluster: create, list, show, delete");
+  auto* app = root.add_subcommand(
+      "app", "Apps on the cluster: create, list, show, delete, hold, release, cert");
   app->require_subcommand(1);
 
   {
@@ -117,6 +119,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     static ApiFlags f;
     static std::string name, tmpl, command, memory = "256M";
     static std::vector<std::string> domains, aliases, env;
+    static std::string protocol;
+    static std::vector<uint16_t> tcp_ports;
     static int replicas = 1, timeout_s = 120;
     static double cpus = 1.0;
     static uint32_t pids = 512;
@@ -129,6 +133,12 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     c->add_option("--alias", aliases,
                   "Another name for the app, answered in DNS as a CNAME to its first "
                   "domain (repeatable)");
+    c->add_option("--protocol", protocol,
+                  "What the app's port speaks: http (default; postgres and mariadb apps: "
+                  "postgres, mysql), https (the app terminates TLS: passed through by SNI), "
+                  "imap, pop3 (routed by the login's domain), tcp");
+    c->add_option("--tcp-port", tcp_ports,
+                  "A port every node relays to the app as it is (repeatable), e.g. 3306");
     c->add_option("-r,--replicas", replicas, "Copies on other nodes (0-5)")->capture_default_str();
     c->add_option("--memory", memory, "Memory limit, e.g. 256M or 1G")->capture_default_str();
     c->add_option("--cpus", cpus, "CPU limit in cores, e.g. 0.5")->capture_default_str();
@@ -146,6 +156,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                      {"replicas", replicas}};
         if (!command.empty()) body["command"] = command;
         if (!aliases.empty()) body["aliases"] = aliases;
+        if (!protocol.empty()) body["protocol"] = protocol;
+        if (!tcp_ports.empty()) body["tcp_ports"] = tcp_ports;
         HC_ASSIGN_OR_RETURN(uint64_t mem, ParseSize(memory));
         if (cpus <= 0 || cpus > 256)
           return InvalidArgument("--cpus must be more than 0 and at most 256");
@@ -234,6 +246,12 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                     a["domains"].empty() ? "-" : Join(a["domains"], ", ").c_str());
         if (a.contains("aliases") && !a["aliases"].empty())
           std::printf("aliases:   %s\n", Join(a["aliases"], ", ").c_str());
+        if (!Str(a, "protocol").empty()) std::printf("protocol:  %s\n", Str(a, "protocol").c_str());
+        if (a.contains("tcp_ports") && !a["tcp_ports"].empty()) {
+          std::string ports;
+          for (const auto& p : a["tcp_ports"]) ports += (ports.empty() ? "" : ", ") + p.dump();
+          std::printf("tcp ports: %s\n", ports.c_str());
+        }
         std::printf("limits:    memory %s, cpu %.2f cores, %s processes\n",
                     FormatBytes(l.value("memory_bytes", uint64_t{0})).c_str(),
                     l.value("cpu_millis", 0) / 1000.0, Str(l, "pids").c_str());
@@ -293,6 +311,73 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         }
         HC_ASSIGN_OR_RETURN(json j, CallJson(f, "DELETE", "/v1/apps/" + name));
         std::printf("app '%s' deleted; nodes stop it and remove its data\n", name.c_str());
+        return Status::Ok();
+      });
+    });
+  }
+
+  {
+    auto* c = app->add_subcommand(
+        "hold", "Queue the app's new requests at every proxy (before moving it by hand)");
+    static ApiFlags f;
+    static std::string name;
+    static int seconds = 30;
+    c->add_option("NAME", name, "App name")->required();
+    c->add_option("--seconds", seconds,
+                  "Release by itself after this long (1-300); requests waiting longer than the "
+                  "proxy's hold timeout get 503 with Retry-After")
+        ->capture_default_str();
+    f.AddTo(c, false);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/apps/" + name + "/hold",
+                                             json{{"seconds", seconds}}.dump()));
+        std::printf("app '%s' held for at most %d s; hc app release %s ends it\n", name.c_str(),
+                    seconds, name.c_str());
+        return Status::Ok();
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand("release", "End a hold: queued requests go to the app");
+    static ApiFlags f;
+    static std::string name;
+    c->add_option("NAME", name, "App name")->required();
+    f.AddTo(c, false);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "DELETE", "/v1/apps/" + name + "/hold"));
+        std::printf("app '%s' released\n", name.c_str());
+        return Status::Ok();
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand(
+        "cert", "Set (or --delete) the TLS certificate the proxies present for the app's domains");
+    static ApiFlags f;
+    static std::string name, cert_file, key_file;
+    static bool del = false;
+    c->add_option("NAME", name, "App name")->required();
+    c->add_option("--cert", cert_file, "PEM file: the certificate, then its chain");
+    c->add_option("--key", key_file, "PEM file: its private key");
+    c->add_flag("--delete", del, "Remove the app's certificate (the default one is used)");
+    f.AddTo(c, false);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        if (del) {
+          HC_ASSIGN_OR_RETURN(json j, CallJson(f, "DELETE", "/v1/apps/" + name + "/certificate"));
+          std::printf("certificate of app '%s' removed\n", name.c_str());
+          return Status::Ok();
+        }
+        if (cert_file.empty() || key_file.empty())
+          return InvalidArgument("give --cert FILE and --key FILE (PEM), or --delete");
+        HC_ASSIGN_OR_RETURN(std::string cert, ReadFileToString(cert_file));
+        HC_ASSIGN_OR_RETURN(std::string key, ReadFileToString(key_file));
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "PUT", "/v1/apps/" + name + "/certificate",
+                                             json{{"cert_pem", cert}, {"key_pem", key}}.dump()));
+        std::printf("certificate of app '%s' stored; every node's proxy uses it in a moment\n",
+                    name.c_str());
         return Status::Ok();
       });
     });
