@@ -246,6 +246,15 @@ Status LocalCluster::WriteConfigs() const {
       yaml += "proxy_listen: [" + NodeAddress(k) + ":" + std::to_string(opts_.proxy_port) +
               "]\nproxy_internal_port: " + std::to_string(opts_.proxy_internal_port) +
               "\nproxy_workers: 1\n";
+      auto stream = [&](const char* key, uint16_t port) {
+        yaml += std::string(key) + ": [" +
+                (port == 0 ? std::string("off") : NodeAddress(k) + ":" + std::to_string(port)) +
+                "]\n";
+      };
+      stream("proxy_tls_listen", opts_.proxy_tls_port);
+      stream("proxy_postgres_listen", opts_.proxy_postgres_port);
+      stream("proxy_imap_listen", opts_.proxy_imap_port);
+      stream("proxy_pop3_listen", opts_.proxy_pop3_port);
     }
     if (!opts_.dns_zones.empty()) {
       std::string zones;

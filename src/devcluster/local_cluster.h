@@ -49,6 +49,11 @@ struct LocalClusterOptions {
   // its internal port for other nodes.
   uint16_t proxy_port = 0;
   uint16_t proxy_internal_port = 7482;
+  // The stream listeners on <node address>:<port> (0 = off).
+  uint16_t proxy_tls_port = 0;
+  uint16_t proxy_postgres_port = 0;
+  uint16_t proxy_imap_port = 0;
+  uint16_t proxy_pop3_port = 0;
   std::function<void(const std::string&)> progress;  // one line per step, or null
 };
 
