@@ -135,7 +135,8 @@ struct ProxyService::Impl {
   }
 
   void FromChannel(UniqueFd fd, const TlsConnInfo& info) {
-    if (info.alpn == kAlpnHttp) return internal.Adopt(std::move(fd), info.client.host, false);
+    // No ALPN is HTTP too (curl --no-alpn, for people looking at a node).
+    if (info.alpn == kAlpnHttp || info.alpn.empty()) return internal.Adopt(std::move(fd), info.client.host, false);
     if (info.alpn == kAlpnStream) {
       return streams.Adopt(std::move(fd), info.client.host, StreamProtocol::kHop);
     }

@@ -188,6 +188,9 @@ else
     --no-instructions >&2
   rm -f "$hc/initdb-passwd" "$hc/initdb-group"
   printf '\n# Set by HybridCluster on creation: a quarter of the memory limit.\nshared_buffers = @CACHEMB@MB\n' >>"$data.init/postgresql.conf"
+  # A database named after the app: the proxies route PostgreSQL clients by
+  # database name, so "dbname=<app>" reaches this server from any node.
+  printf 'CREATE DATABASE "%s";\n' "$APP_NAME" | "$bin/postgres" --single -D "$data.init" postgres >/dev/null
   if [ -d "$data" ]; then rmdir "$data"; fi
   mv "$data.init" "$data"
 fi
