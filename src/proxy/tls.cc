@@ -399,9 +399,6 @@ std::string CertTable::Lookup(std::string_view sni) const {
 Result<std::shared_ptr<const CertTable>> CertTable::Build(std::vector<CertSpec> certs,
                                                           std::optional<CertSpec> default_cert,
                                                           const TlsServerPolicy& policy) {
-  if (certs.empty() && !default_cert) {
-    return InvalidArgument("tls: no certificates and no default certificate");
-  }
   auto t = std::make_unique<Impl>();
   for (const std::string& p : policy.alpn) {
     if (p.empty() || p.size() > 255) {

@@ -64,7 +64,8 @@ class CertTable {
   // certificate, names are well-formed DNS names (a wildcard only as the
   // whole first label, with at least two labels after it) and no name is
   // served twice. Errors name the certificate id and what is wrong.
-  // `certs` may be empty only if there is a default.
+  // An empty table (no certificates, no default) refuses every handshake
+  // (unrecognized_name): a node whose apps have no certificates yet.
   static Result<std::shared_ptr<const CertTable>> Build(std::vector<CertSpec> certs,
                                                         std::optional<CertSpec> default_cert,
                                                         const TlsServerPolicy& policy);

@@ -389,7 +389,7 @@ TEST(CertTableTest, BuildNamesTheCertificateAndTheProblem) {
                                  p.Spec("two", "shop2", {"shop.example.com"})},
                                 std::nullopt, {}),
                "already served by certificate 'one'");
-  expect_error(CertTable::Build({}, std::nullopt, {}), "no certificates");
+  EXPECT_TRUE(CertTable::Build({}, std::nullopt, {}).ok()) << "an empty table refuses everyone";
   expect_error(CertTable::Build({p.Spec("s", "shop", {"a.test"})}, std::nullopt,
                                 TlsServerPolicy{.client_ca_pem = "nope"}),
                "client CA");
