@@ -303,6 +303,34 @@ TEST(ValidateAppDef, AcceptsAValidAppOfEachTemplate) {
   }
 }
 
+TEST(AppDefJson, ProtocolAndTcpPortsRoundTripAndBadPortsAreRefused) {
+  AppDef a;
+  a.name = "db";
+  a.template_name = "mariadb";
+  a.tcp_ports = {3306, 33060};
+  auto back = AppDefFromJson(ToJson(a));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->tcp_ports, a.tcp_ports);
+  EXPECT_EQ(AppProtocol(*back), "mysql");
+  back->protocol = "tcp";
+  EXPECT_EQ(AppProtocol(*back), "tcp");
+  for (const char* bad : {R"({"name":"x","template":"static","tcp_ports":[0]})",
+                          R"({"name":"x","template":"static","tcp_ports":[70000]})",
+                          R"({"name":"x","template":"static","tcp_ports":["80"]})",
+                          R"({"name":"x","template":"static","tcp_ports":80})"}) {
+    auto r = AppDefFromJson(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("tcp_ports' must be a list of port numbers"),
+              std::string::npos)
+        << r.status().ToString();
+  }
+  AppCertificate c{"shop", "CERT", "KEY", 7};
+  auto cb = AppCertificateFromJson(ToJson(c));
+  ASSERT_TRUE(cb.ok());
+  EXPECT_EQ(cb->key_pem, "KEY");
+  EXPECT_FALSE(AppCertificateFromJson(R"({"app":"shop"})").ok());
+}
+
 TEST(ValidateAppDef, EachRuleHasAGoodAndABadCase) {
   struct Case {
     const char* rule;
@@ -326,6 +354,23 @@ TEST(ValidateAppDef, EachRuleHasAGoodAndABadCase) {
        [](AppDef& a) { a.template_name = "postgres"; }, "only template 'command' takes one"},
       {"command NUL", [](AppDef& a) {}, [](AppDef& a) { a.command = std::string("a\0b", 3); },
        "NUL"},
+      {"protocol", [](AppDef& a) { a.protocol = "https"; }, [](AppDef& a) { a.protocol = "ftp"; },
+       "protocol: 'ftp' is not one of http, https, postgres, mysql, imap, pop3, tcp"},
+      {"mail needs domains",
+       [](AppDef& a) {
+         a.protocol = "imap";
+         a.domains = {"example.com"};
+       },
+       [](AppDef& a) {
+         a.protocol = "pop3";
+         a.domains.clear();
+         a.aliases.clear();
+       },
+       "routes logins by their domain"},
+      {"tcp port reserved", [](AppDef& a) { a.tcp_ports = {3306, 8443}; },
+       [](AppDef& a) { a.tcp_ports = {5432}; }, "tcp_ports: 5432 is a port the cluster serves"},
+      {"tcp port twice", [](AppDef& a) { a.tcp_ports = {3306}; },
+       [](AppDef& a) { a.tcp_ports = {3306, 3306}; }, "3306 is listed twice"},
       {"env format",
        [](AppDef& a) {
          a.env = {"A_1=", "_=x"};

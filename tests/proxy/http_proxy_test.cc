@@ -372,6 +372,21 @@ TEST_F(ProxyTest, GetHeadAndPostReachTheBackendWithForwardedHeaders) {
   EXPECT_TRUE(Contains(r.out, "body_bytes=5\n")) << r.out;
 }
 
+TEST_F(ProxyTest, AdoptedConnectionsAreServedWithTheirClientAddressAndScheme) {
+  StartProxy();
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  proxy_->Adopt(UniqueFd(sv[1]), "198.51.100.9", /*tls=*/true);
+  UniqueFd c(sv[0]);
+  ASSERT_TRUE(net::WriteAll(c.get(), "GET /a HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
+                  .ok());
+  auto got = ReadResponses(c.get(), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(Contains(got[0].body, "backend=A\n")) << got[0].body;
+  EXPECT_TRUE(Contains(got[0].body, "xff=198.51.100.9\n")) << got[0].body;
+  EXPECT_TRUE(Contains(got[0].body, "xfp=https\n")) << got[0].body;
+}
+
 TEST_F(ProxyTest, LargeBodiesAreStreamedBothWays) {
   StartProxy();
   const size_t kSize = 50u << 20;
