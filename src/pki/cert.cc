@@ -275,9 +275,10 @@ Result<std::string> SignNodeCert(const CaMaterial& ca, std::string_view csr_pem,
     // A host name (hcd's `address` may be one).
     bool name = !a.empty() && a.size() <= 253;
     for (char c : a)
-      name = name && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                      (c >= '0' && c <= '9') || c == '-' || c == '.');
-    if (!name) return InvalidArgument("address '" + a + "' is neither an IP address nor a host name");
+      name = name && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.');
+    if (!name)
+      return InvalidArgument("address '" + a + "' is neither an IP address nor a host name");
     san += ",DNS:" + a;
   }
   X509Ptr x(X509_new());
@@ -370,9 +371,9 @@ Status VerifyNodeCert(std::string_view ca_pem, std::string_view cert_pem,
                                 ci.issuer_common_name + "')");
       case X509_V_ERR_CERT_REVOKED:
       default:
-        return PermissionDenied("the certificate of '" + ci.common_name +
-                                "' does not verify against the cluster CA: " +
-                                X509_verify_cert_error_string(err));
+        return PermissionDenied(
+            "the certificate of '" + ci.common_name +
+            "' does not verify against the cluster CA: " + X509_verify_cert_error_string(err));
     }
   }
   uint32_t xku = X509_get_extended_key_usage(cert.get());

@@ -77,8 +77,7 @@ std::string RandomBytes(size_t n) {
 }
 
 std::string Base64UrlEncode(std::string_view in) {
-  static const char* kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   out.reserve((in.size() + 2) / 3 * 4);
   size_t i = 0;
@@ -147,16 +146,15 @@ std::string DeriveKey(std::string_view secret, std::string_view salt, std::strin
   size_t len = length;
   // An empty salt is legal in HKDF (it means zeros) but OpenSSL wants a pointer.
   static const unsigned char kZero = 0;
-  HC_CHECK(ctx && EVP_PKEY_derive_init(ctx.get()) == 1 &&
-               EVP_PKEY_CTX_set_hkdf_md(ctx.get(), EVP_sha256()) == 1 &&
-               EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), U(secret), static_cast<int>(secret.size())) ==
-                   1 &&
-               EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), salt.empty() ? &kZero : U(salt),
-                                           static_cast<int>(salt.size())) == 1 &&
-               EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), U(info), static_cast<int>(info.size())) ==
-                   1 &&
-               EVP_PKEY_derive(ctx.get(), U(out), &len) == 1 && len == length,
-           "HKDF-SHA256");
+  HC_CHECK(
+      ctx && EVP_PKEY_derive_init(ctx.get()) == 1 &&
+          EVP_PKEY_CTX_set_hkdf_md(ctx.get(), EVP_sha256()) == 1 &&
+          EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), U(secret), static_cast<int>(secret.size())) == 1 &&
+          EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), salt.empty() ? &kZero : U(salt),
+                                      static_cast<int>(salt.size())) == 1 &&
+          EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), U(info), static_cast<int>(info.size())) == 1 &&
+          EVP_PKEY_derive(ctx.get(), U(out), &len) == 1 && len == length,
+      "HKDF-SHA256");
   return out;
 }
 
@@ -167,13 +165,12 @@ std::string Seal(std::string_view key, std::string_view plaintext, std::string_v
   std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
   int len = 0, total = 0;
   unsigned char* dst = U(out) + kNonce;
-  HC_CHECK(ctx &&
-               EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, U(key), U(out)) == 1 &&
-               EVP_EncryptUpdate(ctx.get(), nullptr, &len, U(aad), static_cast<int>(aad.size())) ==
-                   1 &&
-               EVP_EncryptUpdate(ctx.get(), dst, &len, U(plaintext),
-                                 static_cast<int>(plaintext.size())) == 1,
-           "AES-256-GCM encrypt");
+  HC_CHECK(
+      ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, U(key), U(out)) == 1 &&
+          EVP_EncryptUpdate(ctx.get(), nullptr, &len, U(aad), static_cast<int>(aad.size())) == 1 &&
+          EVP_EncryptUpdate(ctx.get(), dst, &len, U(plaintext),
+                            static_cast<int>(plaintext.size())) == 1,
+      "AES-256-GCM encrypt");
   total = len;
   HC_CHECK(EVP_EncryptFinal_ex(ctx.get(), dst + total, &len) == 1, "AES-256-GCM final");
   total += len;
@@ -240,8 +237,7 @@ Status VerifySignature(std::string_view public_key, std::string_view message,
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   HC_CHECK(ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, k.get()) == 1,
            "Ed25519 verify init");
-  if (EVP_DigestVerify(ctx.get(), U(signature), signature.size(), U(message), message.size()) !=
-      1)
+  if (EVP_DigestVerify(ctx.get(), U(signature), signature.size(), U(message), message.size()) != 1)
     return PermissionDenied("the signature does not match");
   return Status::Ok();
 }

@@ -80,8 +80,8 @@ std::string FormatJoinToken(const JoinToken& t) {
 }
 
 Result<JoinToken> ParseJoinToken(std::string_view text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' ||
-                           text.back() == '\t'))
+  while (!text.empty() &&
+         (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' || text.back() == '\t'))
     text.remove_suffix(1);
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
   if (text.empty()) return InvalidArgument(std::string("the join token is empty") + kTokenHelp);
@@ -102,8 +102,8 @@ Result<JoinToken> ParseJoinToken(std::string_view text) {
   JoinToken t;
   t.id = std::string(parts[1]);
   if (!ValidJoinTokenId(t.id))
-    return InvalidArgument("the join token's id '" + t.id.substr(0, 20) +
-                           "' is not 12 hex digits" + kTokenHelp);
+    return InvalidArgument("the join token's id '" + t.id.substr(0, 20) + "' is not 12 hex digits" +
+                           kTokenHelp);
   auto seed = Base64UrlDecode(parts[2]);
   if (!seed.ok() || seed->size() != 32)
     return InvalidArgument("the join token's secret is damaged (expected 43 base64url characters)" +

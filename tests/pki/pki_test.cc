@@ -260,8 +260,7 @@ TEST(PkiJoinTokenTest, ParseErrorsSayWhatIsWrong) {
   EXPECT_NE(err("").find("empty"), std::string::npos);
   EXPECT_NE(err("hello").find("must start with 'hcjoin1.'"), std::string::npos);
   EXPECT_NE(err(good.substr(0, 40)).find("3 parts"), std::string::npos);
-  EXPECT_NE(err(good.substr(0, good.size() - 5)).find("fingerprint is damaged"),
-            std::string::npos);
+  EXPECT_NE(err(good.substr(0, good.size() - 5)).find("fingerprint is damaged"), std::string::npos);
   EXPECT_NE(err("hcjoin1.XYZ." + good.substr(21)).find("not 12 hex digits"), std::string::npos);
   std::string bad_secret = good;
   bad_secret[25] = '*';
@@ -290,9 +289,9 @@ JoinSetup MakeJoin() {
 
 // What a member does with a request once the proof checked out.
 Result<JoinAnswer> Answer(const JoinSetup& s, const JoinRequest& r) {
-  HC_ASSIGN_OR_RETURN(std::string cert, SignNodeCert(s.ca, r.csr_pem,
-                                                     {.node_id = r.node_id,
-                                                      .addresses = r.addresses}));
+  HC_ASSIGN_OR_RETURN(
+      std::string cert,
+      SignNodeCert(s.ca, r.csr_pem, {.node_id = r.node_id, .addresses = r.addresses}));
   return SealJoinGrant(r, {cert, s.ca.cert_pem, s.ca.key_pem});
 }
 
