@@ -26,7 +26,7 @@ PACKAGES=(
   # DNS: a real client, and the peers the DNS server is compared with
   bind9-dnsutils nsd knot dnsperf
   # real clients used by tests and benchmarks
-  curl postgresql-client mariadb-client python3
+  curl postgresql-client mariadb-client python3 openssl
   # HTTP: the proxy's peers and load generator
   nginx-light haproxy wrk
 )
