@@ -11,9 +11,11 @@
 
 #include "cluster/etcd_client.h"
 #include "cluster/state.h"
+#include "common/fs.h"
 #include "common/units.h"
 #include "dns/zone.h"
 #include "net/socket.h"
+#include "pki/join.h"
 
 namespace hc::agent {
 namespace {
@@ -103,6 +105,11 @@ const std::vector<Option>& Options() {
       STR_OPT("cpu_capacity", cpu_capacity, "auto", "cores offered to apps: auto or e.g. 3.5"),
       STR_OPT("api_token_file", api_token_file, "",
               "file holding the API bearer token; empty = no token (trusted network only)"),
+      STR_OPT("join_token", join_token, "",
+              "token from `hc cluster join-token` on a member, to join an existing cluster; read "
+              "only while <data_dir>/pki/node.crt does not exist (flag: --join)"),
+      STR_OPT("join_token_file", join_token_file, "",
+              "file holding the join token instead (flag: --join-file)"),
       STR_OPT("log_level", log_level, "info", "debug | info | warn | error"),
       LIST_OPT("public_addresses", public_addresses, "[<address>]",
                "IPv4/IPv6 addresses the world reaches this node at (DNS A/AAAA records)"),
@@ -241,6 +248,13 @@ Status ResolveConfig(Config* c) {
       return InvalidArgument(
           "proxy_tls_cert and proxy_tls_key go together: set both (PEM files) or neither");
   }
+  if (!c->join_token.empty() && !c->join_token_file.empty())
+    return InvalidArgument("set join_token or join_token_file, not both");
+  if (!c->join_token.empty())
+    HC_RETURN_IF_ERROR(pki::ParseJoinToken(c->join_token).status().Annotate("join_token"));
+  if (!c->join_token_file.empty() && c->join_token_file[0] != '/')
+    return InvalidArgument("join_token_file must be an absolute path, got '" + c->join_token_file +
+                           "'");
   if (c->runtime_backend != "auto" && c->runtime_backend != "runc" &&
       c->runtime_backend != "process")
     return InvalidArgument("runtime_backend must be auto, runc or process, got '" +
@@ -269,6 +283,16 @@ Status ResolveConfig(Config* c) {
     c->cpu_millis = static_cast<uint32_t>(std::llround(cores * 1000));
   }
   return Status::Ok();
+}
+
+Result<std::string> JoinTokenOf(const Config& c) {
+  if (c.join_token_file.empty()) return c.join_token;
+  auto text = ReadFileToString(c.join_token_file);
+  if (!text.ok()) return text.status().Annotate("join_token_file");
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+  HC_RETURN_IF_ERROR(pki::ParseJoinToken(t).status().Annotate(c.join_token_file));
+  return t;
 }
 
 dns::DnsSettings DnsSettingsOf(const Config& c) {

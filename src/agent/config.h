@@ -32,6 +32,8 @@ struct Config {
   std::string memory_capacity = "auto";       // "auto" (90% of RAM) or a size like "16G"
   std::string cpu_capacity = "auto";          // "auto" (all cores) or cores like "3.5"
   std::string api_token_file;                 // "" = no token required (trusted network only)
+  std::string join_token;                     // used only while <data_dir>/pki/node.crt is missing
+  std::string join_token_file;                // the same, read from a file
   std::string log_level = "info";             // debug | info | warn | error
   std::vector<std::string> public_addresses;  // [] = [address]
   // DNS (off while dns_zones is empty)
@@ -64,6 +66,9 @@ struct Config {
 Status LoadConfigFile(const std::string& path, Config* cfg);
 // Checks values and fills the derived fields.
 Status ResolveConfig(Config* cfg);
+// The join token of the config: join_token, or the contents of
+// join_token_file (trimmed); "" when neither is set.
+Result<std::string> JoinTokenOf(const Config& cfg);
 // The DNS settings of a resolved config.
 dns::DnsSettings DnsSettingsOf(const Config& c);
 // The option table for --help and docs: key, default, meaning.

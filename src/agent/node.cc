@@ -6,16 +6,20 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "agent/agent.h"
+#include "agent/identity.h"
 #include "agent/leader.h"
 #include "api/api.h"
 #include "cluster/cluster_store.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/shared_slot.h"
 #include "dns/service.h"
 #include "net/http_server.h"
+#include "pki/identity.h"
 #include "proxy/metrics.h"
 #include "proxy/service.h"
 #include "runtime/runtime.h"
@@ -116,6 +120,35 @@ Status Node::Run() {
   cluster::EtcdClient etcd({.endpoints = cfg.etcd_endpoints});
   cluster::ClusterStore cs(&etcd, cfg.etcd_prefix);
 
+  // ---- Cluster PKI: this node's identity (agent/identity.h), before any
+  // service starts. A node without a valid certificate does not start.
+  // `identity` is what TLS uses (ca_pem, cert_pem, key_pem, node_id);
+  // `identity_slot` always holds the current one (renewals replace it).
+  IdentityOptions identity_opts;
+  identity_opts.data_dir = cfg.data_dir;
+  identity_opts.node_id = node_id;
+  identity_opts.addresses.push_back(cfg.address);
+  for (const auto& a : cfg.public_addresses)
+    if (std::find(identity_opts.addresses.begin(), identity_opts.addresses.end(), a) ==
+        identity_opts.addresses.end())
+      identity_opts.addresses.push_back(a);
+  HC_ASSIGN_OR_RETURN(identity_opts.join_token, JoinTokenOf(cfg));
+  auto established = EstablishIdentity(identity_opts, &cs, &impl_->shutdown);
+  if (impl_->shutdown.load()) return Status::Ok();
+  if (!established.ok()) return established.status();
+  const pki::NodeIdentity identity = std::move(*established);
+  SharedSlot<const pki::NodeIdentity> identity_slot;
+  identity_slot.Set(std::make_shared<const pki::NodeIdentity>(identity));
+  IdentityRenewer identity_renewer(
+      identity_opts, identity, [&identity_slot](const pki::NodeIdentity& renewed) {
+        identity_slot.Set(std::make_shared<const pki::NodeIdentity>(renewed));
+      });
+  const std::string pki_dir = JoinPath(cfg.data_dir, "pki");
+  LogInfo("pki: node certificate for %s valid until %lld; cluster CA SHA-256 %s", node_id.c_str(),
+          static_cast<long long>(identity.not_after),
+          pki::FingerprintText(identity.ca_fingerprint).c_str());
+  // ---- end of the cluster PKI block
+
   cluster::NodeInfo info;
   info.id = node_id;
   info.name = cfg.node_name.empty() ? HostName() : cfg.node_name;
@@ -187,6 +220,7 @@ Status Node::Run() {
     info.proxy_port = static_cast<uint16_t>(cfg.proxy_internal_port);
   }
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
+  ao.cluster_ca = [pki_dir] { return pki::PkiDir(pki_dir).LoadCa(); };
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
   ao.metrics = [&dns, &http_proxy] {
     std::string m;

@@ -7,6 +7,8 @@
 
 #include "common/log.h"
 #include "common/names.h"
+#include "pki/crypto.h"
+#include "pki/join.h"
 
 namespace hc::api {
 namespace {
@@ -103,6 +105,16 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
   std::string path(req.Path());
   if (path == "/v1/health" && req.method == "GET")
     return JsonResponse(200, {{"ok", true}, {"node", opts_.node_id}, {"version", opts_.version}});
+  // A joining node has no API token: the join token's proof is its credential.
+  if (path == "/v1/cluster/join") {
+    if (req.method != "POST") {
+      auto r = ErrorResponse(InvalidArgument("POST is the only method on " + path));
+      r.status = 405;
+      r.headers.Set("Allow", "POST");
+      return r;
+    }
+    return Join(req);
+  }
   if (!opts_.token.empty()) {
     auto auth = req.headers.Get("Authorization");
     if (!auth || *auth != "Bearer " + opts_.token) {
@@ -124,6 +136,15 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
   if (path == "/v1/cluster") {
     if (req.method != "GET") return method_not_allowed("GET");
     return GetCluster();
+  }
+  if (path == "/v1/cluster/join-tokens") {
+    if (req.method != "POST") return method_not_allowed("POST");
+    return CreateJoinToken(req);
+  }
+  const std::string tokens = "/v1/cluster/join-tokens/";
+  if (path.rfind(tokens, 0) == 0) {
+    if (req.method != "DELETE") return method_not_allowed("DELETE");
+    return DeleteJoinToken(path.substr(tokens.size()));
   }
   if (path == "/v1/nodes") {
     if (req.method != "GET") return method_not_allowed("GET");
@@ -189,8 +210,16 @@ net::HttpResponse Api::GetCluster() {
     auto p = view->placements.find(name);
     apps.push_back(AppJson(a, p == view->placements.end() ? nullptr : &p->second, *observed));
   }
+  json ca = nullptr;
+  if (auto pem = cs_->GetCaCert(); pem.ok() && *pem) {
+    if (auto ci = pki::InspectCert(**pem); ci.ok())
+      ca = {{"common_name", ci->common_name},
+            {"fingerprint_sha256", pki::FingerprintText(ci->fingerprint)},
+            {"not_after_unix", ci->not_after}};
+  }
   return JsonResponse(200, {{"leader", view->leader},
                             {"revision", view->revision},
+                            {"ca", ca},
                             {"answered_by", opts_.node_id},
                             {"nodes", nodes},
                             {"apps", apps}});
@@ -386,6 +415,103 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
   if (!s.ok()) return ErrorResponse(s);
   LogInfo("api: certificate of app %s stored", name.c_str());
   return JsonResponse(200, {{"app", name}, {"updated_unix", c.updated_unix}});
+net::HttpResponse Api::CreateJoinToken(const net::HttpRequest& req) {
+  if (!opts_.cluster_ca)
+    return ErrorResponse(Unavailable("this node holds no cluster CA, so it cannot issue tokens"));
+  int64_t ttl = 3600;
+  if (!req.body.empty()) {
+    if (req.body.size() > 4096) return ErrorResponse(InvalidArgument("request body is too large"));
+    json j = Parse(req.body);
+    if (!j.is_object())
+      return ErrorResponse(
+          InvalidArgument("the body must be a JSON object like {\"ttl_seconds\": 3600}"));
+    for (const auto& [k, v] : j.items())
+      if (k != "ttl_seconds")
+        return ErrorResponse(
+            InvalidArgument("unknown field '" + k.substr(0, 64) + "' (allowed: ttl_seconds)"));
+    if (j.contains("ttl_seconds")) {
+      if (!j["ttl_seconds"].is_number_integer())
+        return ErrorResponse(InvalidArgument("ttl_seconds must be a whole number of seconds"));
+      ttl = j["ttl_seconds"].get<int64_t>();
+    }
+  }
+  if (ttl < 60 || ttl > 7 * 86400)
+    return ErrorResponse(InvalidArgument(
+        "ttl_seconds must be from 60 (1 minute) to 604800 (7 days), got " + std::to_string(ttl)));
+  auto ca = opts_.cluster_ca();
+  if (!ca.ok())
+    return ErrorResponse(Unavailable("this node cannot read its CA: " + ca.status().message()));
+  auto fp = pki::CertFingerprint(ca->cert_pem);
+  if (!fp.ok()) return ErrorResponse(fp.status());
+  pki::JoinToken t = pki::NewJoinToken(*fp);
+  cluster::JoinTokenRecord rec;
+  rec.id = t.id;
+  rec.public_key = pki::Base64UrlEncode(pki::JoinTokenPublicKey(t));
+  rec.created_unix = time(nullptr);
+  rec.expires_unix = rec.created_unix + ttl;
+  rec.created_by = opts_.node_id;
+  Status s = cs_->CreateJoinToken(rec, ttl);
+  if (!s.ok()) return ErrorResponse(s);
+  LogInfo("api: join token %s issued (valid %lld s)", t.id.c_str(), static_cast<long long>(ttl));
+  return JsonResponse(201, {{"token", pki::FormatJoinToken(t)},
+                            {"id", t.id},
+                            {"expires_unix", rec.expires_unix},
+                            {"ttl_seconds", ttl},
+                            {"ca_fingerprint_sha256", pki::FingerprintText(*fp)}});
+}
+
+net::HttpResponse Api::DeleteJoinToken(const std::string& id) {
+  if (!pki::ValidJoinTokenId(id))
+    return ErrorResponse(NotFound("no join token with id '" + id.substr(0, 40) + "'"));
+  Status s = cs_->DeleteJoinToken(id);
+  if (!s.ok()) return ErrorResponse(s);
+  LogInfo("api: join token %s revoked", id.c_str());
+  return JsonResponse(200, {{"deleted", id}});
+}
+
+net::HttpResponse Api::Join(const net::HttpRequest& req) {
+  if (req.body.size() > 64 * 1024) return ErrorResponse(InvalidArgument("join request too large"));
+  auto r = pki::JoinRequestFromJson(req.body);
+  if (!r.ok()) return ErrorResponse(r.status().Annotate("join request"));
+  if (!opts_.cluster_ca)
+    return ErrorResponse(Unavailable("this node holds no cluster CA; join through another member"));
+  auto rec = cs_->GetJoinToken(r->token_id);
+  if (!rec.ok()) return ErrorResponse(rec.status());
+  const std::string ask = "; ask for a new one with `hc cluster join-token` on a member";
+  if (!*rec || (*rec)->expires_unix <= time(nullptr))
+    return ErrorResponse(
+        PermissionDenied("join token " + r->token_id + " is unknown, revoked or expired" + ask));
+  auto pub = pki::Base64UrlDecode((*rec)->public_key);
+  if (!pub.ok())
+    return ErrorResponse(Corrupt("join token " + r->token_id + " in etcd is damaged" + ask));
+  Status proof = pki::CheckJoinProof(*r, *pub);
+  if (!proof.ok()) {
+    LogWarn("api: join of '%s' refused: %s", r->node_id.c_str(), proof.message().c_str());
+    return ErrorResponse(proof);
+  }
+  Status id_ok = cluster::ValidateNodeId(r->node_id);
+  if (!id_ok.ok()) return ErrorResponse(id_ok);
+  auto nodes = cs_->ListNodes();
+  if (!nodes.ok()) return ErrorResponse(nodes.status());
+  for (const auto& n : *nodes)
+    if (n.id == r->node_id)
+      return ErrorResponse(Conflict("a node with id '" + r->node_id +
+                                    "' is a live member already; give the new node another "
+                                    "node_id (or stop the old one first)"));
+  auto ca = opts_.cluster_ca();
+  if (!ca.ok())
+    return ErrorResponse(Unavailable("this node cannot read its CA: " + ca.status().message()));
+  auto cert =
+      pki::SignNodeCert(*ca, r->csr_pem, {.node_id = r->node_id, .addresses = r->addresses});
+  if (!cert.ok()) return ErrorResponse(cert.status());
+  auto answer = pki::SealJoinGrant(*r, {*cert, ca->cert_pem, ca->key_pem});
+  if (!answer.ok()) return ErrorResponse(answer.status());
+  LogInfo("api: node %s admitted with join token %s", r->node_id.c_str(), r->token_id.c_str());
+  net::HttpResponse out;
+  out.status = 200;
+  out.headers.Set("Content-Type", "application/json");
+  out.body = pki::ToJson(*answer) + "\n";
+  return out;
 }
 
 net::HttpResponse Api::GetDns() {

@@ -10,6 +10,7 @@
 #include "cluster/cluster_store.h"
 #include "dns/zone.h"
 #include "net/http.h"
+#include "pki/cert.h"
 
 namespace hc::api {
 
@@ -21,6 +22,9 @@ struct ApiOptions {
   std::function<std::shared_ptr<const dns::ZoneSet>()> dns_zones;
   // The node's metrics in the Prometheus text format; unset = 404.
   std::function<std::string()> metrics;
+  // The cluster CA (certificate and key) this node holds, to admit new nodes
+  // and issue join tokens; unset = this node cannot (503).
+  std::function<Result<pki::CaMaterial>()> cluster_ca;
 };
 
 class Api {
@@ -40,6 +44,9 @@ class Api {
                            const std::string& what);
   net::HttpResponse ListNodes();
   net::HttpResponse GetDns();
+  net::HttpResponse CreateJoinToken(const net::HttpRequest& req);
+  net::HttpResponse DeleteJoinToken(const std::string& id);
+  net::HttpResponse Join(const net::HttpRequest& req);
 
   ApiOptions opts_;
   cluster::ClusterStore* cs_;

@@ -44,6 +44,11 @@ int main(int argc, char** argv) {
   app.add_option("--memory-capacity", memory, "sets memory_capacity (see above)");
   app.add_option("--cpu-capacity", cpus, "sets cpu_capacity (see above)");
   app.add_option("--log-level", log_level, "sets log_level (see above)");
+  std::string join_token, join_file;
+  app.add_option("--join", join_token,
+                 "join an existing cluster with this token (from `hc cluster join-token` on a "
+                 "member); needed only on a node's first start");
+  app.add_option("--join-file", join_file, "the same, with the token read from a file");
   bool check = false;
   app.add_flag("--check-config", check, "check the configuration, print it and exit");
   try {
@@ -73,6 +78,10 @@ int main(int argc, char** argv) {
   set(&cfg.memory_capacity, memory);
   set(&cfg.cpu_capacity, cpus);
   set(&cfg.log_level, log_level);
+  if (!join_token.empty() || !join_file.empty()) {
+    cfg.join_token = join_token;
+    cfg.join_token_file = join_file;
+  }
   if (!etcd.empty()) {
     cfg.etcd_endpoints.clear();
     size_t start = 0;

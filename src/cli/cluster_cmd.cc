@@ -96,6 +96,21 @@ void PrintAppsTable(const json& apps, const std::map<std::string, std::string>& 
   PrintTable(rows);
 }
 
+// "90s", "30m", "1h", "2d" or plain seconds.
+Result<int64_t> ParseDuration(const std::string& s) {
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  std::string unit = end ? std::string(end) : "";
+  int64_t mul = unit.empty() || unit == "s" ? 1
+                : unit == "m"               ? 60
+                : unit == "h"               ? 3600
+                : unit == "d"               ? 86400
+                                            : 0;
+  if (s.empty() || end == s.c_str() || v <= 0 || mul == 0 || v > 10 * 365LL * 86400)
+    return InvalidArgument("'" + s + "' is not a duration like 90s, 30m, 1h or 2d");
+  return static_cast<int64_t>(v) * mul;
+}
+
 void PrintJson(const json& j) {
   std::printf("%s\n", j.dump(2).c_str());
 }
@@ -410,8 +425,12 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                           Str(n, "replicas"), FormatBytes(n.value("memory_bytes", uint64_t{0})),
                           cpus});
         }
-        std::printf("%zu node(s), leader: %s\n\n", j["nodes"].size(),
+        std::printf("%zu node(s), leader: %s\n", j["nodes"].size(),
                     Str(j, "leader").empty() ? "(none yet)" : Str(j, "leader").c_str());
+        if (j.contains("ca") && j["ca"].is_object())
+          std::printf("cluster CA: %s, SHA-256 %s\n", Str(j["ca"], "common_name").c_str(),
+                      Str(j["ca"], "fingerprint_sha256").c_str());
+        std::printf("\n");
         PrintTable(rows);
         std::printf("\n");
         if (j["apps"].empty()) {
@@ -419,6 +438,36 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         } else {
           PrintAppsTable(j["apps"], addr);
         }
+        return Status::Ok();
+      });
+    });
+  }
+
+  {
+    auto* c = cl->add_subcommand(
+        "join-token",
+        "Issue a token that admits new nodes: start each with `hcd --join TOKEN`. A token can "
+        "admit several nodes until it expires (--ttl); whoever holds it can join a node, so "
+        "pass it on privately. Needs the admin API token.");
+    static ApiFlags f;
+    static std::string ttl = "1h";
+    c->add_option("--ttl", ttl, "How long the token is valid: 90s, 30m, 1h, 2d (1m to 7d)")
+        ->capture_default_str();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(int64_t seconds, ParseDuration(ttl));
+        json body = {{"ttl_seconds", seconds}};
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/cluster/join-tokens", body.dump()));
+        if (f.json) {
+          PrintJson(j);
+          return Status::Ok();
+        }
+        std::printf("%s\n", Str(j, "token").c_str());
+        std::fprintf(stderr,
+                     "valid for %s and for any number of nodes; on each new node run: hcd --join "
+                     "<token above> (or join_token_file in hcd.yaml)\n",
+                     ttl.c_str());
         return Status::Ok();
       });
     });

@@ -29,6 +29,55 @@ Status ClusterStore::RegisterNode(const NodeInfo& n, int64_t lease) {
   return etcd_->Put(NodeKey(n.id), ToJson(n), lease).status();
 }
 
+Result<std::vector<NodeInfo>> ClusterStore::ListNodes() {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->GetPrefix(NodesPrefix()));
+  std::vector<NodeInfo> out;
+  for (const auto& kv : r.kvs)
+    if (auto n = NodeInfoFromJson(kv.value); n.ok()) out.push_back(std::move(*n));
+  return out;
+}
+
+Result<std::optional<std::string>> ClusterStore::GetCaCert() {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->Get(CaKey()));
+  if (r.kvs.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(r.kvs[0].value);
+}
+
+Result<std::string> ClusterStore::CreateCaCertIfAbsent(const std::string& pem) {
+  HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({Compare::Absent(CaKey())}, {TxnOp::Put(CaKey(), pem)},
+                                         {TxnOp::Get(CaKey())}));
+  if (t.succeeded) return pem;
+  if (t.ranges.empty() || t.ranges[0].kvs.empty())
+    return Internal("etcd: the CA transaction failed but returned no CA");
+  return t.ranges[0].kvs[0].value;
+}
+
+Status ClusterStore::CreateJoinToken(const JoinTokenRecord& t, int64_t ttl_seconds) {
+  HC_ASSIGN_OR_RETURN(int64_t lease, etcd_->GrantLease(ttl_seconds));
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->Txn({Compare::Absent(JoinTokenKey(t.id))},
+                                         {TxnOp::Put(JoinTokenKey(t.id), ToJson(t), lease)}));
+  if (!r.succeeded) {
+    (void)etcd_->RevokeLease(lease);
+    return AlreadyExists("a join token with id " + t.id + " exists");
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<JoinTokenRecord>> ClusterStore::GetJoinToken(const std::string& id) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->Get(JoinTokenKey(id)));
+  if (r.kvs.empty()) return std::optional<JoinTokenRecord>();
+  HC_ASSIGN_OR_RETURN(auto t, JoinTokenRecordFromJson(r.kvs[0].value));
+  return std::optional<JoinTokenRecord>(std::move(t));
+}
+
+Status ClusterStore::DeleteJoinToken(const std::string& id) {
+  HC_ASSIGN_OR_RETURN(auto t,
+                      etcd_->Txn({Compare::CreateRevision(JoinTokenKey(id), Compare::kGreater, 0)},
+                                 {TxnOp::Delete(JoinTokenKey(id))}));
+  if (!t.succeeded) return NotFound("no join token with id " + id + " (expired already?)");
+  return Status::Ok();
+}
+
 Status ClusterStore::CreateApp(const AppDef& a) {
   HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({Compare::Absent(AppKey(a.name))},
                                          {TxnOp::Put(AppKey(a.name), ToJson(a))}));

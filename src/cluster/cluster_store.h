@@ -12,6 +12,8 @@
 //                                                     every proxy queues the app's
 //                                                     new requests while it exists
 //   <prefix>certs/<app>           AppCertificate     the app's TLS certificate
+//   <prefix>pki/ca                CA certificate     PEM; created once (txn)
+//   <prefix>pki/tokens/<id>       JoinTokenRecord    lease = the token's lifetime
 //
 // `assign/` is an index of placement by node: each agent watches only its own
 // assignments, so etcd's watch fan-out grows with apps, not apps x nodes.
@@ -68,8 +70,28 @@ class ClusterStore {
     return StatusPrefix() + node + "/" + app;
   }
 
+  std::string CaKey() const { return prefix_ + "pki/ca"; }
+  std::string JoinTokenKey(const std::string& id) const { return prefix_ + "pki/tokens/" + id; }
+
   // --- nodes
   Status RegisterNode(const NodeInfo& n, int64_t lease);
+  // Live nodes (registered under their leases), in id order.
+  Result<std::vector<NodeInfo>> ListNodes();
+
+  // --- cluster PKI (docs/design.md, "Cluster PKI")
+  // The cluster CA certificate (PEM), or nullopt before the first node made one.
+  Result<std::optional<std::string>> GetCaCert();
+  // Stores `pem` as the CA certificate unless one exists (one transaction, so
+  // of two fresh first nodes exactly one wins). Returns the CA certificate
+  // etcd holds afterwards: `pem` if it won, the other one if not.
+  Result<std::string> CreateCaCertIfAbsent(const std::string& pem);
+  // Stores a join token under a new lease of ttl_seconds (etcd deletes it
+  // when it expires). AlreadyExists if the id is taken.
+  Status CreateJoinToken(const JoinTokenRecord& t, int64_t ttl_seconds);
+  // nullopt when unknown or expired.
+  Result<std::optional<JoinTokenRecord>> GetJoinToken(const std::string& id);
+  // Deleting an unknown token is NotFound.
+  Status DeleteJoinToken(const std::string& id);
 
   // --- apps (API). AlreadyExists / NotFound with a message for people.
   Status CreateApp(const AppDef& a);

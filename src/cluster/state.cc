@@ -446,6 +446,27 @@ Result<Placement> PlacementFromJson(std::string_view text) {
   return p;
 }
 
+std::string ToJson(const JoinTokenRecord& t) {
+  json j = {{"id", t.id},
+            {"public_key", t.public_key},
+            {"created_unix", t.created_unix},
+            {"expires_unix", t.expires_unix},
+            {"created_by", t.created_by}};
+  return Dump(j);
+}
+
+Result<JoinTokenRecord> JoinTokenRecordFromJson(std::string_view text) {
+  HC_ASSIGN_OR_RETURN(json j, ParseObject(text, "join token"));
+  Fields f(j, "join token");
+  JoinTokenRecord t;
+  HC_RETURN_IF_ERROR(f.RequiredStr("id", &t.id));
+  HC_RETURN_IF_ERROR(f.RequiredStr("public_key", &t.public_key));
+  HC_RETURN_IF_ERROR(f.Int("created_unix", &t.created_unix));
+  HC_RETURN_IF_ERROR(f.Int("expires_unix", &t.expires_unix));
+  HC_RETURN_IF_ERROR(f.Str("created_by", &t.created_by));
+  return t;
+}
+
 Result<AppObserved> AppObservedFromJson(std::string_view text) {
   HC_ASSIGN_OR_RETURN(json j, ParseObject(text, "app status"));
   Fields f(j, "app status");

@@ -100,10 +100,23 @@ struct AppCertificate {
   int64_t updated_unix = 0;
 };
 
+// A join token as etcd keeps it (pki/tokens/<id>, under a lease of its
+// lifetime): never the secret, only the Ed25519 public key that checks a
+// joiner's proof (docs/design.md, "Cluster PKI").
+struct JoinTokenRecord {
+  std::string id;
+  std::string public_key;  // base64url of the raw 32-byte Ed25519 key
+  int64_t created_unix = 0;
+  int64_t expires_unix = 0;
+  std::string created_by;  // node id that issued it
+};
+
 std::string ToJson(const NodeInfo& n);
 std::string ToJson(const AppCertificate& c);
 Result<AppCertificate> AppCertificateFromJson(std::string_view json);
 std::string ToJson(const AppDef& a);
+std::string ToJson(const JoinTokenRecord& t);
+Result<JoinTokenRecord> JoinTokenRecordFromJson(std::string_view json);
 std::string ToJson(const Placement& p);
 std::string ToJson(const AppObserved& o);
 Result<NodeInfo> NodeInfoFromJson(std::string_view json);

@@ -33,10 +33,12 @@ Result<std::string> ReadFileToString(const std::string& path) {
   return out;
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync) {
+Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync, mode_t mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
-    HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+    // A leftover temporary file keeps its old mode through O_CREAT.
+    if (::fchmod(fd.get(), mode) != 0) return ErrnoStatus("chmod " + tmp, errno);
     const char* p = data.data();
     size_t left = data.size();
     while (left > 0) {

@@ -43,8 +43,10 @@ class UniqueFd {
 
 Result<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode = 0644);
 Result<std::string> ReadFileToString(const std::string& path);
-// Writes to "<path>.tmp.<pid>" then renames over `path`; fsyncs if `sync`.
-Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync);
+// Writes to "<path>.tmp.<pid>" (created with `mode`) then renames over
+// `path`; fsyncs if `sync`.
+Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync,
+                       mode_t mode = 0644);
 // mkdir -p.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);
 // rm -rf; a missing path is not an error. Never crosses mount points.

@@ -309,8 +309,23 @@ Status LocalCluster::StopEtcd(int sig) {
 Status LocalCluster::StartNode(int k) {
   if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
   if (Alive(NodePid(k))) return Status::Ok();
-  HC_ASSIGN_OR_RETURN(node_pids_[static_cast<size_t>(k - 1)],
-                      SpawnDetached({opts_.hcd_path, "--config", NodeConfig(k)}, NodeLog(k)));
+  std::vector<std::string> argv = {opts_.hcd_path, "--config", NodeConfig(k)};
+  if (!PathExists(JoinPath(NodeDataDir(k), "pki/node.crt"))) {
+    for (int j = 1; j <= opts_.nodes; j++) {
+      if (j == k || !NodeRunning(j)) continue;
+      auto token = CreateJoinToken(j);
+      if (!token.ok()) {
+        Say("node" + std::to_string(j) + " gave no join token: " + token.status().message());
+        continue;
+      }
+      std::string file = JoinPath(opts_.base_dir, "join-token-node" + std::to_string(k));
+      HC_RETURN_IF_ERROR(WriteFileAtomic(file, *token + "\n", false, 0600));
+      argv.insert(argv.end(), {"--join-file", file});
+      Say("node" + std::to_string(k) + " joins with a token from node" + std::to_string(j));
+      break;
+    }
+  }
+  HC_ASSIGN_OR_RETURN(node_pids_[static_cast<size_t>(k - 1)], SpawnDetached(argv, NodeLog(k)));
   HC_RETURN_IF_ERROR(Save());
   // Up when its API answers.
   auto hp = net::ParseHttpUrl(ApiUrl(k));
@@ -331,6 +346,23 @@ Status LocalCluster::StartNode(int k) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return Unavailable("node " + std::to_string(k) + " did not answer in 20 s; see " + NodeLog(k));
+}
+
+Result<std::string> LocalCluster::CreateJoinToken(int k, int ttl_seconds) {
+  if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
+  std::string me = "\"id\": \"node" + std::to_string(k) + "\"";
+  HC_RETURN_IF_ERROR(WaitCluster(
+      k, [&me](const std::string& body) { return body.find(me) != std::string::npos; }, 20000));
+  auto hp = net::ParseHttpUrl(ApiUrl(k));
+  net::HttpClient c(*hp, {.connect_timeout = std::chrono::milliseconds(1000),
+                          .request_timeout = std::chrono::milliseconds(5000)});
+  HC_ASSIGN_OR_RETURN(
+      auto r, c.Do("POST", "/v1/cluster/join-tokens", json{{"ttl_seconds", ttl_seconds}}.dump()));
+  json j = json::parse(r.body, nullptr, false);
+  if (r.status != 201 || !j.is_object() || !j.contains("token"))
+    return Unavailable("node" + std::to_string(k) + " issued no join token: HTTP " +
+                       std::to_string(r.status) + " " + r.body.substr(0, 500));
+  return j["token"].get<std::string>();
 }
 
 Status LocalCluster::StopNode(int k, int sig) {

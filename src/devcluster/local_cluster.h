@@ -1,7 +1,9 @@
 // A whole cluster on one machine: a real etcd and N real hcd processes on
 // loopback addresses (node k at 127.0.0.(10+k), etcd at 127.0.0.10), each
 // with its own data directory, cgroup parent and log. `hc demo` and the
-// cluster tests both use it.
+// cluster tests both use it. Node 1 starts first and creates the cluster CA;
+// the others join with a token from a running node (docs/design.md, "Cluster
+// PKI").
 //
 // Processes run detached (own session) so the demo outlives `hc demo`; their
 // pids are kept in <base_dir>/cluster.json, and every stop is by pid, after
@@ -70,7 +72,13 @@ class LocalCluster {
   Status StartEtcd();
   // Stops etcd by pid: SIGTERM (or `sig`), waiting until it is gone.
   Status StopEtcd(int sig = 15);
+  // Starts node k. A node without a certificate yet (<data dir>/pki/node.crt)
+  // joins with a fresh token from a running node; when no other node runs it
+  // starts without one (the first node creates the cluster CA).
   Status StartNode(int k);
+  // A join token issued by node k's API (POST /v1/cluster/join-tokens), once
+  // node k is registered, so a joiner finds it in etcd.
+  Result<std::string> CreateJoinToken(int k, int ttl_seconds = 3600);
   Status StopNode(int k, int sig = 15);
   // Stops every node and etcd; apps keep running (like a real hcd stop).
   Status StopProcesses();

@@ -84,6 +84,8 @@ cgroup_parent: hc
 memory_capacity: 16G
 cpu_capacity: 3.5
 api_token_file: /etc/hybridcluster/token
+join_token: ""
+join_token_file: /etc/hybridcluster/join-token
 log_level: debug
 public_addresses: [203.0.113.5, "2001:db8::5"]
 dns_zones: [hosting.example.net, customer.org.]
@@ -123,6 +125,8 @@ TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
   EXPECT_EQ(c.memory_capacity, "16G");
   EXPECT_EQ(c.cpu_capacity, "3.5");
   EXPECT_EQ(c.api_token_file, "/etc/hybridcluster/token");
+  EXPECT_EQ(c.join_token, "");
+  EXPECT_EQ(c.join_token_file, "/etc/hybridcluster/join-token");
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.public_addresses, (std::vector<std::string>{"203.0.113.5", "2001:db8::5"}));
   EXPECT_EQ(c.dns_listen, std::vector<std::string>{"10.0.0.5:5353"});
@@ -431,6 +435,22 @@ const BadValue kBadValues[] = {
     {"cpu_trailing", [](Config* c) { c->cpu_capacity = "2 cores"; }, {"cpu_capacity"}},
     {"cpu_empty", [](Config* c) { c->cpu_capacity = ""; }, {"cpu_capacity"}},
     {"cpu_nan", [](Config* c) { c->cpu_capacity = "nan"; }, {"cpu_capacity"}},
+    {"join_token_not_a_token",
+     [](Config* c) { c->join_token = "abc"; },
+     {"join_token", "must start with 'hcjoin1.'", "hc cluster join-token"}},
+    {"join_token_cut_short",
+     [](Config* c) { c->join_token = "hcjoin1.0123456789ab.abc"; },
+     {"join_token", "3 parts"}},
+    {"join_token_and_file",
+     [](Config* c) {
+       c->join_token = "hcjoin1.0123456789ab.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA."
+                       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+       c->join_token_file = "/etc/hybridcluster/join-token";
+     },
+     {"join_token or join_token_file, not both"}},
+    {"join_token_file_relative",
+     [](Config* c) { c->join_token_file = "join-token"; },
+     {"join_token_file must be an absolute path"}},
 };
 
 INSTANTIATE_TEST_SUITE_P(AllOptions, ResolveConfigBadValueTest, ::testing::ValuesIn(kBadValues),
@@ -533,6 +553,35 @@ TEST(ParseSizeTest, RejectsWhatIsNotASize) {
     EXPECT_NE(r.status().message().find(c.want), std::string::npos)
         << "'" << c.in << "': " << r.status().message();
   }
+}
+
+}  // namespace
+}  // namespace hc::agent
+
+namespace hc::agent {
+namespace {
+
+TEST_F(ConfigFileTest, JoinTokenComesFromTheKeyOrTheFile) {
+  const std::string token =
+      "hcjoin1.0123456789ab.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA."
+      "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+  Config c;
+  auto none = JoinTokenOf(c);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, "");
+  c.join_token = token;
+  EXPECT_EQ(*JoinTokenOf(c), token);
+  c.join_token = "";
+  c.join_token_file = Write(token + "\n");
+  auto from_file = JoinTokenOf(c);
+  ASSERT_TRUE(from_file.ok()) << from_file.status().ToString();
+  EXPECT_EQ(*from_file, token);
+  c.join_token_file = Write("not a token\n");
+  auto bad = JoinTokenOf(c);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find(c.join_token_file), std::string::npos);
+  c.join_token_file = JoinPath(dir_, "missing");
+  EXPECT_FALSE(JoinTokenOf(c).ok());
 }
 
 }  // namespace
