@@ -415,6 +415,8 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
   if (!s.ok()) return ErrorResponse(s);
   LogInfo("api: certificate of app %s stored", name.c_str());
   return JsonResponse(200, {{"app", name}, {"updated_unix", c.updated_unix}});
+}
+
 net::HttpResponse Api::CreateJoinToken(const net::HttpRequest& req) {
   if (!opts_.cluster_ca)
     return ErrorResponse(Unavailable("this node holds no cluster CA, so it cannot issue tokens"));

@@ -537,6 +537,8 @@ class Worker {
     if (st.route) {
       c->key = st.domain;
       c->script = std::move(st.script);
+      // Commands pipelined after the login follow the replay.
+      if (!st.rest.empty()) (void)c->cin.Append(st.rest);
       RouteAndConnect(c);
     }
     return true;
