@@ -190,7 +190,7 @@ Result<std::optional<pki::NodeIdentity>> RenewIdentityIfDue(const IdentityOption
     return std::optional<pki::NodeIdentity>();
   }
   HC_ASSIGN_OR_RETURN(pki::NodeIdentity id, Reissue(o, dir, current.key_pem, now));
-  LogInfo("pki: %s the node certificate (was valid until %s, now until %s)",
+  LogInfo("pki: node certificate %s (was valid until %s, now until %s)",
           due ? "renewed" : "re-issued for the new addresses", Date(ci.not_after).c_str(),
           Date(id.not_after).c_str());
   return std::optional<pki::NodeIdentity>(std::move(id));

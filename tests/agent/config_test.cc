@@ -443,8 +443,9 @@ const BadValue kBadValues[] = {
      {"join_token", "3 parts"}},
     {"join_token_and_file",
      [](Config* c) {
-       c->join_token = "hcjoin1.0123456789ab.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA."
-                       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+       c->join_token =
+           "hcjoin1.0123456789ab.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA."
+           "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
        c->join_token_file = "/etc/hybridcluster/join-token";
      },
      {"join_token or join_token_file, not both"}},

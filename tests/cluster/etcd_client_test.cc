@@ -864,6 +864,40 @@ TEST_F(ClusterStoreTest, CreateAppTwiceIsAlreadyExistsAndDeletingAMissingAppIsNo
   EXPECT_FALSE(got->has_value());
 }
 
+TEST_F(ClusterStoreTest, TheCaCertificateIsCreatedOnceAndTheLoserSeesTheWinner) {
+  auto none = store_->GetCaCert();
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->has_value());
+  auto first = store_->CreateCaCertIfAbsent("CA one");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(*first, "CA one");
+  auto second = store_->CreateCaCertIfAbsent("CA two");
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(*second, "CA one");
+  auto got = store_->GetCaCert();
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, "CA one");
+}
+
+TEST_F(ClusterStoreTest, JoinTokensLiveUnderTheirOwnLease) {
+  JoinTokenRecord t{"0123456789ab", "cHVibGlj", 1700000000, 1700003600, "n1"};
+  ASSERT_TRUE(store_->CreateJoinToken(t, 60).ok());
+  EXPECT_EQ(store_->CreateJoinToken(t, 60).code(), Code::kAlreadyExists);
+  auto got = store_->GetJoinToken(t.id);
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ((*got)->public_key, "cHVibGlj");
+  EXPECT_EQ((*got)->expires_unix, 1700003600);
+  EXPECT_EQ((*got)->created_by, "n1");
+  auto kv = etcd_->Get(store_->JoinTokenKey(t.id));
+  ASSERT_TRUE(kv.ok() && !kv->kvs.empty());
+  EXPECT_NE(kv->kvs[0].lease, 0);
+  ASSERT_TRUE(store_->DeleteJoinToken(t.id).ok());
+  EXPECT_EQ(store_->DeleteJoinToken(t.id).code(), Code::kNotFound);
+  got = store_->GetJoinToken(t.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+}
+
 TEST_F(ClusterStoreTest, LoadViewReadsNodesAppsPlacementsAndLeaderAtOneRevision) {
   auto lease = etcd_->GrantLease(30);
   ASSERT_TRUE(lease.ok());

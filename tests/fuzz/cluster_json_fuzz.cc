@@ -32,6 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<hc::cluster::Placement>(in, hc::cluster::PlacementFromJson);
   RoundTrip<hc::cluster::AppObserved>(in, hc::cluster::AppObservedFromJson);
   RoundTrip<hc::cluster::AppDef>(in, hc::cluster::AppDefFromJson);
+  RoundTrip<hc::cluster::JoinTokenRecord>(in, hc::cluster::JoinTokenRecordFromJson);
   if (auto node = hc::cluster::NodeInfoFromJson(in); node.ok()) {
     (void)hc::cluster::ValidateNodeId(node->id);
   }
