@@ -606,7 +606,8 @@ class Worker {
     const Route* r = Lookup(c);
     if (r == nullptr) {
       Inc(counters_.unrouted);
-      std::string why;
+      LogDebug("stream proxy: %s connection from %s for '%s': no app", StreamProtocolName(c->proto),
+               c->peer, c->key.c_str());
       switch (c->proto) {
         case StreamProtocol::kPostgres:
           return Fail(c, "3D000", "database \"" + c->key + "\" is not hosted here");

@@ -186,11 +186,13 @@ else
     "$bin/initdb" -D "$data.init" -U postgres --pwfile="$pw" \
     --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --data-checksums \
     --no-instructions >&2
-  rm -f "$hc/initdb-passwd" "$hc/initdb-group"
-  printf '\n# Set by HybridCluster on creation: a quarter of the memory limit.\nshared_buffers = @CACHEMB@MB\n' >>"$data.init/postgresql.conf"
   # A database named after the app: the proxies route PostgreSQL clients by
   # database name, so "dbname=<app>" reaches this server from any node.
-  printf 'CREATE DATABASE "%s";\n' "$APP_NAME" | "$bin/postgres" --single -D "$data.init" postgres >/dev/null
+  printf 'CREATE DATABASE "%s";\n' "$APP_NAME" |
+    LD_PRELOAD=@NSSWRAPPER@ NSS_WRAPPER_PASSWD="$hc/initdb-passwd" NSS_WRAPPER_GROUP="$hc/initdb-group" \
+    "$bin/postgres" --single -D "$data.init" postgres >/dev/null
+  rm -f "$hc/initdb-passwd" "$hc/initdb-group"
+  printf '\n# Set by HybridCluster on creation: a quarter of the memory limit.\nshared_buffers = @CACHEMB@MB\n' >>"$data.init/postgresql.conf"
   if [ -d "$data" ]; then rmdir "$data"; fi
   mv "$data.init" "$data"
 fi

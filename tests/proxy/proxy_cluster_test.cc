@@ -62,6 +62,7 @@ class ProxyClusterTest : public testing::LocalClusterTest {
     o.lease_ttl_seconds = 3;
     o.reconcile_interval_ms = 1000;
     o.proxy_port = kProxyPort;
+    if (std::getenv("HC_TEST_DEBUG") != nullptr) o.log_level = "debug";
     o.proxy_tls_port = kTlsPort;
     o.proxy_postgres_port = kPostgresPort;
     o.proxy_imap_port = kImapPort;
@@ -164,9 +165,16 @@ TEST_F(ProxyClusterTest, PsqlReachesAPostgresAppOnAnotherNodeByDatabaseName) {
                             {"limits", {{"memory_bytes", 256 << 20}}}});
   int primary = PrimaryOf(app);
   ASSERT_GE(primary, 1) << app.dump(2);
-  auto pw = RunCommand({"sh", "-c",
-                        "cat $(find " + cluster_->NodeDataDir(primary) +
-                            " -name postgres-password -path '*pgshop*' | head -1)"});
+  // The template writes the superuser's password on its first run.
+  Result<CommandResult> pw = Internal("not read");
+  WaitFor(
+      [&] {
+        pw = RunCommand({"sh", "-c",
+                         "cat $(find " + cluster_->NodeDataDir(primary) +
+                             " -name postgres-password -path '*pgshop*' | head -1) 2>/dev/null"});
+        return pw.ok() && !pw->out.empty();
+      },
+      30000);
   ASSERT_TRUE(pw.ok() && !pw->out.empty()) << "no postgres-password under node " << primary;
   std::string password = pw->out.substr(0, pw->out.find_last_not_of("\n") + 1);
   int via = Other(primary);
@@ -181,7 +189,7 @@ TEST_F(ProxyClusterTest, PsqlReachesAPostgresAppOnAnotherNodeByDatabaseName) {
         return r == "pgshop 42\n";
       },
       20000);
-  EXPECT_TRUE(ok) << "through node " << via << " to node " << primary << ": " << r;
+  EXPECT_TRUE(ok) << "through node " << via << " to node " << primary << ": " << r << Logs();
   // A database no app has: the proxy answers in PostgreSQL's words.
   auto c = RunCommand({"env", "PGCONNECT_TIMEOUT=5", "psql",
                        "host=" + NodeIp(via) + " port=" + std::to_string(kPostgresPort) +
@@ -236,10 +244,15 @@ asyncio.run(main())
 
 // A "command" app running a Python program given as text.
 json PythonApp(const std::string& program) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string b64;
-  {
-    auto r = RunCommand({"base64", "-w0"}, program);
-    b64 = r.ok() ? r->out : "";
+  for (size_t i = 0; i < program.size(); i += 3) {
+    uint32_t v = static_cast<uint8_t>(program[i]) << 16;
+    if (i + 1 < program.size()) v |= static_cast<uint8_t>(program[i + 1]) << 8;
+    if (i + 2 < program.size()) v |= static_cast<uint8_t>(program[i + 2]);
+    for (size_t k = 0; k < 4; ++k)
+      b64 += i + k <= program.size() ? kAlphabet[(v >> (18 - 6 * k)) & 63] : '=';
   }
   return {{"template", "command"},
           {"replicas", 0},
@@ -272,7 +285,7 @@ TEST_F(ProxyClusterTest, ImapClientLogsInThroughAnotherNodeByTheLoginsDomain) {
         return r == "OK 7\n";
       },
       10000);
-  EXPECT_TRUE(ok) << "through node " << via << " to node " << primary << ": " << r;
+  EXPECT_TRUE(ok) << "through node " << via << " to node " << primary << ": " << r << Logs();
   ASSERT_EQ(Call(1, "DELETE", "/v1/apps/mailbox").first, 200);
 }
 
@@ -302,7 +315,7 @@ TEST_F(ProxyClusterTest, WebSocketClientTalksThroughAnotherNode) {
         return r == "echo:one\necho:two\n";
       },
       10000);
-  EXPECT_TRUE(ok) << "through node " << via << " to node " << primary << ": " << r;
+  EXPECT_TRUE(ok) << "through node " << via << " to node " << primary << ": " << r << Logs();
   ASSERT_EQ(Call(1, "DELETE", "/v1/apps/wsecho").first, 200);
 }
 
