@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <mutex>
 
 #include "agent/agent.h"
 #include "agent/identity.h"
@@ -139,9 +140,17 @@ Status Node::Run() {
   const pki::NodeIdentity identity = std::move(*established);
   SharedSlot<const pki::NodeIdentity> identity_slot;
   identity_slot.Set(std::make_shared<const pki::NodeIdentity>(identity));
+  // The proxy, once it runs, takes renewed certificates too.
+  std::mutex renew_mu;
+  proxy::ProxyService* renew_proxy = nullptr;  // GUARDED_BY(renew_mu)
   IdentityRenewer identity_renewer(
-      identity_opts, identity, [&identity_slot](const pki::NodeIdentity& renewed) {
+      identity_opts, identity,
+      [&identity_slot, &renew_mu, &renew_proxy](const pki::NodeIdentity& renewed) {
         identity_slot.Set(std::make_shared<const pki::NodeIdentity>(renewed));
+        std::lock_guard<std::mutex> l(renew_mu);
+        if (renew_proxy == nullptr) return;
+        Status s = renew_proxy->SetIdentity({renewed.ca_pem, renewed.cert_pem, renewed.key_pem});
+        if (!s.ok()) LogWarn("proxy keeps its old certificate: %s", s.ToString().c_str());
       });
   const std::string pki_dir = JoinPath(cfg.data_dir, "pki");
   LogInfo("pki: node certificate for %s valid until %lld; cluster CA SHA-256 %s", node_id.c_str(),
@@ -217,6 +226,10 @@ Status Node::Run() {
     }
     http_proxy = std::make_unique<proxy::ProxyService>(&cs, po);
     HC_RETURN_IF_ERROR(http_proxy->Start());
+    {
+      std::lock_guard<std::mutex> l(renew_mu);
+      renew_proxy = http_proxy.get();
+    }
     info.proxy_port = static_cast<uint16_t>(cfg.proxy_internal_port);
   }
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
@@ -293,6 +306,10 @@ Status Node::Run() {
   LogInfo("shutting down (apps keep running)");
   server.Stop();
   if (dns) dns->Stop();
+  {
+    std::lock_guard<std::mutex> l(renew_mu);
+    renew_proxy = nullptr;
+  }
   if (http_proxy) http_proxy->Stop();
   agent_ptr.store(nullptr);
   leader_ptr.store(nullptr);

@@ -1,7 +1,5 @@
 #include "api/api.h"
 
-#include "proxy/tls.h"
-
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -9,6 +7,7 @@
 #include "common/names.h"
 #include "pki/crypto.h"
 #include "pki/join.h"
+#include "proxy/tls.h"
 
 namespace hc::api {
 namespace {
@@ -285,9 +284,9 @@ net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
   if (!j.is_object())
     return ErrorResponse(
         InvalidArgument("the body must be a JSON object describing the app (see docs/api.md)"));
-  static const std::set<std::string> kFields = {
-      "name",     "template",  "command",  "env",   "domains",
-      "aliases",  "protocol",  "tcp_ports", "replicas", "limits"};
+  static const std::set<std::string> kFields = {"name",     "template", "command",  "env",
+                                                "domains",  "aliases",  "protocol", "tcp_ports",
+                                                "replicas", "limits"};
   for (const auto& [k, v] : j.items())
     if (!kFields.count(k))
       return ErrorResponse(
@@ -363,7 +362,8 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
     if (!req.body.empty()) {
       json j = Parse(req.body);
       if (!j.is_object())
-        return ErrorResponse(InvalidArgument("the body must be a JSON object like {\"seconds\": 30}"));
+        return ErrorResponse(
+            InvalidArgument("the body must be a JSON object like {\"seconds\": 30}"));
       for (const auto& [k, v] : j.items()) {
         if (k != "seconds")
           return ErrorResponse(
@@ -386,9 +386,8 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
     auto c = cs_->GetCertificate(name);
     if (!c.ok()) return ErrorResponse(c.status());
     if (!*c) return ErrorResponse(NotFound("app '" + name + "' has no certificate"));
-    return JsonResponse(200, {{"app", name},
-                              {"cert_pem", (*c)->cert_pem},
-                              {"updated_unix", (*c)->updated_unix}});
+    return JsonResponse(
+        200, {{"app", name}, {"cert_pem", (*c)->cert_pem}, {"updated_unix", (*c)->updated_unix}});
   }
   if (req.method == "DELETE") {
     Status s = cs_->DeleteCertificate(name);
@@ -401,8 +400,7 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
       !j["cert_pem"].is_string() || !j["key_pem"].is_string() || j.size() != 2)
     return ErrorResponse(InvalidArgument(
         "the body must be {\"cert_pem\": \"<chain, PEM>\", \"key_pem\": \"<key, PEM>\"}"));
-  cluster::AppCertificate c{name, j["cert_pem"].get<std::string>(),
-                            j["key_pem"].get<std::string>(),
+  cluster::AppCertificate c{name, j["cert_pem"].get<std::string>(), j["key_pem"].get<std::string>(),
                             std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count()};

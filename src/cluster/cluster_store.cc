@@ -122,9 +122,9 @@ Status ClusterStore::PutCertificate(const AppCertificate& c) {
 }
 
 Status ClusterStore::DeleteCertificate(const std::string& app) {
-  HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({Compare::CreateRevision(CertsPrefix() + app,
-                                                                  Compare::kGreater, 0)},
-                                         {TxnOp::Delete(CertsPrefix() + app)}));
+  HC_ASSIGN_OR_RETURN(
+      auto t, etcd_->Txn({Compare::CreateRevision(CertsPrefix() + app, Compare::kGreater, 0)},
+                         {TxnOp::Delete(CertsPrefix() + app)}));
   if (!t.succeeded) return NotFound("app '" + app + "' has no certificate");
   return Status::Ok();
 }

@@ -1,7 +1,6 @@
 #include "cluster/state.h"
 
 #include <algorithm>
-
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -514,10 +513,9 @@ Status ValidateAppDef(const AppDef& a) {
   if (!a.aliases.empty() && a.domains.empty())
     return InvalidArgument("app '" + name +
                            "': aliases: an alias points to the app's first domain; add a domain");
-  static constexpr std::string_view kProtocols[] = {"",     "http", "https", "postgres",
-                                                     "mysql", "imap", "pop3",  "tcp"};
-  if (std::find(std::begin(kProtocols), std::end(kProtocols), a.protocol) ==
-      std::end(kProtocols)) {
+  static constexpr std::string_view kProtocols[] = {"",      "http", "https", "postgres",
+                                                    "mysql", "imap", "pop3",  "tcp"};
+  if (std::find(std::begin(kProtocols), std::end(kProtocols), a.protocol) == std::end(kProtocols)) {
     return InvalidArgument("app '" + name + "': protocol: '" + a.protocol +
                            "' is not one of http, https, postgres, mysql, imap, pop3, tcp");
   }

@@ -129,7 +129,7 @@ Status ValidateAppDef(const AppDef& a);
 // The protocol an app's port speaks (AppDef::protocol or its template's).
 std::string AppProtocol(const AppDef& a);
 // Ports the proxies themselves listen on, which no app may claim.
-bool ReservedPort(uint16_t port);      // name, template, domains, limits, replicas
+bool ReservedPort(uint16_t port);            // name, template, domains, limits, replicas
 Status ValidateDomain(std::string_view d);   // RFC 1123 host name, optional "*." prefix
 Status ValidateNodeId(std::string_view id);  // [a-z0-9][a-z0-9-]{0,62}
 

@@ -94,18 +94,18 @@ struct ProxyService::Impl {
   const ProxyServiceOptions opts;
   HttpProxy pub;
   HttpProxy internal;
-  TlsTerminator tls_public;   // TLS from clients, after StreamProxy saw the SNI
-  TlsTerminator channel;      // the node channel: mutual TLS from other nodes
+  TlsTerminator tls_public;  // TLS from clients, after StreamProxy saw the SNI
+  TlsTerminator channel;     // the node channel: mutual TLS from other nodes
   StreamProxy streams;
-  TlsTunnels tunnels;         // to other nodes' channels
+  TlsTunnels tunnels;  // to other nodes' channels
   cluster::ViewFollower follower;
 
   std::mutex mu;
-  std::set<std::string> local_holds;                 // GUARDED_BY(mu)
-  std::set<std::string> applied_holds;               // GUARDED_BY(mu)
-  std::set<std::string> etcd_holds;                  // GUARDED_BY(mu)
+  std::set<std::string> local_holds;                           // GUARDED_BY(mu)
+  std::set<std::string> applied_holds;                         // GUARDED_BY(mu)
+  std::set<std::string> etcd_holds;                            // GUARDED_BY(mu)
   std::set<std::pair<std::string, std::string>> open_tunnels;  // follower thread: (remote, alpn)
-  std::vector<CertSpec> certs_in_use;                // follower thread
+  std::vector<CertSpec> certs_in_use;                          // follower thread
 
   Impl(cluster::ClusterStore* c, ProxyServiceOptions o)
       : cs(c),
@@ -136,7 +136,8 @@ struct ProxyService::Impl {
 
   void FromChannel(UniqueFd fd, const TlsConnInfo& info) {
     // No ALPN is HTTP too (curl --no-alpn, for people looking at a node).
-    if (info.alpn == kAlpnHttp || info.alpn.empty()) return internal.Adopt(std::move(fd), info.client.host, false);
+    if (info.alpn == kAlpnHttp || info.alpn.empty())
+      return internal.Adopt(std::move(fd), info.client.host, false);
     if (info.alpn == kAlpnStream) {
       return streams.Adopt(std::move(fd), info.client.host, StreamProtocol::kHop);
     }
@@ -144,10 +145,9 @@ struct ProxyService::Impl {
             info.client.ToString().c_str(), info.peer_cn.c_str(), info.alpn.c_str());
   }
 
-  Result<std::shared_ptr<const CertTable>> ChannelCerts() const {
-    TlsServerPolicy policy{opts.identity.ca_pem, {kAlpnHttp, kAlpnStream}};
-    return CertTable::Build({}, CertSpec{"node", {}, opts.identity.cert_pem, opts.identity.key_pem},
-                            policy);
+  static Result<std::shared_ptr<const CertTable>> ChannelCerts(const TlsClientIdentity& id) {
+    TlsServerPolicy policy{id.ca_pem, {kAlpnHttp, kAlpnStream}};
+    return CertTable::Build({}, CertSpec{"node", {}, id.cert_pem, id.key_pem}, policy);
   }
 
   // Replaces hop backends by the local end of a tunnel to that node.
@@ -159,9 +159,8 @@ struct ProxyService::Impl {
       std::string remote = s.backend.ToString();
       auto node = r.channel_nodes.find(remote);
       if (node == r.channel_nodes.end()) return false;
-      auto local = tunnels.Open(TlsTunnelOptions{.remote = s.backend,
-                                                 .expect_server_name = node->second,
-                                                 .alpn = alpn});
+      auto local = tunnels.Open(
+          TlsTunnelOptions{.remote = s.backend, .expect_server_name = node->second, .alpn = alpn});
       if (!local.ok()) {
         LogWarn("proxy: no tunnel to %s: %s", remote.c_str(), local.status().ToString().c_str());
         return false;
@@ -216,8 +215,8 @@ struct ProxyService::Impl {
     bool certs_changed = r.certs.size() != certs_in_use.size();
     for (size_t i = 0; !certs_changed && i < r.certs.size(); ++i) {
       const CertSpec &a = r.certs[i], &b = certs_in_use[i];
-      certs_changed = a.id != b.id || a.names != b.names || a.cert_pem != b.cert_pem ||
-                      a.key_pem != b.key_pem;
+      certs_changed =
+          a.id != b.id || a.names != b.names || a.cert_pem != b.cert_pem || a.key_pem != b.key_pem;
     }
     if (certs_changed) {
       auto ct = CertTable::Build(r.certs, opts.default_cert, TlsServerPolicy{});
@@ -283,7 +282,7 @@ Status ProxyService::Start() {
   HC_RETURN_IF_ERROR(no_streams.status());
   auto certs = CertTable::Build({}, impl_->opts.default_cert, TlsServerPolicy{});
   HC_RETURN_IF_ERROR(certs.status().Annotate("proxy: default certificate"));
-  auto channel_certs = impl_->ChannelCerts();
+  auto channel_certs = Impl::ChannelCerts(impl_->opts.identity);
   HC_RETURN_IF_ERROR(channel_certs.status().Annotate("proxy: node certificate"));
   Status s = impl_->pub.Start(*empty).Annotate("proxy");
   if (s.ok()) s = impl_->internal.Start(*empty).Annotate("internal proxy");
@@ -319,6 +318,14 @@ void ProxyService::Release(const std::string& app) {
   std::lock_guard<std::mutex> l(impl_->mu);
   impl_->local_holds.erase(app);
   impl_->ApplyHolds();
+}
+
+Status ProxyService::SetIdentity(const TlsClientIdentity& id) {
+  HC_ASSIGN_OR_RETURN(auto certs, Impl::ChannelCerts(id));
+  HC_RETURN_IF_ERROR(impl_->tunnels.SetIdentity(id));
+  impl_->channel.SetCerts(std::move(certs));
+  LogInfo("proxy: node channel uses the renewed certificate");
+  return Status::Ok();
 }
 
 HttpProxy& ProxyService::public_proxy() {

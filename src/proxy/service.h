@@ -50,10 +50,10 @@ struct ProxyServiceOptions {
 // Where a route's backend is: this node's loopback, or another node's
 // channel (then `node` names it, and its certificate must name it too).
 struct NodeRoutes {
-  std::vector<RouteSpec> public_routes;     // hop routes: backend = the node channel
-  std::vector<RouteSpec> internal_routes;   // local apps only
-  std::vector<StreamRouteSpec> streams;     // hop specs: backend = the node channel
-  std::vector<CertSpec> certs;              // apps' certificates for TLS termination
+  std::vector<RouteSpec> public_routes;              // hop routes: backend = the node channel
+  std::vector<RouteSpec> internal_routes;            // local apps only
+  std::vector<StreamRouteSpec> streams;              // hop specs: backend = the node channel
+  std::vector<CertSpec> certs;                       // apps' certificates for TLS termination
   std::map<std::string, std::string> channel_nodes;  // "host:port" of a node channel -> node id
   std::vector<std::string> warnings;  // names or ports claimed twice, apps not running yet
 };
@@ -75,6 +75,11 @@ class ProxyService {
   // etcd holds it on every node. Either keeps it held.
   void Hold(const std::string& app);
   void Release(const std::string& app);
+
+  // Certificate renewal: handshakes on the node channel and tunnels opened
+  // after this use `id`; connections in flight keep theirs. An invalid
+  // identity is refused and the current one stays.
+  Status SetIdentity(const TlsClientIdentity& id);
 
   HttpProxy& public_proxy();
   StreamProxy& streams();

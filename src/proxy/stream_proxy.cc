@@ -135,9 +135,9 @@ struct Conn {
   UniqueFd backend;
   StreamProtocol proto = StreamProtocol::kTcp;
   Phase phase = Phase::kSniff;
-  uint16_t port = 0;  // the listener's port (kTcp)
-  Buffer cin;         // client -> backend; sniffed bytes stay and are replayed
-  Buffer bin;         // backend -> client
+  uint16_t port = 0;      // the listener's port (kTcp)
+  Buffer cin;             // client -> backend; sniffed bytes stay and are replayed
+  Buffer bin;             // backend -> client
   std::string to_client;  // the proxy's own words, before anything from bin
   size_t to_client_sent = 0;
   std::string to_backend;  // hop line, login replay; before anything from cin
@@ -612,8 +612,7 @@ class Worker {
         case StreamProtocol::kPostgres:
           return Fail(c, "3D000", "database \"" + c->key + "\" is not hosted here");
         case StreamProtocol::kImap:
-        case StreamProtocol::kPop3:
-          return Fail(c, "", "no mailbox server for " + c->key + " here");
+        case StreamProtocol::kPop3: return Fail(c, "", "no mailbox server for " + c->key + " here");
         default: return Fail(c, "", "");
       }
     }
@@ -841,7 +840,7 @@ class Worker {
   std::vector<Msg> inbox_;  // GUARDED_BY(inbox_mu_)
   mutable std::mutex apps_mu_;
   std::unordered_map<std::string, std::unique_ptr<Counters>> apps_;  // GUARDED_BY(apps_mu_)
-  std::unordered_map<std::string, Counters*> app_cache_;            // worker thread only
+  std::unordered_map<std::string, Counters*> app_cache_;             // worker thread only
   WorkerCounters counters_;
   LogThrottle warn_accept_, warn_full_;
 };
@@ -891,8 +890,8 @@ struct StreamProxy::Impl {
       for (const std::string& h : opts.tcp_hosts) at.push_back({h, port});
       std::vector<std::vector<UniqueFd>> per_worker;
       std::vector<net::HostPort> got;
-      Status s = BindListeners("stream proxy", at, static_cast<int>(workers.size()), &per_worker,
-                               &got);
+      Status s =
+          BindListeners("stream proxy", at, static_cast<int>(workers.size()), &per_worker, &got);
       if (!s.ok()) {
         auto [it, fresh] = tcp_errors.insert_or_assign(port, s.message());
         if (fresh) LogWarn("%s", s.ToString().c_str());
@@ -901,8 +900,8 @@ struct StreamProxy::Impl {
       tcp_errors.erase(port);
       for (size_t w = 0; w < workers.size(); ++w) {
         for (UniqueFd& fd : per_worker[w]) {
-          workers[w]->Post(Msg{Msg::Kind::kAddListener, std::move(fd), {}, StreamProtocol::kTcp,
-                               port});
+          workers[w]->Post(
+              Msg{Msg::Kind::kAddListener, std::move(fd), {}, StreamProtocol::kTcp, port});
         }
       }
       tcp_open.insert(port);
@@ -940,9 +939,9 @@ Status StreamProxy::Start(std::shared_ptr<const StreamRoutes> routes) {
   impl_->stopping.store(false);
   std::vector<std::unique_ptr<Worker>> ws;
   for (auto& ls : per_worker) {
-    auto w = std::make_unique<Worker>(Shared{opts, impl_->terminate, impl_->routes, impl_->holds,
-                                             impl_->open, impl_->stopping},
-                                      std::move(ls));
+    auto w = std::make_unique<Worker>(
+        Shared{opts, impl_->terminate, impl_->routes, impl_->holds, impl_->open, impl_->stopping},
+        std::move(ls));
     HC_RETURN_IF_ERROR(w->Init());
     ws.push_back(std::move(w));
   }

@@ -56,11 +56,11 @@ std::string HopLine(std::string_view app);
 struct StreamRouteSpec {
   std::string app;
   net::HostPort backend;
-  bool hop = false;  // backend is a tunnel to the app's node: send HopLine first
-  std::vector<uint16_t> tcp_ports;         // public ports relayed as they are
-  std::vector<std::string> databases;      // PostgreSQL database names
-  std::vector<std::string> imap_domains;   // login domains ("example.com", "*.example.com")
-  std::vector<std::string> pop3_domains;   //
+  bool hop = false;                    // backend is a tunnel to the app's node: send HopLine first
+  std::vector<uint16_t> tcp_ports;     // public ports relayed as they are
+  std::vector<std::string> databases;  // PostgreSQL database names
+  std::vector<std::string> imap_domains;     // login domains ("example.com", "*.example.com")
+  std::vector<std::string> pop3_domains;     //
   std::vector<std::string> tls_passthrough;  // SNI names relayed without decrypting
 };
 
@@ -92,11 +92,11 @@ struct StreamProxyOptions {
   // Where apps' tcp ports are opened (one listener per address and port, as
   // the routes come and go); empty = none.
   std::vector<std::string> tcp_hosts;
-  int workers = 0;                  // 0 = one per core
-  std::string server_name = "hc";   // in IMAP/POP3 greetings
+  int workers = 0;                   // 0 = one per core
+  std::string server_name = "hc";    // in IMAP/POP3 greetings
   int handshake_timeout_ms = 10000;  // first bytes / login must be complete in this
   int connect_timeout_ms = 2000;
-  int idle_timeout_ms = 3600000;    // relayed connection without a byte either way
+  int idle_timeout_ms = 3600000;  // relayed connection without a byte either way
   int max_connections = 100000;
   size_t hold_max = 1000;
   int hold_timeout_ms = 10000;
@@ -115,9 +115,9 @@ struct StreamAppStats {
 struct StreamStats {
   std::map<std::string, StreamAppStats> apps;
   uint64_t accepted = 0;
-  uint64_t refused = 0;     // over max_connections
-  uint64_t unrouted = 0;    // no app for the port/database/domain/name
-  uint64_t malformed = 0;   // protocol errors before routing
+  uint64_t refused = 0;    // over max_connections
+  uint64_t unrouted = 0;   // no app for the port/database/domain/name
+  uint64_t malformed = 0;  // protocol errors before routing
   int64_t open = 0;
 };
 

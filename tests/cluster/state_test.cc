@@ -367,10 +367,16 @@ TEST(ValidateAppDef, EachRuleHasAGoodAndABadCase) {
          a.aliases.clear();
        },
        "routes logins by their domain"},
-      {"tcp port reserved", [](AppDef& a) { a.tcp_ports = {3306, 8443}; },
+      {"tcp port reserved",
+       [](AppDef& a) {
+         a.tcp_ports = {3306, 8443};
+       },
        [](AppDef& a) { a.tcp_ports = {5432}; }, "tcp_ports: 5432 is a port the cluster serves"},
       {"tcp port twice", [](AppDef& a) { a.tcp_ports = {3306}; },
-       [](AppDef& a) { a.tcp_ports = {3306, 3306}; }, "3306 is listed twice"},
+       [](AppDef& a) {
+         a.tcp_ports = {3306, 3306};
+       },
+       "3306 is listed twice"},
       {"env format",
        [](AppDef& a) {
          a.env = {"A_1=", "_=x"};

@@ -378,8 +378,9 @@ TEST_F(ProxyTest, AdoptedConnectionsAreServedWithTheirClientAddressAndScheme) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   proxy_->Adopt(UniqueFd(sv[1]), "198.51.100.9", /*tls=*/true);
   UniqueFd c(sv[0]);
-  ASSERT_TRUE(net::WriteAll(c.get(), "GET /a HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
-                  .ok());
+  ASSERT_TRUE(
+      net::WriteAll(c.get(), "GET /a HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
   auto got = ReadResponses(c.get(), 1);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_TRUE(Contains(got[0].body, "backend=A\n")) << got[0].body;

@@ -4,11 +4,11 @@
 // the websocket-client library) through one node to an app on another.
 #include <gtest/gtest.h>
 
-#include "cluster/local_cluster_test.h"
-#include "common/subprocess.h"
-
 #include <atomic>
 #include <thread>
+
+#include "cluster/local_cluster_test.h"
+#include "common/subprocess.h"
 
 namespace hc {
 namespace {
@@ -73,10 +73,12 @@ class ProxyClusterTest : public testing::LocalClusterTest {
   // curl to node k's node channel (7482) as a node would: with node `as`'s
   // certificate (0 = none). "<http code>" or "" when TLS refused us.
   static std::string Channel(int k, int as, const std::string& host, const std::string& ca = "") {
-    std::vector<std::string> argv = {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                     "--max-time", "5", "--no-alpn", "-H", "Host: " + host};
+    std::vector<std::string> argv = {"curl",      "-s",           "-o",           "/dev/null",
+                                     "-w",        "%{http_code}", "--max-time",   "5",
+                                     "--no-alpn", "-H",           "Host: " + host};
     std::string pki = as > 0 ? cluster_->NodeDataDir(as) + "/pki/" : "";
-    argv.insert(argv.end(), {"--cacert", ca.empty() ? cluster_->NodeDataDir(1) + "/pki/ca.crt" : ca});
+    argv.insert(argv.end(),
+                {"--cacert", ca.empty() ? cluster_->NodeDataDir(1) + "/pki/ca.crt" : ca});
     if (as > 0) argv.insert(argv.end(), {"--cert", pki + "node.crt", "--key", pki + "node.key"});
     // The node's certificate names its id; curl checks it against the URL's
     // host, so reach the address under that name.
@@ -126,7 +128,9 @@ TEST_F(ProxyClusterTest, NodeChannelServesOnlyItsOwnAppsAndOnlyToNodesOfTheClust
     // With another node's certificate: only the primary has the app.
     std::string r;
     bool ok = WaitFor(
-        [&] { return (r = Channel(k, Other(k), "local.example.com")) == (k == primary ? "200" : "404"); },
+        [&] {
+          return (r = Channel(k, Other(k), "local.example.com")) == (k == primary ? "200" : "404");
+        },
         5000);
     EXPECT_TRUE(ok) << "node " << k << " (primary node" << primary << "): " << r;
     // Without a certificate, the handshake is refused.
@@ -139,7 +143,8 @@ TEST_F(ProxyClusterTest, NodeChannelServesOnlyItsOwnAppsAndOnlyToNodesOfTheClust
   auto sh = RunCommand(
       {"sh", "-c",
        "cd " + d +
-           " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+           " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+           "ca.key "
            "-out ca.crt -days 1 -subj /CN=foreign >/dev/null 2>&1"
            " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout node.key "
            "-out node.csr -subj /CN=node9 >/dev/null 2>&1"
@@ -159,10 +164,9 @@ TEST_F(ProxyClusterTest, NodeChannelServesOnlyItsOwnAppsAndOnlyToNodesOfTheClust
 
 TEST_F(ProxyClusterTest, PsqlReachesAPostgresAppOnAnotherNodeByDatabaseName) {
   if (!testing::HaveProgram("psql")) GTEST_SKIP() << "skipped: psql not installed";
-  json app = CreateAndWait(1, "pgshop",
-                           {{"template", "postgres"},
-                            {"replicas", 0},
-                            {"limits", {{"memory_bytes", 256 << 20}}}});
+  json app = CreateAndWait(
+      1, "pgshop",
+      {{"template", "postgres"}, {"replicas", 0}, {"limits", {{"memory_bytes", 256 << 20}}}});
   int primary = PrimaryOf(app);
   ASSERT_GE(primary, 1) << app.dump(2);
   // The template writes the superuser's password on its first run.
@@ -257,7 +261,8 @@ json PythonApp(const std::string& program) {
   return {{"template", "command"},
           {"replicas", 0},
           {"command",
-           "exec /usr/bin/python3 -c \"import base64,os;exec(base64.b64decode(os.environ['PROGRAM']))\""},
+           "exec /usr/bin/python3 -c \"import "
+           "base64,os;exec(base64.b64decode(os.environ['PROGRAM']))\""},
           {"env", {"PROGRAM=" + b64}}};
 }
 
@@ -309,8 +314,8 @@ TEST_F(ProxyClusterTest, WebSocketClientTalksThroughAnotherNode) {
   std::string r;
   bool ok = WaitFor(
       [&] {
-        auto c = RunCommand({"/usr/bin/python3", "-c", script,
-                             NodeIp(via) + ":" + std::to_string(kProxyPort)});
+        auto c = RunCommand(
+            {"/usr/bin/python3", "-c", script, NodeIp(via) + ":" + std::to_string(kProxyPort)});
         r = c.ok() ? c->out + c->err : "python failed";
         return r == "echo:one\necho:two\n";
       },
@@ -324,10 +329,10 @@ TEST_F(ProxyClusterTest, TlsIsTerminatedWithTheAppsCertificateOnEveryNode) {
   char tmpl[] = "/tmp/hc-app-cert.XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   std::string d = tmpl;
-  auto gen = RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                         "ec_paramgen_curve:P-256", "-nodes", "-keyout", d + "/k.pem", "-out",
-                         d + "/c.pem", "-days", "1", "-subj", "/CN=tls.example.com", "-addext",
-                         "subjectAltName=DNS:tls.example.com"});
+  auto gen =
+      RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-keyout", d + "/k.pem", "-out", d + "/c.pem", "-days", "1", "-subj",
+                  "/CN=tls.example.com", "-addext", "subjectAltName=DNS:tls.example.com"});
   ASSERT_TRUE(gen.ok() && gen->exit_code == 0);
   auto cert = RunCommand({"cat", d + "/c.pem"});
   auto key = RunCommand({"cat", d + "/k.pem"});
@@ -342,10 +347,10 @@ TEST_F(ProxyClusterTest, TlsIsTerminatedWithTheAppsCertificateOnEveryNode) {
     std::string r;
     bool ok = WaitFor(
         [&] {
-          auto c = RunCommand({"curl", "-s", "--max-time", "5", "--cacert", d + "/c.pem",
-                               "--resolve",
-                               "tls.example.com:" + std::to_string(kTlsPort) + ":" + NodeIp(k),
-                               "https://tls.example.com:" + std::to_string(kTlsPort) + "/"});
+          auto c =
+              RunCommand({"curl", "-s", "--max-time", "5", "--cacert", d + "/c.pem", "--resolve",
+                          "tls.example.com:" + std::to_string(kTlsPort) + ":" + NodeIp(k),
+                          "https://tls.example.com:" + std::to_string(kTlsPort) + "/"});
           r = c.ok() ? c->out : "curl failed";
           return r.find("<title>tlsite</title>") != std::string::npos;
         },

@@ -1,8 +1,8 @@
 // RoutesFor (src/proxy/service.h): the pure function from the cluster state
 // to one node's routing tables.
-#include <gtest/gtest.h>
-
 #include "proxy/service.h"
+
+#include <gtest/gtest.h>
 
 namespace hc::proxy {
 namespace {

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -204,8 +204,10 @@ TEST_F(StreamProxyTest, TcpPortRelaysBothWaysAndOpensAndClosesWithTheRoutes) {
   UniqueFd c;
   for (int i = 0; i < 100 && !c.valid(); ++i) {
     auto fd = net::ConnectTcp({kProxyHost, port}, net::DeadlineIn(1s));
-    if (fd.ok()) c = std::move(*fd);
-    else std::this_thread::sleep_for(20ms);
+    if (fd.ok())
+      c = std::move(*fd);
+    else
+      std::this_thread::sleep_for(20ms);
   }
   ASSERT_TRUE(c.valid()) << "tcp port never opened";
   std::string big(3 << 20, 'x');
@@ -278,8 +280,8 @@ TEST_F(StreamProxyTest, MalformedInputIsAnsweredAndClosedAndTheProxyStaysHealthy
   ScriptedBackend echo(Echo);
   Start({{.app = "shop", .backend = echo.at(), .databases = {"shop"}}});
   const std::vector<std::pair<net::HostPort, std::string>> corpus = {
-      {pg_, std::string("\x00\x00\x00\x04", 4)},                         // too short
-      {pg_, std::string("\x7f\xff\xff\xff\x00\x03\x00\x00", 8)},         // too long
+      {pg_, std::string("\x00\x00\x00\x04", 4)},                              // too short
+      {pg_, std::string("\x7f\xff\xff\xff\x00\x03\x00\x00", 8)},              // too long
       {pg_, std::string("\x00\x00\x00\x10\x00\x02\x00\x00user\0x\0\0", 16)},  // protocol 2
       {pg_, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
       {imap_, std::string(9000, 'a') + "\r\n"},
@@ -463,8 +465,10 @@ TEST_F(StreamProxyTest, HeldConnectionsWaitAndGoToTheBackendOfTheRoutesAtRelease
   UniqueFd probe;
   for (int i = 0; i < 100 && !probe.valid(); ++i) {
     auto fd = net::ConnectTcp({kProxyHost, port}, net::DeadlineIn(1s));
-    if (fd.ok()) probe = std::move(*fd);
-    else std::this_thread::sleep_for(20ms);
+    if (fd.ok())
+      probe = std::move(*fd);
+    else
+      std::this_thread::sleep_for(20ms);
   }
   ASSERT_TRUE(probe.valid());
   for (int i = 0; i < 8; ++i) {
@@ -473,7 +477,8 @@ TEST_F(StreamProxyTest, HeldConnectionsWaitAndGoToTheBackendOfTheRoutesAtRelease
       if (ReadAll(c.get()) == "new") ++got_new;
     });
   }
-  for (int i = 0; i < 100 && proxy_->stats().apps["db"].held < 9; ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 100 && proxy_->stats().apps["db"].held < 9; ++i)
+    std::this_thread::sleep_for(10ms);
   EXPECT_EQ(proxy_->stats().apps["db"].held, 9u);
   EXPECT_EQ(old_site.connections(), 0);
   SetRoutes({{.app = "db", .backend = new_site.at(), .tcp_ports = {port}}});
@@ -504,15 +509,15 @@ TEST_F(StreamProxyTest, TlsPassthroughRelaysTheHandshakeToTheApp) {
   TempDir dir;
   std::string key = dir.path() + "/k.pem", crt = dir.path() + "/c.pem";
   auto gen = RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                         "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-                         "-days", "1", "-subj", "/CN=secure.example.com"});
+                         "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days",
+                         "1", "-subj", "/CN=secure.example.com"});
   ASSERT_TRUE(gen.ok() && gen->exit_code == 0);
   // The "app": openssl s_server on the backend address.
   uint16_t app_port = FreePort(kBackendHost);
-  auto server = Subprocess::Spawn({"openssl", "s_server", "-accept",
-                                  std::string(kBackendHost) + ":" + std::to_string(app_port),
-                                  "-cert", crt, "-key", key, "-www", "-quiet"},
-                                 false, false);
+  auto server = Subprocess::Spawn(
+      {"openssl", "s_server", "-accept", std::string(kBackendHost) + ":" + std::to_string(app_port),
+       "-cert", crt, "-key", key, "-www", "-quiet"},
+      false, false);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   for (int i = 0; i < 100; ++i) {
     if (net::ConnectTcp({kBackendHost, app_port}, net::DeadlineIn(1s)).ok()) break;
