@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -242,5 +244,92 @@ Status BindListeners(const char* what, const std::vector<net::HostPort>& listen,
 void PeerAddress(const struct sockaddr_storage& ss, char* out, size_t len);
 // Workers to run for a configured count (0 = one per core).
 int WorkerCount(int configured);
+
+// The threads of an engine and what its public methods share with them:
+// start, stop, wake, round robin for Adopt, holds, stats. `Worker` has
+// Init() -> Status, Run(), Wake() and AddTo(Stats*); `Stats` has
+// apps[name].held and .held_total.
+template <typename Worker, typename Stats>
+class EngineCore {
+ public:
+  mutable std::mutex mu;  // guards what follows and the owner's own state
+  Holds holds;            // any thread
+  std::atomic<bool> stopping{false};
+
+  bool running() const { return running_; }  // REQUIRES: mu held
+
+  // Inits every worker and starts a thread each. REQUIRES: mu held, not running.
+  Status Launch(std::vector<std::unique_ptr<Worker>> workers, std::vector<net::HostPort> bound,
+                const char* thread_name) {
+    for (auto& w : workers) HC_RETURN_IF_ERROR(w->Init());
+    stopping.store(false);
+    workers_ = std::move(workers);
+    bound_ = std::move(bound);
+    final_stats_ = Stats();
+    running_ = true;
+    for (auto& w : workers_) {
+      threads_.emplace_back([w = w.get()] { w->Run(); });
+      (void)::pthread_setname_np(threads_.back().native_handle(), thread_name);
+    }
+    return Status::Ok();
+  }
+
+  // Joins the workers and keeps their final counts. REQUIRES: mu held.
+  void Stop() {
+    if (!running_) return;
+    stopping.store(true);
+    for (auto& w : workers_) w->Wake();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    Stats s;
+    for (const auto& w : workers_) w->AddTo(&s);
+    workers_.clear();
+    final_stats_ = std::move(s);
+    bound_.clear();
+    running_ = false;
+  }
+
+  // The next worker for an adopted connection; null when not running.
+  // REQUIRES: mu held.
+  Worker* Next() {
+    if (!running_ || workers_.empty()) return nullptr;
+    return workers_[next_++ % workers_.size()].get();
+  }
+  const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }  // REQUIRES: mu
+
+  // Ends a hold and wakes every worker to route its queued connections.
+  void Release(const std::string& app) {
+    if (!holds.Release(app)) return;
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& w : workers_) w->Wake();
+  }
+
+  std::vector<net::HostPort> bound() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return bound_;
+  }
+
+  // The workers' counts now (or at Stop), with the holds'.
+  Stats Collect() const {
+    std::lock_guard<std::mutex> lock(mu);
+    Stats s = running_ ? Stats() : final_stats_;
+    if (running_) {
+      for (const auto& w : workers_) w->AddTo(&s);
+    }
+    holds.ForEach([&s](const std::string& app, uint64_t queued, uint64_t total) {
+      s.apps[app].held = queued;
+      s.apps[app].held_total = total;
+    });
+    return s;
+  }
+
+ private:
+  bool running_ = false;                          // GUARDED_BY(mu)
+  std::vector<net::HostPort> bound_;              // GUARDED_BY(mu)
+  std::vector<std::unique_ptr<Worker>> workers_;  // GUARDED_BY(mu)
+  std::vector<std::thread> threads_;              // GUARDED_BY(mu)
+  Stats final_stats_;                             // GUARDED_BY(mu)
+  size_t next_ = 0;                               // GUARDED_BY(mu)
+};
 
 }  // namespace hc::proxy

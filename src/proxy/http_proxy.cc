@@ -1405,19 +1405,10 @@ struct HttpProxy::Impl {
 
   const ProxyOptions opts;
   RoutesSlot routes;
-  Holds holds;
   std::atomic<int64_t> open_connections{0};
-  std::atomic<bool> stopping{false};
+  EngineCore<Worker, ProxyStats> core;
 
-  mutable std::mutex mu;
-  bool running = false;                          // GUARDED_BY(mu)
-  std::vector<net::HostPort> bound;              // GUARDED_BY(mu)
-  std::vector<std::unique_ptr<Worker>> workers;  // GUARDED_BY(mu)
-  std::vector<std::thread> threads;              // GUARDED_BY(mu)
-  ProxyStats final_stats;                        // GUARDED_BY(mu); after Stop
-  size_t next_worker = 0;                        // GUARDED_BY(mu); Adopt's round robin
-
-  Shared shared() { return Shared{opts, routes, holds, open_connections, stopping}; }
+  Shared shared() { return Shared{opts, routes, core.holds, open_connections, core.stopping}; }
 };
 
 HttpProxy::HttpProxy(ProxyOptions opts) : impl_(std::make_unique<Impl>(std::move(opts))) {}
@@ -1429,49 +1420,26 @@ HttpProxy::~HttpProxy() {
 Status HttpProxy::Start(std::shared_ptr<const RouteTable> routes) {
   if (routes == nullptr) return InvalidArgument("proxy: HttpProxy::Start needs a route table");
   const ProxyOptions& opts = impl_->opts;
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (impl_->running) return Conflict("proxy: already started; Stop() it first");
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  if (impl_->core.running()) return Conflict("proxy: already started; Stop() it first");
   const int workers = WorkerCount(opts.workers);
   // Every socket is bound before any thread starts.
   std::vector<std::vector<UniqueFd>> per_worker;
   std::vector<net::HostPort> bound;
   HC_RETURN_IF_ERROR(BindListeners("proxy", opts.listen, workers, &per_worker, &bound));
-
   impl_->routes.Set(std::move(routes));
-  impl_->stopping.store(false);
   std::vector<std::unique_ptr<Worker>> ws;
-  for (auto& fds : per_worker) {
-    auto w = std::make_unique<Worker>(impl_->shared(), std::move(fds));
-    HC_RETURN_IF_ERROR(w->Init());
-    ws.push_back(std::move(w));
-  }
-  impl_->workers = std::move(ws);
-  impl_->bound = std::move(bound);
-  impl_->final_stats = ProxyStats();
-  impl_->running = true;
-  for (auto& w : impl_->workers) {
-    impl_->threads.emplace_back([w = w.get()] { w->Run(); });
-    (void)::pthread_setname_np(impl_->threads.back().native_handle(), "hc-proxy");
-  }
-  for (const net::HostPort& at : impl_->bound) {
+  for (auto& fds : per_worker)
+    ws.push_back(std::make_unique<Worker>(impl_->shared(), std::move(fds)));
+  for (const net::HostPort& at : bound) {
     LogInfo("proxy: serving HTTP on %s (%d workers)", at.ToString().c_str(), workers);
   }
-  return Status::Ok();
+  return impl_->core.Launch(std::move(ws), std::move(bound), "hc-proxy");
 }
 
 void HttpProxy::Stop() {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (!impl_->running) return;
-  impl_->stopping.store(true);
-  for (auto& w : impl_->workers) w->Wake();
-  for (std::thread& t : impl_->threads) t.join();
-  impl_->threads.clear();
-  ProxyStats s;
-  for (const auto& w : impl_->workers) w->AddTo(&s);
-  impl_->workers.clear();
-  impl_->final_stats = std::move(s);
-  impl_->bound.clear();
-  impl_->running = false;
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  impl_->core.Stop();
 }
 
 void HttpProxy::SetRoutes(std::shared_ptr<const RouteTable> routes) {
@@ -1480,38 +1448,27 @@ void HttpProxy::SetRoutes(std::shared_ptr<const RouteTable> routes) {
 }
 
 void HttpProxy::Adopt(UniqueFd fd, std::string_view peer, bool tls) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (!impl_->running || impl_->workers.empty()) return;
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  Worker* w = impl_->core.Next();
+  if (w == nullptr) return;
   (void)::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
-  size_t w = impl_->next_worker++ % impl_->workers.size();
-  impl_->workers[w]->Give(std::move(fd), peer, tls);
+  w->Give(std::move(fd), peer, tls);
 }
 
 void HttpProxy::Hold(const std::string& app) {
-  impl_->holds.Hold(app);
+  impl_->core.holds.Hold(app);
 }
 
 void HttpProxy::Release(const std::string& app) {
-  if (!impl_->holds.Release(app)) return;
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  for (auto& w : impl_->workers) w->Wake();
+  impl_->core.Release(app);
 }
 
 std::vector<net::HostPort> HttpProxy::bound() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->bound;
+  return impl_->core.bound();
 }
 
 ProxyStats HttpProxy::stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  ProxyStats s = impl_->running ? ProxyStats() : impl_->final_stats;
-  if (impl_->running) {
-    for (const auto& w : impl_->workers) w->AddTo(&s);
-  }
-  impl_->holds.ForEach([&s](const std::string& app, uint64_t queued, uint64_t total) {
-    s.apps[app].held = queued;
-    s.apps[app].held_total = total;
-  });
+  ProxyStats s = impl_->core.Collect();
   s.connections_open = impl_->open_connections.load(std::memory_order_relaxed);
   return s;
 }

@@ -853,23 +853,15 @@ struct StreamProxy::Impl {
   const StreamProxyOptions opts;
   const TerminateTls terminate;
   RoutesSlot routes;
-  Holds holds;
   std::atomic<int64_t> open{0};
-  std::atomic<bool> stopping{false};
-
-  mutable std::mutex mu;
-  bool running = false;                          // GUARDED_BY(mu)
-  std::vector<net::HostPort> bound;              // GUARDED_BY(mu)
-  std::vector<std::unique_ptr<Worker>> workers;  // GUARDED_BY(mu)
-  std::vector<std::thread> threads;              // GUARDED_BY(mu)
-  std::set<uint16_t> tcp_open;                   // GUARDED_BY(mu)
-  std::map<uint16_t, std::string> tcp_errors;    // GUARDED_BY(mu)
-  size_t next_worker = 0;                        // GUARDED_BY(mu)
-  StreamStats final_stats;                       // GUARDED_BY(mu)
+  EngineCore<Worker, StreamStats> core;
+  std::set<uint16_t> tcp_open;                 // GUARDED_BY(core.mu)
+  std::map<uint16_t, std::string> tcp_errors;  // GUARDED_BY(core.mu)
 
   // Opens and closes apps' tcp port listeners to match the routes.
-  // REQUIRES: mu held, running.
+  // REQUIRES: core.mu held, running.
   void SyncTcpPorts(const StreamRoutes& r) {
+    const auto& workers = core.workers();
     std::set<uint16_t> want;
     for (uint16_t p : r.tcp_ports()) want.insert(p);
     for (auto it = tcp_open.begin(); it != tcp_open.end();) {
@@ -920,8 +912,8 @@ StreamProxy::~StreamProxy() {
 Status StreamProxy::Start(std::shared_ptr<const StreamRoutes> routes) {
   if (routes == nullptr) return InvalidArgument("stream proxy: Start needs routes");
   const StreamProxyOptions& opts = impl_->opts;
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (impl_->running) return Conflict("stream proxy: already started");
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  if (impl_->core.running()) return Conflict("stream proxy: already started");
   const int workers = WorkerCount(opts.workers);
   std::vector<std::vector<Listener>> per_worker(static_cast<size_t>(workers));
   std::vector<net::HostPort> bound;
@@ -933,95 +925,62 @@ Status StreamProxy::Start(std::shared_ptr<const StreamRoutes> routes) {
       per_worker[static_cast<size_t>(w)].push_back(
           Listener{std::move(fds[static_cast<size_t>(w)][0]), proto, got[0].port});
     }
+    LogInfo("stream proxy: serving %s on %s", StreamProtocolName(proto), got[0].ToString().c_str());
     bound.push_back(got[0]);
   }
   impl_->routes.Set(routes);
-  impl_->stopping.store(false);
   std::vector<std::unique_ptr<Worker>> ws;
   for (auto& ls : per_worker) {
-    auto w = std::make_unique<Worker>(
-        Shared{opts, impl_->terminate, impl_->routes, impl_->holds, impl_->open, impl_->stopping},
-        std::move(ls));
-    HC_RETURN_IF_ERROR(w->Init());
-    ws.push_back(std::move(w));
+    ws.push_back(
+        std::make_unique<Worker>(Shared{opts, impl_->terminate, impl_->routes, impl_->core.holds,
+                                        impl_->open, impl_->core.stopping},
+                                 std::move(ls)));
   }
-  impl_->workers = std::move(ws);
-  impl_->bound = std::move(bound);
-  impl_->final_stats = StreamStats();
-  impl_->running = true;
-  for (auto& w : impl_->workers) {
-    impl_->threads.emplace_back([w = w.get()] { w->Run(); });
-    (void)::pthread_setname_np(impl_->threads.back().native_handle(), "hc-stream");
-  }
-  for (size_t i = 0; i < impl_->bound.size(); ++i) {
-    LogInfo("stream proxy: serving %s on %s", StreamProtocolName(opts.listen[i].second),
-            impl_->bound[i].ToString().c_str());
-  }
+  HC_RETURN_IF_ERROR(impl_->core.Launch(std::move(ws), std::move(bound), "hc-stream"));
   impl_->SyncTcpPorts(*routes);
   return Status::Ok();
 }
 
 void StreamProxy::Stop() {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (!impl_->running) return;
-  impl_->stopping.store(true);
-  for (auto& w : impl_->workers) w->Wake();
-  for (std::thread& t : impl_->threads) t.join();
-  impl_->threads.clear();
-  StreamStats s;
-  for (const auto& w : impl_->workers) w->AddTo(&s);
-  impl_->workers.clear();
-  impl_->final_stats = std::move(s);
-  impl_->bound.clear();
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  impl_->core.Stop();
   impl_->tcp_open.clear();
-  impl_->running = false;
 }
 
 void StreamProxy::SetRoutes(std::shared_ptr<const StreamRoutes> routes) {
   HC_CHECK(routes != nullptr, "stream proxy: SetRoutes(nullptr)");
   impl_->routes.Set(routes);
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (impl_->running) impl_->SyncTcpPorts(*routes);
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  if (impl_->core.running()) impl_->SyncTcpPorts(*routes);
 }
 
 void StreamProxy::Adopt(UniqueFd fd, std::string_view peer, StreamProtocol protocol) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  if (!impl_->running || impl_->workers.empty()) return;
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
+  Worker* w = impl_->core.Next();
+  if (w == nullptr) return;
   (void)::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
-  Msg m{Msg::Kind::kAdopt, std::move(fd), std::string(peer), protocol, 0};
-  impl_->workers[impl_->next_worker++ % impl_->workers.size()]->Post(std::move(m));
+  w->Post(Msg{Msg::Kind::kAdopt, std::move(fd), std::string(peer), protocol, 0});
 }
 
 void StreamProxy::Hold(const std::string& app) {
-  impl_->holds.Hold(app);
+  impl_->core.holds.Hold(app);
 }
 
 void StreamProxy::Release(const std::string& app) {
-  if (!impl_->holds.Release(app)) return;
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  for (auto& w : impl_->workers) w->Wake();
+  impl_->core.Release(app);
 }
 
 std::vector<net::HostPort> StreamProxy::bound() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->bound;
+  return impl_->core.bound();
 }
 
 std::map<uint16_t, std::string> StreamProxy::tcp_port_errors() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::lock_guard<std::mutex> lock(impl_->core.mu);
   return impl_->tcp_errors;
 }
 
 StreamStats StreamProxy::stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  StreamStats s = impl_->running ? StreamStats() : impl_->final_stats;
-  if (impl_->running) {
-    for (const auto& w : impl_->workers) w->AddTo(&s);
-  }
-  impl_->holds.ForEach([&s](const std::string& app, uint64_t queued, uint64_t total) {
-    s.apps[app].held = queued;
-    s.apps[app].held_total = total;
-  });
+  StreamStats s = impl_->core.Collect();
   s.open = impl_->open.load(std::memory_order_relaxed);
   return s;
 }
