@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "net/socket.h"
 
@@ -240,6 +242,36 @@ ssize_t WriteTwo(int fd, bool* writable, const char* a, size_t alen, const char*
 Status BindListeners(const char* what, const std::vector<net::HostPort>& listen, int workers,
                      std::vector<std::vector<UniqueFd>>* per_worker,
                      std::vector<net::HostPort>* bound);
+// Accepts what is pending on a non-blocking listener, at most `max`, and
+// calls take(fd, peer) for each (non-blocking, CLOEXEC). Out of descriptors,
+// one pending connection is accepted and closed with the help of `*spare`
+// (a descriptor kept open for this), so the backlog keeps moving.
+template <typename Take>
+void AcceptPending(int lfd, int max, UniqueFd* spare, LogThrottle* warn, const char* what,
+                   Take take) {
+  for (int i = 0; i < max; ++i) {
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    int fd = ::accept4(lfd, reinterpret_cast<struct sockaddr*>(&peer), &plen,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      take(UniqueFd(fd), peer);
+      continue;
+    }
+    int err = errno;
+    if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (warn->Allow()) LogWarn("%s: accept: %s", what, std::strerror(err));
+    if ((err == EMFILE || err == ENFILE) && spare->valid()) {
+      spare->Reset();
+      UniqueFd dropped(::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
+      dropped.Reset();
+      *spare = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    return;
+  }
+}
+
 // The numeric address of a socket address ("" if neither IPv4 nor IPv6).
 void PeerAddress(const struct sockaddr_storage& ss, char* out, size_t len);
 // Workers to run for a configured count (0 = one per core).

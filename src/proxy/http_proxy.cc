@@ -577,28 +577,12 @@ class Worker {
   }
 
   void Accept(int lfd) {
-    for (int i = 0; i < kAcceptsPerWakeup; ++i) {
-      struct sockaddr_storage peer;
-      socklen_t plen = sizeof peer;
-      int fd = ::accept4(lfd, reinterpret_cast<struct sockaddr*>(&peer), &plen,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        int err = errno;
-        if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
-        if (err == EAGAIN || err == EWOULDBLOCK) return;
-        if (warn_accept_.Allow()) LogWarn("proxy: accept: %s", std::strerror(err));
-        if ((err == EMFILE || err == ENFILE) && spare_.valid()) {
-          spare_.Reset();
-          UniqueFd dropped(::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
-          dropped.Reset();
-          spare_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-        }
-        return;
-      }
-      char ip[INET6_ADDRSTRLEN];
-      PeerAddress(peer, ip, sizeof ip);
-      AddClient(UniqueFd(fd), ip, false);
-    }
+    AcceptPending(lfd, kAcceptsPerWakeup, &spare_, &warn_accept_, "proxy",
+                  [this](UniqueFd fd, const struct sockaddr_storage& peer) {
+                    char ip[INET6_ADDRSTRLEN];
+                    PeerAddress(peer, ip, sizeof ip);
+                    AddClient(std::move(fd), ip, false);
+                  });
   }
 
  public:

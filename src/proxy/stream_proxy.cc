@@ -208,6 +208,7 @@ class Worker {
     if (!wake_.valid()) return ErrnoStatus("stream proxy: eventfd", errno);
     HC_RETURN_IF_ERROR(Watch(wake_.get(), kWakeId, EPOLLIN));
     for (auto& [id, l] : listeners_) HC_RETURN_IF_ERROR(Watch(l.fd.get(), id, EPOLLIN));
+    spare_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     return Status::Ok();
   }
 
@@ -343,23 +344,12 @@ class Worker {
   }
 
   void Accept(const Listener& l) {
-    for (int i = 0; i < kAcceptsPerWakeup; ++i) {
-      struct sockaddr_storage peer;
-      socklen_t plen = sizeof peer;
-      int fd = ::accept4(l.fd.get(), reinterpret_cast<struct sockaddr*>(&peer), &plen,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        int err = errno;
-        if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
-        if (err != EAGAIN && err != EWOULDBLOCK && warn_accept_.Allow()) {
-          LogWarn("stream proxy: accept: %s", std::strerror(err));
-        }
-        return;
-      }
-      char ip[INET6_ADDRSTRLEN];
-      PeerAddress(peer, ip, sizeof ip);
-      AddConn(UniqueFd(fd), ip, l.proto, l.port);
-    }
+    AcceptPending(l.fd.get(), kAcceptsPerWakeup, &spare_, &warn_accept_, "stream proxy",
+                  [this, &l](UniqueFd fd, const struct sockaddr_storage& peer) {
+                    char ip[INET6_ADDRSTRLEN];
+                    PeerAddress(peer, ip, sizeof ip);
+                    AddConn(std::move(fd), ip, l.proto, l.port);
+                  });
   }
 
   void AddConn(UniqueFd fd, std::string_view peer, StreamProtocol proto, uint16_t port) {
@@ -828,6 +818,7 @@ class Worker {
   BufferPool pool_;
   UniqueFd epoll_;
   UniqueFd wake_;
+  UniqueFd spare_;  // given up to accept and drop a connection when out of fds
   std::unordered_map<uint64_t, Listener> listeners_;
   uint64_t next_listener_ = kFirstListenerId;
   uint64_t next_id_ = kFirstConnId;

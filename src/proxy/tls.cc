@@ -31,6 +31,7 @@
 
 #include "common/log.h"
 #include "common/shared_slot.h"
+#include "proxy/engine.h"
 
 namespace hc::proxy {
 namespace {
@@ -42,9 +43,7 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kBufferSize = size_t{64} << 10;
 constexpr size_t kMaxFreeBuffers = 256;
 constexpr int kAcceptsPerWakeup = 64;
-constexpr int kListenBacklog = 4096;
 constexpr int kPumpRounds = 32;
-constexpr int kPortZeroAttempts = 8;
 constexpr unsigned char kAlertUnrecognizedName = 112;
 
 struct SslCtxFree {
@@ -613,27 +612,6 @@ bool Attach(Conn* c) {
   return true;
 }
 
-int OpenListener(const struct sockaddr_storage& ss, socklen_t len, bool reuseport, UniqueFd* out,
-                 const char** step) {
-  *step = "bind";
-  UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return errno;
-  int one = 1;
-  (void)::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
-    return errno;
-  }
-  if (ss.ss_family == AF_INET6 &&
-      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) {
-    return errno;
-  }
-  if (::bind(fd.get(), reinterpret_cast<const struct sockaddr*>(&ss), len) != 0) return errno;
-  *step = "listen on";
-  if (::listen(fd.get(), kListenBacklog) != 0) return errno;
-  *out = std::move(fd);
-  return 0;
-}
-
 // An IP literal and port as a sockaddr; false if host is not a literal.
 bool ToSockaddr(const net::HostPort& at, struct sockaddr_storage* ss, socklen_t* len) {
   *ss = {};
@@ -652,30 +630,6 @@ bool ToSockaddr(const net::HostPort& at, struct sockaddr_storage* ss, socklen_t*
     return true;
   }
   return false;
-}
-
-uint16_t PortOf(int fd) {
-  struct sockaddr_storage ss = {};
-  socklen_t len = sizeof ss;
-  if (::getsockname(fd, reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) return 0;
-  return ToHostPort(ss).port;
-}
-
-Status BindError(const net::HostPort& at, const char* step, int err) {
-  std::string msg =
-      std::string("tls: cannot ") + step + " " + at.ToString() + ": " + std::strerror(err);
-  Code code = Code::kIo;
-  if (err == EACCES || err == EPERM) {
-    code = Code::kPermissionDenied;
-    msg += " (port " + std::to_string(at.port) + " needs root or CAP_NET_BIND_SERVICE)";
-  } else if (err == EADDRINUSE) {
-    code = Code::kUnavailable;
-    msg += " (another server listens there? `ss -ltnp` shows it)";
-  } else if (err == EADDRNOTAVAIL) {
-    code = Code::kUnavailable;
-    msg += " (no interface of this host has that address)";
-  }
-  return Status(code, std::move(msg));
 }
 
 // One epoll thread: listeners, relay connections, timers, and a queue of
@@ -771,30 +725,14 @@ class Loop {
   }
 
   // Accepts up to a batch; calls take(fd, peer) for each.
-  void AcceptFrom(int lfd, const std::function<void(UniqueFd, net::HostPort)>& take) {
-    for (int i = 0; i < kAcceptsPerWakeup; ++i) {
-      struct sockaddr_storage peer;
-      socklen_t plen = sizeof peer;
-      int fd = ::accept4(lfd, reinterpret_cast<struct sockaddr*>(&peer), &plen,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        int err = errno;
-        if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
-        if (err == EAGAIN || err == EWOULDBLOCK) return;
-        if (warn_accept_.Allow()) LogWarn("tls: accept: %s", std::strerror(err));
-        if ((err == EMFILE || err == ENFILE) && spare_.valid()) {
-          // Out of descriptors: accept and drop one so the backlog moves.
-          spare_.Reset();
-          UniqueFd dropped(::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC));
-          dropped.Reset();
-          spare_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-        }
-        return;
-      }
-      int one = 1;
-      (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      take(UniqueFd(fd), ToHostPort(peer));
-    }
+  template <typename Take>
+  void AcceptFrom(int lfd, Take take) {
+    AcceptPending(lfd, kAcceptsPerWakeup, &spare_, &warn_accept_, "tls",
+                  [&take](UniqueFd fd, const struct sockaddr_storage& peer) {
+                    int one = 1;
+                    (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    take(std::move(fd), ToHostPort(peer));
+                  });
   }
 
   // Registers a new connection; on failure everything is closed and null
@@ -1257,47 +1195,11 @@ Status TlsTerminator::Start(std::shared_ptr<const CertTable> certs) {
   const TlsTerminatorOptions& opts = impl_->opts;
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->running) return Conflict("tls: already started; Stop() it first");
-  int workers = opts.workers;
-  if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-
+  const int workers = WorkerCount(opts.workers);
   // Every socket is bound before any thread starts.
-  std::vector<std::vector<UniqueFd>> per_worker(static_cast<size_t>(workers));
+  std::vector<std::vector<UniqueFd>> per_worker;
   std::vector<net::HostPort> bound;
-  for (const net::HostPort& at : opts.listen) {
-    struct sockaddr_storage ss;
-    socklen_t len = 0;
-    if (!ToSockaddr(at, &ss, &len)) {
-      return InvalidArgument("tls: listen address '" + at.host +
-                             "' is not an IP address (write e.g. 0.0.0.0 or ::)");
-    }
-    for (int attempt = 1;; ++attempt) {
-      std::vector<UniqueFd> fds;
-      struct sockaddr_storage a = ss;
-      int err = 0;
-      const char* step = "bind";
-      for (int w = 0; w < workers && err == 0; ++w) {
-        UniqueFd fd;
-        err = OpenListener(a, len, true, &fd, &step);
-        if (err != 0) break;
-        if (w == 0 && at.port == 0) {
-          uint16_t port = PortOf(fd.get());
-          if (a.ss_family == AF_INET) {
-            reinterpret_cast<sockaddr_in*>(&a)->sin_port = htons(port);
-          } else {
-            reinterpret_cast<sockaddr_in6*>(&a)->sin6_port = htons(port);
-          }
-        }
-        fds.push_back(std::move(fd));
-      }
-      if (err == EADDRINUSE && at.port == 0 && attempt < kPortZeroAttempts) continue;
-      if (err != 0) return BindError(at, step, err);
-      for (int w = 0; w < workers; ++w) {
-        per_worker[static_cast<size_t>(w)].push_back(std::move(fds[static_cast<size_t>(w)]));
-      }
-      bound.push_back(net::HostPort{at.host, PortOf(per_worker[0].back().get())});
-      break;
-    }
-  }
+  HC_RETURN_IF_ERROR(BindListeners("tls", opts.listen, workers, &per_worker, &bound));
 
   impl_->certs.Set(std::move(certs));
   impl_->stopping.store(false);
@@ -1623,16 +1525,12 @@ Result<net::HostPort> TlsTunnels::Open(const TlsTunnelOptions& o) {
     t->addr_len = res->ai_addrlen;
     ::freeaddrinfo(res);
   }
-  net::HostPort local{impl_->listen_host, 0};
-  struct sockaddr_storage ss;
-  socklen_t len = 0;
-  if (!ToSockaddr(local, &ss, &len)) {
-    return InvalidArgument("tls: tunnel listen host '" + local.host + "' is not an IP address");
-  }
-  const char* step = "bind";
-  int err = OpenListener(ss, len, false, &t->listen, &step);
-  if (err != 0) return BindError(local, step, err);
-  local.port = PortOf(t->listen.get());
+  std::vector<std::vector<UniqueFd>> fds;
+  std::vector<net::HostPort> got;
+  HC_RETURN_IF_ERROR(
+      BindListeners("tls tunnel", {net::HostPort{impl_->listen_host, 0}}, 1, &fds, &got));
+  t->listen = std::move(fds[0][0]);
+  net::HostPort local = got[0];
   impl_->tunnels[key] = Impl::Open{t, local};
   TunnelLoop* loop = impl_->loop.get();
   loop->Post([loop, t] { loop->AddTunnel(t); });
