@@ -98,6 +98,12 @@ proxy: off
 proxy_listen: [203.0.113.5:8080]
 proxy_internal_port: 9000
 proxy_workers: 1
+proxy_tls_listen: [203.0.113.5:8443]
+proxy_postgres_listen: ["off"]
+proxy_imap_listen: []
+proxy_pop3_listen: [203.0.113.5:1110]
+proxy_tls_cert: /etc/hybridcluster/tls/default.pem
+proxy_tls_key: /etc/hybridcluster/tls/default.key
 )";
 
 TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
@@ -191,6 +197,23 @@ TEST_F(ConfigFileTest, FullFileCoversEveryOptionInTheHelp) {
   EXPECT_GE(keys.size(), 19u);
   for (const auto& k : keys)
     EXPECT_NE(std::string(kFullConfig).find("\n" + k + ":"), std::string::npos) << k;
+}
+
+TEST_F(ConfigFileTest, StreamListenersDefaultToTheStandardPortsAndOffTurnsThemOff) {
+  Config c;
+  c.address = "10.0.0.5";
+  c.proxy_postgres_listen = {"off"};
+  ASSERT_TRUE(ResolveConfig(&c).ok());
+  EXPECT_EQ(c.proxy_tls_listen, std::vector<std::string>{"10.0.0.5:443"});
+  EXPECT_EQ(c.proxy_imap_listen, std::vector<std::string>{"10.0.0.5:143"});
+  EXPECT_EQ(c.proxy_pop3_listen, std::vector<std::string>{"10.0.0.5:110"});
+  EXPECT_EQ(c.proxy_postgres_listen, std::vector<std::string>{"off"});
+  Config d;
+  d.proxy_tls_cert = "/etc/x.pem";
+  Status s = ResolveConfig(&d);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("proxy_tls_cert and proxy_tls_key go together"), std::string::npos)
+      << s.ToString();
 }
 
 TEST_F(ConfigFileTest, EmptyFileKeepsTheDefaults) {
