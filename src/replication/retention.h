@@ -39,6 +39,7 @@
 // neighbour).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <set>
 #include <string>
