@@ -21,6 +21,9 @@
 // is never more than one task per (app, replica), nor two checks of one app.
 // A failed check or transfer is retried after an exponential backoff of its
 // own; others are unaffected. Next() costs O(log n) per task it returns.
+// The scheduler cannot tell a hung transfer from a slow one: the caller
+// aborts a transfer that makes no progress for a while (a stall timeout) and
+// reports it through TransferDone as failed, which frees its slots.
 //
 // Lag (ReplicaLag), exactly:
 //  - A snapshot *covers* the instant its check was issued (the Next() time
