@@ -326,7 +326,9 @@ class Worker {
           break;
       }
     }
-    // Connections of apps released since: route them again.
+    // Connections of apps released since: route them again. (Most wake-ups
+    // are adopted connections; without held ones there is nothing to scan.)
+    if (held_conns_ == 0) return;
     std::vector<uint64_t> released;
     for (const auto& [id, c] : conns_) {
       if (c->phase == Phase::kHeld && !sh_.holds.Held(c->held_app)) released.push_back(id);
@@ -336,6 +338,7 @@ class Worker {
       if (it == conns_.end()) continue;
       Conn* c = it->second.get();
       sh_.holds.Dequeue(c->held_app);
+      --held_conns_;
       c->held_app.clear();
       c->phase = Phase::kSniff;
       RouteAndConnect(c);
@@ -408,6 +411,7 @@ class Worker {
           break;
         case Phase::kHeld:
           sh_.holds.Dequeue(c->held_app);
+          --held_conns_;
           c->held_app.clear();
           if (c->app != nullptr) Inc(c->app->failed);
           Fail(c, "57P03", "the app is moving to another server; try again in a moment");
@@ -614,6 +618,7 @@ class Worker {
       switch (sh_.holds.Admit(r->app, opts_.hold_max)) {
         case Holds::Verdict::kPass: break;
         case Holds::Verdict::kQueued:
+          ++held_conns_;
           c->phase = Phase::kHeld;
           c->held_app = r->app;
           c->deadline = now_ + std::chrono::milliseconds(opts_.hold_timeout_ms);
@@ -793,7 +798,10 @@ class Worker {
   }
 
   void Close(Conn* c) {
-    if (c->phase == Phase::kHeld) sh_.holds.Dequeue(c->held_app);
+    if (c->phase == Phase::kHeld) {
+      sh_.holds.Dequeue(c->held_app);
+      --held_conns_;
+    }
     if (c->app != nullptr) c->app->open.fetch_sub(1, std::memory_order_relaxed);
     pool_.Put(&c->cin);
     pool_.Put(&c->bin);
@@ -823,6 +831,7 @@ class Worker {
   uint64_t next_listener_ = kFirstListenerId;
   uint64_t next_id_ = kFirstConnId;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;  // by cid
+  size_t held_conns_ = 0;                                      // of conns_, in kHeld
   std::unordered_map<uint64_t, Endpoint> endpoints_;
   std::shared_ptr<const StreamRoutes> routes_;
   uint64_t routes_seen_ = 0;

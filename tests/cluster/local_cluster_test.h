@@ -14,17 +14,13 @@
 #include "common/fs.h"
 #include "devcluster/local_cluster.h"
 #include "net/http_client.h"
+#include "test_util.h"
 
 namespace hc::testing {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-inline bool HaveProgram(const char* name) {
-  std::string cmd = std::string("command -v ") + name + " >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
 
 class LocalClusterTest : public ::testing::Test {
  protected:

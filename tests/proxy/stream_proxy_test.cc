@@ -23,6 +23,7 @@
 #include "common/fs.h"
 #include "common/subprocess.h"
 #include "net/socket.h"
+#include "test_util.h"
 
 namespace hc::proxy {
 namespace {
@@ -141,28 +142,12 @@ std::string PgStartup(const std::string& user, const std::string& db) {
   return msg + body;
 }
 
-bool HaveProgram(const char* name) {
-  std::string cmd = std::string("command -v ") + name + " >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/hc-stream-test.XXXXXX";
-    HC_CHECK(::mkdtemp(tmpl) != nullptr, "mkdtemp");
-    path_ = tmpl;
-  }
-  ~TempDir() { (void)RemoveTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::HaveProgram;
+using testing::TempDir;
 
 const std::string kSslRequest("\x00\x00\x00\x08\x04\xd2\x16\x2f", 8);
 
-class StreamProxyTest : public testing::Test {
+class StreamProxyTest : public ::testing::Test {
  protected:
   void Start(const std::vector<StreamRouteSpec>& specs, StreamProxyOptions o = {}) {
     o.listen = {{{kProxyHost, 0}, StreamProtocol::kPostgres},

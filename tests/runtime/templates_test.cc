@@ -14,23 +14,12 @@
 
 #include "common/fs.h"
 #include "common/subprocess.h"
+#include "test_util.h"
 
 namespace hc::runtime {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/hc-tpl-test.XXXXXX";
-    HC_CHECK(::mkdtemp(tmpl) != nullptr, "mkdtemp");
-    path_ = tmpl;
-  }
-  ~TempDir() { (void)RemoveTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 TemplateRequest Request(const std::string& template_name, const std::string& volume = "/srv/v") {
   TemplateRequest req;

@@ -1,0 +1,36 @@
+// Small helpers shared by tests: is a program installed, and a temporary
+// directory removed with everything in it.
+#pragma once
+
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "common/fs.h"
+#include "common/status.h"
+
+namespace hc::testing {
+
+inline bool HaveProgram(const char* name) {
+  std::string cmd = std::string("command -v ") + name + " >/dev/null 2>&1";
+  return std::system(cmd.c_str()) == 0;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/hc-test.XXXXXX";
+    HC_CHECK(::mkdtemp(tmpl) != nullptr, "mkdtemp");
+    path_ = tmpl;
+  }
+  ~TempDir() { (void)RemoveTree(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace hc::testing
