@@ -1,0 +1,428 @@
+#include "replication/channel.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "common/log.h"
+#include "storage/stream_format.h"
+
+namespace hc::replication {
+namespace {
+
+// Data frames carry up to 1 MiB of stream: large enough that the 37 bytes
+// of framing and one SHA-256 pass per frame are noise, small enough that a
+// damaged frame is found before much of the stream has gone to the store.
+constexpr size_t kDataFrameBytes = 1u << 20;
+
+// One direction's sequence numbers and parser, over a borrowed socket.
+class FramedConn {
+ public:
+  FramedConn(int fd, int timeout_ms) : fd_(fd), timeout_(timeout_ms) {}
+
+  Status Send(FrameType type, std::string_view payload) {
+    return SendEncoded(Encode(type, payload));
+  }
+  std::string Encode(FrameType type, std::string_view payload) {
+    return EncodeFrame(send_seq_++, type, payload);
+  }
+  Status SendEncoded(std::string_view frame) { return net::WriteAll(fd_, frame, Deadline()); }
+
+  Result<Frame> Read() {
+    for (;;) {
+      HC_ASSIGN_OR_RETURN(std::optional<Frame> f, parser_.Next());
+      if (f) return std::move(*f);
+      char buf[64 * 1024];
+      HC_ASSIGN_OR_RETURN(size_t n, net::ReadSome(fd_, buf, sizeof buf, Deadline()));
+      if (n == 0) {
+        return Unavailable(parser_.buffered() == 0 ? "replication peer closed the connection"
+                                                   : "replication peer closed the connection "
+                                                     "in the middle of a frame");
+      }
+      parser_.Append({buf, n});
+    }
+  }
+
+  // True if the peer has sent something (or closed) that we have not read.
+  bool PeerSpoke() const {
+    if (parser_.buffered() > 0) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+
+  int fd() const { return fd_; }
+  net::Deadline Deadline() const { return net::DeadlineIn(std::chrono::milliseconds(timeout_)); }
+
+ private:
+  int fd_;
+  int timeout_;
+  uint64_t send_seq_ = 0;
+  FrameParser parser_;
+};
+
+// The storage stream carried by D frames, ending at the F frame (whose
+// total must match).
+class FrameSource : public ByteSource {
+ public:
+  explicit FrameSource(FramedConn& c) : c_(c) {}
+
+  Result<size_t> Read(std::span<uint8_t> data) override {
+    while (pos_ == cur_.size()) {
+      if (finished_) return size_t{0};
+      HC_ASSIGN_OR_RETURN(Frame f, c_.Read());
+      if (f.type == kFrameFinish) {
+        HC_ASSIGN_OR_RETURN(TransferFinish fin, DecodeFinish(f.payload));
+        if (fin.total_bytes != total_) {
+          return Corrupt("replication stream ended after " + std::to_string(total_) +
+                         " bytes but the sender says it sent " + std::to_string(fin.total_bytes));
+        }
+        finished_ = true;
+        return size_t{0};
+      }
+      if (f.type != kFrameData) {
+        return Corrupt(std::string("replication sender sent frame type '") +
+                       static_cast<char>(f.type) + "' inside the stream");
+      }
+      total_ += f.payload.size();
+      cur_ = std::move(f.payload);
+      pos_ = 0;
+    }
+    size_t n = std::min(data.size(), cur_.size() - pos_);
+    std::copy_n(cur_.data() + pos_, n, data.data());
+    pos_ += n;
+    return n;
+  }
+
+  bool finished() const { return finished_; }
+  uint64_t total() const { return total_; }
+
+ private:
+  FramedConn& c_;
+  std::string cur_;
+  size_t pos_ = 0;
+  uint64_t total_ = 0;
+  bool finished_ = false;
+};
+
+// Serves `prefix`, then the rest of `rest`.
+class PrefixSource : public ByteSource {
+ public:
+  PrefixSource(std::string prefix, ByteSource& rest) : prefix_(std::move(prefix)), rest_(rest) {}
+  Result<size_t> Read(std::span<uint8_t> data) override {
+    if (pos_ < prefix_.size()) {
+      size_t n = std::min(data.size(), prefix_.size() - pos_);
+      std::copy_n(prefix_.data() + pos_, n, data.data());
+      pos_ += n;
+      return n;
+    }
+    return rest_.Read(data);
+  }
+
+ private:
+  std::string prefix_;
+  size_t pos_ = 0;
+  ByteSource& rest_;
+};
+
+// Reads the magic and the header record off `in` (returned in *raw so they
+// can be replayed to the store) and decodes them.
+Result<storage::StreamHeader> PeekStreamHeader(ByteSource& in, std::string* raw) {
+  constexpr size_t kFixed = sizeof(storage::kStreamMagic) + 5;
+  raw->resize(kFixed);
+  HC_ASSIGN_OR_RETURN(size_t n,
+                      ReadFull(in, {reinterpret_cast<uint8_t*>(raw->data()), raw->size()}));
+  if (n < kFixed) return Corrupt("replication stream ended inside its header");
+  uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len |= uint32_t{static_cast<uint8_t>((*raw)[9 + i])} << (8 * i);
+  if (len > 64 * 1024) return Corrupt("replication stream header record is too large");
+  raw->resize(kFixed + len + 8);
+  HC_ASSIGN_OR_RETURN(
+      n, ReadFull(in, {reinterpret_cast<uint8_t*>(raw->data()) + kFixed, len + size_t{8}}));
+  if (n < len + size_t{8}) return Corrupt("replication stream ended inside its header");
+  StringSource src(*raw);
+  storage::StreamReader reader(src);
+  return reader.Begin();
+}
+
+// Sends what the store writes as D frames of kDataFrameBytes.
+class FrameSink : public ByteSink {
+ public:
+  FrameSink(FramedConn& c, const PushOptions& o) : c_(c), o_(o) {}
+
+  Status Write(std::span<const uint8_t> data) override {
+    while (!data.empty()) {
+      size_t n = std::min(data.size(), kDataFrameBytes - buf_.size());
+      buf_.append(reinterpret_cast<const char*>(data.data()), n);
+      data = data.subspan(n);
+      if (buf_.size() == kDataFrameBytes) HC_RETURN_IF_ERROR(Flush());
+    }
+    return Status::Ok();
+  }
+
+  Status Flush() {
+    if (buf_.empty()) return Status::Ok();
+    // The receiver answers early only to end the transfer (damage, store
+    // error): stop sending and let the caller read why.
+    if (c_.PeerSpoke()) {
+      peer_ended_ = true;
+      return Unavailable("the replica ended the transfer early");
+    }
+    total_ += buf_.size();
+    std::string frame = c_.Encode(kFrameData, buf_);
+    buf_.clear();
+    if (o_.corrupt_for_test) o_.corrupt_for_test(frames_, frame);
+    ++frames_;
+    return c_.SendEncoded(frame);
+  }
+
+  uint64_t total() const { return total_; }
+  bool peer_ended() const { return peer_ended_; }
+
+ private:
+  FramedConn& c_;
+  const PushOptions& o_;
+  std::string buf_;
+  uint64_t total_ = 0;
+  uint64_t frames_ = 0;
+  bool peer_ended_ = false;
+};
+
+Status RefusalStatus(const TransferAnswer& a) {
+  std::string m = "the replica refused the transfer (" + std::string(RefuseReasonName(a.reason)) +
+                  "): " + a.message;
+  switch (a.reason) {
+    case RefuseReason::kNotPrimary: return PermissionDenied(m);
+    case RefuseReason::kBaseMissing:
+    case RefuseReason::kDiverged: return Conflict(m);
+    default: return Conflict(m);
+  }
+}
+
+TransferAnswer Refuse(RefuseReason reason, std::string message, std::string newest = "") {
+  return {Verdict::kRefused, reason, std::move(message), std::move(newest)};
+}
+
+}  // namespace
+
+Receiver::Receiver(storage::Store& store, ReceiverOptions opts)
+    : store_(store), opts_(std::move(opts)) {}
+
+Receiver::~Receiver() {
+  Stop();
+}
+
+void Receiver::Adopt(UniqueFd plain, const proxy::TlsConnInfo& info) {
+  std::lock_guard lock(mu_);
+  if (stopped_) return;  // `plain` closes here
+  ReapLocked();
+  Conn& c = conns_.emplace_back();
+  c.fd = std::move(plain);
+  std::string cn = info.peer_cn;
+  c.thread = std::thread([this, &c, cn] {
+    Serve(c, cn);
+    std::lock_guard l(mu_);
+    c.done = true;
+  });
+}
+
+void Receiver::ReapLocked() {
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if (it->done) {
+      it->thread.join();
+      it = conns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Receiver::Stop() {
+  std::list<Conn> conns;
+  {
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+    for (Conn& c : conns_) ::shutdown(c.fd.get(), SHUT_RDWR);
+    conns.splice(conns.end(), conns_);
+  }
+  for (Conn& c : conns) c.thread.join();
+}
+
+Receiver::Stats Receiver::stats() const {
+  return {received_.load(), already_.load(), refused_.load(), failed_.load()};
+}
+
+void Receiver::Serve(Conn& conn, std::string peer_cn) {
+  FramedConn c(conn.fd.get(), opts_.io_timeout_ms);
+  auto first = c.Read();
+  if (!first.ok() || first->type != kFrameRequest) {
+    LogWarn("replication: connection from node '%s' ended before a request: %s", peer_cn.c_str(),
+            first.ok() ? "first frame is not a request" : first.status().message().c_str());
+    failed_++;
+    return;
+  }
+  auto req = DecodeRequest(first->payload);
+  TransferAnswer answer;
+  if (!req.ok()) {
+    answer = Refuse(RefuseReason::kOther, req.status().message());
+  } else if (req->sender_node != peer_cn) {
+    answer = Refuse(RefuseReason::kOther, "the request names node '" + req->sender_node +
+                                              "' but the certificate is node '" + peer_cn + "'");
+  } else if (req->resume_offset != 0) {
+    answer = Refuse(RefuseReason::kOther, "resuming a transfer is not supported yet");
+  } else if (Status p = opts_.is_primary(req->app, req->sender_node, req->epoch); !p.ok()) {
+    answer = Refuse(RefuseReason::kNotPrimary,
+                    "node '" + req->sender_node + "' is not the primary of '" + req->app +
+                        "' at epoch " + std::to_string(req->epoch) + ": " + p.message());
+  } else {
+    auto snaps = store_.ListSnapshots(req->app);
+    if (!snaps.ok() && snaps.status().code() != Code::kNotFound) {
+      answer = Refuse(RefuseReason::kOther, snaps.status().message());
+    } else {
+      std::vector<storage::SnapshotInfo> have;
+      if (snaps.ok()) have = std::move(*snaps);
+      std::string newest = have.empty() ? "" : have.back().id;
+      auto has = [&](const std::string& id) {
+        return std::any_of(have.begin(), have.end(), [&](auto& s) { return s.id == id; });
+      };
+      if (has(req->target_id)) {
+        answer = {Verdict::kAlreadyPresent, RefuseReason::kNone, "", newest};
+      } else if (req->base_id.empty() && !have.empty()) {
+        answer =
+            Refuse(RefuseReason::kDiverged,
+                   "volume '" + req->app + "' on node '" + opts_.node_id + "' has " +
+                       std::to_string(have.size()) + " snapshots; a full stream would replace them",
+                   newest);
+      } else if (!req->base_id.empty() && !has(req->base_id)) {
+        answer = Refuse(RefuseReason::kBaseMissing,
+                        "node '" + opts_.node_id + "' has no snapshot " + req->base_id + " of '" +
+                            req->app + "'",
+                        newest);
+      } else if (!req->base_id.empty() && req->base_id != newest) {
+        answer = Refuse(RefuseReason::kDiverged,
+                        "volume '" + req->app + "' on node '" + opts_.node_id +
+                            "' has snapshots newer than the base " + req->base_id,
+                        newest);
+      } else {
+        answer = {Verdict::kAccept, RefuseReason::kNone, "", newest};
+      }
+    }
+  }
+  if (Status s = c.Send(kFrameAnswer, EncodeAnswer(answer)); !s.ok()) {
+    failed_++;
+    return;
+  }
+  if (answer.verdict == Verdict::kAlreadyPresent) already_++;
+  if (answer.verdict != Verdict::kAccept) {
+    if (answer.verdict == Verdict::kRefused) {
+      refused_++;
+      LogWarn("replication: refused a transfer of '%s' from '%s': %s",
+              req.ok() ? req->app.c_str() : "?", peer_cn.c_str(), answer.message.c_str());
+    }
+    return;
+  }
+
+  FrameSource frames(c);
+  TransferResult result;
+  std::string raw;
+  auto header = PeekStreamHeader(frames, &raw);
+  Status st;
+  if (!header.ok()) {
+    st = header.status();
+  } else if (header->to_id != req->target_id || header->from_id != req->base_id) {
+    st = Corrupt("the stream recreates " + header->to_id + " from '" + header->from_id +
+                 "' but the request announced " + req->target_id + " from '" + req->base_id + "'");
+  } else {
+    PrefixSource in(std::move(raw), frames);
+    auto got = store_.Receive(req->app, in, {.read_only = true});
+    if (!got.ok()) {
+      st = got.status();
+    } else {
+      result.snapshot_id = got->snapshot.id;
+      result.already_present = got->already_present;
+      // The store stops at the stream's end record; the F frame must follow.
+      uint8_t extra[1];
+      auto n = frames.Read(extra);
+      if (!n.ok()) {
+        st = n.status();
+      } else if (*n != 0) {
+        st = Corrupt("bytes after the end of the stream (snapshot " + got->snapshot.id +
+                     " was stored intact)");
+      }
+    }
+  }
+  if (st.ok()) {
+    received_++;
+    LogInfo("replication: received '%s' snapshot %s from '%s' (%llu bytes)", req->app.c_str(),
+            result.snapshot_id.c_str(), peer_cn.c_str(),
+            static_cast<unsigned long long>(frames.total()));
+  } else {
+    failed_++;
+    result.code = st.code();
+    result.message = st.message();
+    LogWarn("replication: transfer of '%s' from '%s' failed: %s", req->app.c_str(), peer_cn.c_str(),
+            st.message().c_str());
+  }
+  if (!c.Send(kFrameResult, EncodeResult(result)).ok()) return;
+  // Wait for the sender to read the result and close: closing first could
+  // reset the connection and lose the result in transit. Whatever it still
+  // sends is discarded.
+  ::shutdown(c.fd(), SHUT_WR);
+  char sink[64 * 1024];
+  while (true) {
+    auto n = net::ReadSome(c.fd(), sink, sizeof sink, c.Deadline());
+    if (!n.ok() || *n == 0) break;
+  }
+}
+
+Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts) {
+  HC_ASSIGN_OR_RETURN(auto snaps, store.ListSnapshots(opts.app));
+  auto name_of = [&](const std::string& id) -> Result<std::string> {
+    for (auto& s : snaps) {
+      if (s.id == id) return s.name;
+    }
+    return NotFound("volume '" + opts.app + "' has no snapshot with id " + id);
+  };
+  HC_ASSIGN_OR_RETURN(std::string target_name, name_of(opts.target_id));
+  std::optional<std::string> base_name;
+  if (!opts.base_id.empty()) {
+    HC_ASSIGN_OR_RETURN(base_name, name_of(opts.base_id));
+  }
+
+  FramedConn c(conn, opts.io_timeout_ms);
+  TransferRequest req{opts.app, opts.sender_node, opts.epoch, opts.base_id, opts.target_id, 0};
+  HC_RETURN_IF_ERROR(c.Send(kFrameRequest, EncodeRequest(req)));
+  HC_ASSIGN_OR_RETURN(Frame af, c.Read());
+  if (af.type != kFrameAnswer) return Corrupt("the replica did not answer the request");
+  HC_ASSIGN_OR_RETURN(TransferAnswer answer, DecodeAnswer(af.payload));
+  if (answer.verdict == Verdict::kAlreadyPresent) {
+    return PushResult{opts.target_id, true, 0};
+  }
+  if (answer.verdict == Verdict::kRefused) return RefusalStatus(answer);
+
+  FrameSink sink(c, opts);
+  Status sent = store.Send(opts.app, base_name, target_name, sink);
+  if (sent.ok()) sent = sink.Flush();
+  if (sent.ok()) sent = c.Send(kFrameFinish, EncodeFinish({sink.total()}));
+  if (!sent.ok() && !sink.peer_ended()) {
+    // A local failure: closing the connection makes the receiver drop the
+    // partial stream. A write failure may still have a result behind it.
+    if (sent.code() != Code::kUnavailable) return sent;
+  }
+  auto rf = c.Read();
+  if (!rf.ok()) return sent.ok() ? rf.status() : sent;
+  if (rf->type != kFrameResult) return Corrupt("the replica sent no result");
+  HC_ASSIGN_OR_RETURN(TransferResult r, DecodeResult(rf->payload));
+  if (r.code != Code::kOk) {
+    return Status(r.code, "the replica rejected the stream: " + r.message);
+  }
+  if (!sent.ok()) return sent;
+  if (r.snapshot_id != opts.target_id) {
+    return Internal("the replica stored snapshot " + r.snapshot_id + ", not " + opts.target_id);
+  }
+  return PushResult{r.snapshot_id, r.already_present, sink.total()};
+}
+
+}  // namespace hc::replication
