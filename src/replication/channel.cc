@@ -218,6 +218,12 @@ void Receiver::Adopt(UniqueFd plain, const proxy::TlsConnInfo& info) {
   std::lock_guard lock(mu_);
   if (stopped_) return;  // `plain` closes here
   ReapLocked();
+  if (conns_.size() >= static_cast<size_t>(opts_.max_connections)) {
+    refused_++;
+    LogWarn("replication: refused a connection from '%s': %d transfers in progress",
+            info.peer_cn.c_str(), opts_.max_connections);
+    return;
+  }
   Conn& c = conns_.emplace_back();
   c.fd = std::move(plain);
   std::string cn = info.peer_cn;
@@ -310,19 +316,19 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
       }
     }
   }
-  if (Status s = c.Send(kFrameAnswer, EncodeAnswer(answer)); !s.ok()) {
-    failed_++;
-    return;
-  }
+  // Counted before the peer can see the outcome, so stats() agree with
+  // what a sender has been told.
   if (answer.verdict == Verdict::kAlreadyPresent) already_++;
-  if (answer.verdict != Verdict::kAccept) {
-    if (answer.verdict == Verdict::kRefused) {
-      refused_++;
-      LogWarn("replication: refused a transfer of '%s' from '%s': %s",
-              req.ok() ? req->app.c_str() : "?", peer_cn.c_str(), answer.message.c_str());
-    }
+  if (answer.verdict == Verdict::kRefused) {
+    refused_++;
+    LogWarn("replication: refused a transfer of '%s' from '%s': %s",
+            req.ok() ? req->app.c_str() : "?", peer_cn.c_str(), answer.message.c_str());
+  }
+  if (Status s = c.Send(kFrameAnswer, EncodeAnswer(answer)); !s.ok()) {
+    if (answer.verdict == Verdict::kAccept) failed_++;
     return;
   }
+  if (answer.verdict != Verdict::kAccept) return;
 
   FrameSource frames(c);
   TransferResult result;

@@ -46,6 +46,9 @@ struct ReceiverOptions {
   std::string node_id;  // this node, for messages
   PrimaryCheck is_primary;
   int io_timeout_ms = 60000;  // per read or write: no progress for this long ends the transfer
+  // Connections served at once; one more is closed at once (counted in
+  // `refused`). The primary's scheduler sends a few at a time per replica.
+  int max_connections = 64;
 };
 
 class Receiver {
@@ -58,7 +61,7 @@ class Receiver {
 
   // Takes the plain end of a verified mutual-TLS connection; `info.peer_cn`
   // is the sender's node id. Does not block (safe in a TlsTerminator sink).
-  // Refused (closed at once) after Stop().
+  // Closed at once after Stop() or beyond max_connections.
   void Adopt(UniqueFd plain, const proxy::TlsConnInfo& info);
 
   // Ends every transfer in flight (their sockets are shut down; a store
@@ -69,7 +72,7 @@ class Receiver {
   struct Stats {
     uint64_t received = 0;  // snapshots stored
     uint64_t already_present = 0;
-    uint64_t refused = 0;  // answered with a refusal
+    uint64_t refused = 0;  // answered with a refusal, or over max_connections
     uint64_t failed = 0;   // accepted, then failed (corrupt, cut, store error)
   };
   Stats stats() const;

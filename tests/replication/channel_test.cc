@@ -97,7 +97,8 @@ class ChannelTest : public ::testing::Test {
                           return PermissionDenied("placement names '" + primary_ + "' at epoch " +
                                                   std::to_string(epoch_));
                         },
-                        .io_timeout_ms = 10000});
+                        .io_timeout_ms = 10000,
+                        .max_connections = max_connections_});
     server_ = std::make_unique<TlsTerminator>(
         proxy::TlsTerminatorOptions{.listen = {net::HostPort{kServerHost, 0}}, .workers = 1},
         [this](UniqueFd fd, const proxy::TlsConnInfo& info) { rx_->Adopt(std::move(fd), info); });
@@ -159,7 +160,30 @@ class ChannelTest : public ::testing::Test {
   std::string live_;
   std::string primary_ = "node-a";
   uint64_t epoch_ = 7;
+  int max_connections_ = 64;
 };
+
+template <typename F>
+bool Eventually(F f) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!f()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// Reads the next frame the receiver sends.
+Result<Frame> ReadFrame(int fd, FrameParser& p) {
+  for (;;) {
+    HC_ASSIGN_OR_RETURN(auto f, p.Next());
+    if (f) return std::move(*f);
+    char buf[4096];
+    HC_ASSIGN_OR_RETURN(size_t n, net::ReadSome(fd, buf, sizeof buf, net::DeadlineIn(5s)));
+    if (n == 0) return Unavailable("closed");
+    p.Append({buf, n});
+  }
+}
 
 TEST_F(ChannelTest, FullThenIncrementalArriveWithTheSameSnapshotIds) {
   WriteFile(live_ + "/index.html", "hello v1");
@@ -286,6 +310,72 @@ TEST_F(ChannelTest, ClientWithAForeignCertificateIsRefusedAtTheHandshake) {
   auto st = rx_->stats();
   EXPECT_EQ(st.received + st.refused + st.failed + st.already_present, 0u);
   EXPECT_FALSE(b_.store->GetVolume("shop").ok());
+}
+
+TEST_F(ChannelTest, TransferCutInTheMiddleLeavesReplicaUnchangedAndRetrySucceeds) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  WriteFile(live_ + "/b.bin", RandomBytes(1 << 20, 3));
+  auto s2 = Snap("s2");
+  StringSink stream;
+  ASSERT_TRUE(a_.store->Send("shop", std::string("s1"), "s2", stream).ok());
+
+  // A sender that dies half way: request, half of the stream, then gone.
+  UniqueFd fd = Connect();
+  TransferRequest req{"shop", "node-a", 7, s1.id, s2.id, 0};
+  ASSERT_TRUE(net::WriteAll(fd.get(), EncodeFrame(0, kFrameRequest, EncodeRequest(req)),
+                            net::DeadlineIn(5s))
+                  .ok());
+  FrameParser p;
+  auto answer = ReadFrame(fd.get(), p);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  ASSERT_EQ(DecodeAnswer(answer->payload)->verdict, Verdict::kAccept);
+  std::string half = stream.out.substr(0, stream.out.size() / 2);
+  ASSERT_TRUE(net::WriteAll(fd.get(), EncodeFrame(1, kFrameData, half), net::DeadlineIn(5s)).ok());
+  fd.Reset();
+  EXPECT_TRUE(Eventually([&] { return rx_->stats().failed == 1; }));
+  tunnels_->Stop();
+  EXPECT_EQ(Ids(*b_.store, "shop"), std::vector<std::string>{s1.id});
+  auto verify = b_.store->Verify("shop");
+  ASSERT_TRUE(verify.ok());
+  EXPECT_TRUE(verify->ok());
+
+  auto retry = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+}
+
+class ChannelLimitTest : public ChannelTest {
+ protected:
+  ChannelLimitTest() { max_connections_ = 1; }
+};
+
+TEST_F(ChannelLimitTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  // One connection that says nothing holds the only slot.
+  UniqueFd idle = Connect();
+  ASSERT_TRUE(Eventually([&] { return server_->stats().handshakes == 1; }));
+  auto local = tunnels_->Open({.remote = server_->bound()[0],
+                               .expect_server_name = "node-b",
+                               .alpn = std::string(kReplicationAlpn)});
+  ASSERT_TRUE(local.ok());
+  auto fd = net::ConnectTcp(*local, net::DeadlineIn(2s));
+  ASSERT_TRUE(fd.ok());
+  auto r = Push(*a_.store, fd->get(),
+                {.app = "shop",
+                 .sender_node = "node-a",
+                 .epoch = 7,
+                 .target_id = s1.id,
+                 .io_timeout_ms = 10000});
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_EQ(rx_->stats().refused, 1u);
+  fd->Reset();
+  idle.Reset();
+  tunnels_->Stop();
+  EXPECT_TRUE(Eventually([&] { return rx_->stats().failed == 1; })) << "the idle one ends";
+  EXPECT_TRUE(PushOnce("", s1.id).ok());
 }
 
 }  // namespace
