@@ -190,6 +190,46 @@ class FrameSink : public ByteSink {
   bool peer_ended_ = false;
 };
 
+// Rewrites the stream's header record with the placement epoch (the store
+// writes 0: Store::Send takes no epoch) and passes everything else through.
+// The epoch is a fixed-width field, so lengths and the end record's totals
+// stay valid; the header record's check is recomputed by StreamWriter.
+class StampEpochSink : public ByteSink {
+ public:
+  StampEpochSink(ByteSink& out, uint64_t epoch) : out_(out), epoch_(epoch) {}
+
+  Status Write(std::span<const uint8_t> data) override {
+    if (stamped_) return out_.Write(data);
+    head_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    constexpr size_t kFixed = sizeof(storage::kStreamMagic) + 5;
+    if (head_.size() < kFixed) return Status::Ok();
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) len |= uint32_t{static_cast<uint8_t>(head_[9 + i])} << (8 * i);
+    size_t whole = kFixed + len + 8;
+    if (head_.size() < whole) return Status::Ok();
+    StringSource src(std::string_view(head_).substr(0, whole));
+    storage::StreamReader reader(src);
+    HC_ASSIGN_OR_RETURN(storage::StreamHeader h, reader.Begin());
+    h.epoch = epoch_;
+    StringSink stamped;
+    storage::StreamWriter writer(stamped);
+    HC_RETURN_IF_ERROR(writer.Begin(h));
+    HC_CHECK(stamped.out.size() == whole, "re-encoded stream header changed size");
+    stamped_ = true;
+    HC_RETURN_IF_ERROR(out_.Write(storage::AsBytes(stamped.out)));
+    Status rest = out_.Write(storage::AsBytes(std::string_view(head_).substr(whole)));
+    head_.clear();
+    head_.shrink_to_fit();
+    return rest;
+  }
+
+ private:
+  ByteSink& out_;
+  uint64_t epoch_;
+  std::string head_;
+  bool stamped_ = false;
+};
+
 Status RefusalStatus(const TransferAnswer& a) {
   std::string m = "the replica refused the transfer (" + std::string(RefuseReasonName(a.reason)) +
                   "): " + a.message;
@@ -337,6 +377,9 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
   Status st;
   if (!header.ok()) {
     st = header.status();
+  } else if (header->epoch != req->epoch) {
+    st = Corrupt("the stream carries epoch " + std::to_string(header->epoch) +
+                 " but the request announced epoch " + std::to_string(req->epoch));
   } else if (header->to_id != req->target_id || header->from_id != req->base_id) {
     st = Corrupt("the stream recreates " + header->to_id + " from '" + header->from_id +
                  "' but the request announced " + req->target_id + " from '" + req->base_id + "'");
@@ -376,9 +419,12 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
   // reset the connection and lose the result in transit. Whatever it still
   // sends is discarded.
   ::shutdown(c.fd(), SHUT_WR);
+  // One deadline for the whole drain, so a peer trickling bytes cannot hold
+  // the thread.
   char sink[64 * 1024];
+  net::Deadline drain_until = c.Deadline();
   while (true) {
-    auto n = net::ReadSome(c.fd(), sink, sizeof sink, c.Deadline());
+    auto n = net::ReadSome(c.fd(), sink, sizeof sink, drain_until);
     if (!n.ok() || *n == 0) break;
   }
 }
@@ -409,7 +455,8 @@ Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts
   if (answer.verdict == Verdict::kRefused) return RefusalStatus(answer);
 
   FrameSink sink(c, opts);
-  Status sent = store.Send(opts.app, base_name, target_name, sink);
+  StampEpochSink stamp(sink, opts.epoch);
+  Status sent = store.Send(opts.app, base_name, target_name, stamp);
   if (sent.ok()) sent = sink.Flush();
   if (sent.ok()) sent = c.Send(kFrameFinish, EncodeFinish({sink.total()}));
   if (!sent.ok() && !sink.peer_ended()) {

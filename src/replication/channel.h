@@ -119,6 +119,8 @@ struct PushResult {
 // primary at that epoch), kConflict (receiver: base missing, diverged),
 // kCorrupt (the receiver found damage; nothing changed there),
 // kUnavailable (connection failed or timed out). Retrying is the caller's.
+// `conn` is borrowed: close it when Push returns (the receiver waits for
+// that EOF before it lets go of the connection).
 Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts);
 
 }  // namespace hc::replication

@@ -12,6 +12,7 @@
 #include "net/socket.h"
 #include "pki/cert.h"
 #include "proxy/tls.h"
+#include "storage/stream_format.h"
 #include "storage/test_stores.h"
 
 namespace hc::replication {
@@ -173,6 +174,19 @@ bool Eventually(F f) {
   return true;
 }
 
+// `stream` with its header's epoch set to `epoch` (what Push does on the way out).
+std::string StampEpoch(const std::string& stream, uint64_t epoch) {
+  StringSource in(stream);
+  storage::StreamReader reader(in);
+  auto h = reader.Begin();
+  EXPECT_TRUE(h.ok());
+  h->epoch = epoch;
+  StringSink out;
+  storage::StreamWriter writer(out);
+  EXPECT_TRUE(writer.Begin(*h).ok());
+  return out.out + stream.substr(reader.bytes_read());
+}
+
 // Reads the next frame the receiver sends.
 Result<Frame> ReadFrame(int fd, FrameParser& p) {
   for (;;) {
@@ -331,7 +345,8 @@ TEST_F(ChannelTest, TransferCutInTheMiddleLeavesReplicaUnchangedAndRetrySucceeds
   auto answer = ReadFrame(fd.get(), p);
   ASSERT_TRUE(answer.ok()) << answer.status().ToString();
   ASSERT_EQ(DecodeAnswer(answer->payload)->verdict, Verdict::kAccept);
-  std::string half = stream.out.substr(0, stream.out.size() / 2);
+  std::string stamped = StampEpoch(stream.out, 7);
+  std::string half = stamped.substr(0, stamped.size() / 2);
   ASSERT_TRUE(net::WriteAll(fd.get(), EncodeFrame(1, kFrameData, half), net::DeadlineIn(5s)).ok());
   fd.Reset();
   EXPECT_TRUE(Eventually([&] { return rx_->stats().failed == 1; }));
@@ -344,6 +359,33 @@ TEST_F(ChannelTest, TransferCutInTheMiddleLeavesReplicaUnchangedAndRetrySucceeds
   auto retry = PushOnce(s1.id, s2.id);
   ASSERT_TRUE(retry.ok()) << retry.status().ToString();
   EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+}
+
+TEST_F(ChannelTest, StreamWhoseHeaderCarriesAnotherEpochIsRejected) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  StringSink stream;
+  ASSERT_TRUE(a_.store->Send("shop", std::nullopt, "s1", stream).ok());
+  std::string stale = StampEpoch(stream.out, 6);
+
+  UniqueFd fd = Connect();
+  TransferRequest req{"shop", "node-a", 7, "", s1.id, 0};
+  std::string wire = EncodeFrame(0, kFrameRequest, EncodeRequest(req)) +
+                     EncodeFrame(1, kFrameData, stale) +
+                     EncodeFrame(2, kFrameFinish, EncodeFinish({stale.size()}));
+  ASSERT_TRUE(net::WriteAll(fd.get(), wire, net::DeadlineIn(5s)).ok());
+  FrameParser p;
+  auto answer = ReadFrame(fd.get(), p);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(DecodeAnswer(answer->payload)->verdict, Verdict::kAccept);
+  auto result = ReadFrame(fd.get(), p);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  auto r = DecodeResult(result->payload);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->code, Code::kCorrupt);
+  EXPECT_NE(r->message.find("carries epoch 6"), std::string::npos) << r->message;
+  fd.Reset();
+  EXPECT_FALSE(b_.store->GetVolume("shop").ok());
 }
 
 class ChannelLimitTest : public ChannelTest {
