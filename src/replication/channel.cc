@@ -297,7 +297,12 @@ void Receiver::Stop() {
 }
 
 Receiver::Stats Receiver::stats() const {
-  return {received_.load(), already_.load(), refused_.load(), failed_.load()};
+  uint64_t active = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (const Conn& c : conns_) active += c.done ? 0 : 1;
+  }
+  return {received_.load(), already_.load(), refused_.load(), failed_.load(), active};
 }
 
 void Receiver::Serve(Conn& conn, std::string peer_cn) {

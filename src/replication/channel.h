@@ -74,6 +74,7 @@ class Receiver {
     uint64_t already_present = 0;
     uint64_t refused = 0;  // answered with a refusal, or over max_connections
     uint64_t failed = 0;   // accepted, then failed (corrupt, cut, store error)
+    uint64_t active = 0;   // connections being served now
   };
   Stats stats() const;
 

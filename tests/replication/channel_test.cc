@@ -388,6 +388,15 @@ TEST_F(ChannelTest, StreamWhoseHeaderCarriesAnotherEpochIsRejected) {
   EXPECT_FALSE(b_.store->GetVolume("shop").ok());
 }
 
+TEST_F(ChannelTest, StopEndsTransfersInFlightWithoutWaitingForTimeouts) {
+  UniqueFd idle = Connect();  // a sender that never speaks
+  ASSERT_TRUE(Eventually([&] { return rx_->stats().active == 1; }));
+  auto start = std::chrono::steady_clock::now();
+  rx_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "io_timeout_ms is 10 s";
+  EXPECT_EQ(rx_->stats().failed, 1u);
+}
+
 class ChannelLimitTest : public ChannelTest {
  protected:
   ChannelLimitTest() { max_connections_ = 1; }
@@ -398,7 +407,7 @@ TEST_F(ChannelLimitTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
   auto s1 = Snap("s1");
   // One connection that says nothing holds the only slot.
   UniqueFd idle = Connect();
-  ASSERT_TRUE(Eventually([&] { return server_->stats().handshakes == 1; }));
+  ASSERT_TRUE(Eventually([&] { return rx_->stats().active == 1; }));
   auto local = tunnels_->Open({.remote = server_->bound()[0],
                                .expect_server_name = "node-b",
                                .alpn = std::string(kReplicationAlpn)});
