@@ -1,13 +1,17 @@
 #include "replication/channel.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <vector>
 
 #include "common/log.h"
+#include "common/names.h"
 #include "storage/stream_format.h"
 
 namespace hc::replication {
@@ -72,7 +76,12 @@ class FrameSource : public ByteSource {
   Result<size_t> Read(std::span<uint8_t> data) override {
     while (pos_ == cur_.size()) {
       if (finished_) return size_t{0};
-      HC_ASSIGN_OR_RETURN(Frame f, c_.Read());
+      auto got = c_.Read();
+      if (!got.ok()) {
+        transport_failed_ = got.status().code() == Code::kUnavailable;
+        return got.status();
+      }
+      Frame f = std::move(*got);
       if (f.type == kFrameFinish) {
         HC_ASSIGN_OR_RETURN(TransferFinish fin, DecodeFinish(f.payload));
         if (fin.total_bytes != total_) {
@@ -98,9 +107,12 @@ class FrameSource : public ByteSource {
 
   bool finished() const { return finished_; }
   uint64_t total() const { return total_; }
+  // The connection failed (cut, timeout), as opposed to bad bytes.
+  bool transport_failed() const { return transport_failed_; }
 
  private:
   FramedConn& c_;
+  bool transport_failed_ = false;
   std::string cur_;
   size_t pos_ = 0;
   uint64_t total_ = 0;
@@ -125,6 +137,63 @@ class PrefixSource : public ByteSource {
   std::string prefix_;
   size_t pos_ = 0;
   ByteSource& rest_;
+};
+
+// Copies what it reads from `in` to `spool` (an append-only file; -1 = no
+// copy). A failed copy only ends the copying: resume is an optimisation.
+class TeeSource : public ByteSource {
+ public:
+  TeeSource(ByteSource& in, int spool) : in_(in), spool_(spool) {}
+  Result<size_t> Read(std::span<uint8_t> data) override {
+    HC_ASSIGN_OR_RETURN(size_t n, in_.Read(data));
+    if (spool_ >= 0 && n > 0) {
+      FdSink out(spool_);
+      if (!out.Write(data.first(n)).ok()) spool_ = -1;
+    }
+    return n;
+  }
+
+ private:
+  ByteSource& in_;
+  int spool_;
+};
+
+// The first `limit` bytes of `first` (a spooled prefix), then `second`.
+class ConcatSource : public ByteSource {
+ public:
+  ConcatSource(ByteSource& first, uint64_t limit, ByteSource& second)
+      : first_(first), left_(limit), second_(second) {}
+  Result<size_t> Read(std::span<uint8_t> data) override {
+    if (left_ > 0) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(left_, data.size()));
+      HC_ASSIGN_OR_RETURN(size_t n, first_.Read(data.first(want)));
+      if (n == 0) return Corrupt("the spooled part of the transfer is shorter than recorded");
+      left_ -= n;
+      return n;
+    }
+    return second_.Read(data);
+  }
+
+ private:
+  ByteSource& first_;
+  uint64_t left_;
+  ByteSource& second_;
+};
+
+// Drops the first `skip` bytes (what the replica already holds).
+class SkipSink : public ByteSink {
+ public:
+  SkipSink(ByteSink& out, uint64_t skip) : out_(out), skip_(skip) {}
+  Status Write(std::span<const uint8_t> data) override {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(skip_, data.size()));
+    skip_ -= n;
+    data = data.subspan(n);
+    return data.empty() ? Status::Ok() : out_.Write(data);
+  }
+
+ private:
+  ByteSink& out_;
+  uint64_t skip_;
 };
 
 // Reads the magic and the header record off `in` (returned in *raw so they
@@ -361,6 +430,56 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
       }
     }
   }
+  // One transfer per app at a time: the store would serialise them anyway,
+  // and the spool file is per app.
+  std::string app_busy;
+  if (answer.verdict == Verdict::kAccept) {
+    std::lock_guard lock(mu_);
+    if (busy_apps_.insert(req->app).second) {
+      app_busy = req->app;
+    } else {
+      answer = Refuse(RefuseReason::kOther, "a transfer of '" + req->app + "' to node '" +
+                                                opts_.node_id + "' is already in progress");
+    }
+  }
+  struct ReleaseApp {
+    Receiver* r;
+    const std::string& app;
+    ~ReleaseApp() {
+      if (app.empty()) return;
+      std::lock_guard lock(r->mu_);
+      r->busy_apps_.erase(app);
+    }
+  } release_app{this, app_busy};
+
+  std::string part, key_path;
+  UniqueFd spool;
+  if (!app_busy.empty() && !opts_.spool_dir.empty() && ValidateName("app", req->app).ok()) {
+    part = JoinPath(opts_.spool_dir, req->app + ".part");
+    key_path = JoinPath(opts_.spool_dir, req->app + ".key");
+    std::string key = req->base_id + "\n" + req->target_id + "\n";
+    auto old_key = ReadFileToString(key_path);
+    struct stat sb;
+    if (old_key.ok() && *old_key == key && ::stat(part.c_str(), &sb) == 0) {
+      answer.resume_offset = static_cast<uint64_t>(sb.st_size);
+    } else {
+      ::unlink(part.c_str());
+      if (!MakeDirs(opts_.spool_dir, 0700).ok() ||
+          !WriteFileAtomic(key_path, key, false, 0600).ok()) {
+        part.clear();
+      }
+    }
+    if (!part.empty()) {
+      auto fd = OpenFile(part, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      if (fd.ok()) {
+        spool = std::move(*fd);
+      } else {
+        part.clear();
+        answer.resume_offset = 0;
+      }
+    }
+  }
+
   // Counted before the peer can see the outcome, so stats() agree with
   // what a sender has been told.
   if (answer.verdict == Verdict::kAlreadyPresent) already_++;
@@ -376,10 +495,22 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
   if (answer.verdict != Verdict::kAccept) return;
 
   FrameSource frames(c);
+  TeeSource tee(frames, spool.get());
+  UniqueFd prefix_fd;
+  Status st;
+  if (answer.resume_offset > 0) {
+    auto fd = OpenFile(part, O_RDONLY | O_CLOEXEC);
+    if (fd.ok())
+      prefix_fd = std::move(*fd);
+    else
+      st = fd.status();
+  }
+  FdSource prefix(prefix_fd.get());
+  ConcatSource all(prefix, answer.resume_offset, tee);
   TransferResult result;
   std::string raw;
-  auto header = PeekStreamHeader(frames, &raw);
-  Status st;
+  Result<storage::StreamHeader> header =
+      st.ok() ? PeekStreamHeader(all, &raw) : Result<storage::StreamHeader>(st);
   if (!header.ok()) {
     st = header.status();
   } else if (header->epoch != req->epoch) {
@@ -389,7 +520,7 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
     st = Corrupt("the stream recreates " + header->to_id + " from '" + header->from_id +
                  "' but the request announced " + req->target_id + " from '" + req->base_id + "'");
   } else {
-    PrefixSource in(std::move(raw), frames);
+    PrefixSource in(std::move(raw), all);
     auto got = store_.Receive(req->app, in, {.read_only = true});
     if (!got.ok()) {
       st = got.status();
@@ -406,6 +537,12 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
                      " was stored intact)");
       }
     }
+  }
+  // Keep the spooled bytes only when the network cut the transfer: after
+  // bad bytes or a store error, the next attempt starts from the beginning.
+  if (!part.empty() && (st.ok() || !frames.transport_failed())) {
+    ::unlink(part.c_str());
+    ::unlink(key_path.c_str());
   }
   if (st.ok()) {
     received_++;
@@ -455,12 +592,13 @@ Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts
   if (af.type != kFrameAnswer) return Corrupt("the replica did not answer the request");
   HC_ASSIGN_OR_RETURN(TransferAnswer answer, DecodeAnswer(af.payload));
   if (answer.verdict == Verdict::kAlreadyPresent) {
-    return PushResult{opts.target_id, true, 0};
+    return PushResult{opts.target_id, true, 0, 0};
   }
   if (answer.verdict == Verdict::kRefused) return RefusalStatus(answer);
 
   FrameSink sink(c, opts);
-  StampEpochSink stamp(sink, opts.epoch);
+  SkipSink skip(sink, answer.resume_offset);
+  StampEpochSink stamp(skip, opts.epoch);
   Status sent = store.Send(opts.app, base_name, target_name, stamp);
   if (sent.ok()) sent = sink.Flush();
   if (sent.ok()) sent = c.Send(kFrameFinish, EncodeFinish({sink.total()}));
@@ -480,7 +618,7 @@ Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts
   if (r.snapshot_id != opts.target_id) {
     return Internal("the replica stored snapshot " + r.snapshot_id + ", not " + opts.target_id);
   }
-  return PushResult{r.snapshot_id, r.already_present, sink.total()};
+  return PushResult{r.snapshot_id, r.already_present, sink.total(), answer.resume_offset};
 }
 
 }  // namespace hc::replication

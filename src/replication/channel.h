@@ -24,6 +24,7 @@
 #include <functional>
 #include <list>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -49,6 +50,11 @@ struct ReceiverOptions {
   // Connections served at once; one more is closed at once (counted in
   // `refused`). The primary's scheduler sends a few at a time per replica.
   int max_connections = 64;
+  // Resume: stream bytes of a transfer cut by the network are kept here
+  // (`<app>.part`, `<app>.key` naming base and target) and a new transfer of
+  // the same (base, target) continues after them. Empty: no resume. One
+  // partial transfer per app; any other (base, target) discards it.
+  std::string spool_dir;
 };
 
 class Receiver {
@@ -90,8 +96,9 @@ class Receiver {
   storage::Store& store_;
   ReceiverOptions opts_;
   mutable std::mutex mu_;
-  bool stopped_ = false;   // GUARDED_BY(mu_)
-  std::list<Conn> conns_;  // GUARDED_BY(mu_)
+  bool stopped_ = false;             // GUARDED_BY(mu_)
+  std::list<Conn> conns_;            // GUARDED_BY(mu_)
+  std::set<std::string> busy_apps_;  // GUARDED_BY(mu_): a transfer in progress
   std::atomic<uint64_t> received_{0}, already_{0}, refused_{0}, failed_{0};
 };
 
@@ -111,7 +118,8 @@ struct PushOptions {
 struct PushResult {
   std::string snapshot_id;
   bool already_present = false;
-  uint64_t stream_bytes = 0;
+  uint64_t stream_bytes = 0;  // sent on this connection
+  uint64_t resumed_from = 0;  // stream bytes the replica already had
 };
 
 // Sends snapshot `target_id` of `app` from `store` (incrementally from

@@ -182,6 +182,7 @@ std::string EncodeAnswer(const TransferAnswer& a) {
   o.push_back(static_cast<char>(a.reason));
   PutStr(o, a.message);
   PutStr(o, a.receiver_newest_id);
+  PutU64(o, a.resume_offset);
   return o;
 }
 
@@ -192,6 +193,7 @@ Result<TransferAnswer> DecodeAnswer(std::string_view payload) {
   TransferAnswer a;
   a.message = d.Str();
   a.receiver_newest_id = d.Str();
+  a.resume_offset = d.Int(8);
   if (!d.done() || verdict > 2 || reason > 4) return Malformed("answer");
   a.verdict = static_cast<Verdict>(verdict);
   a.reason = static_cast<RefuseReason>(reason);

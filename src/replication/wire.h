@@ -70,7 +70,7 @@ struct TransferRequest {
   uint64_t epoch = 0;
   std::string base_id;  // "" = full stream
   std::string target_id;
-  uint64_t resume_offset = 0;  // reserved for resume; must be 0 today
+  uint64_t resume_offset = 0;  // reserved (the receiver decides resumes); must be 0
   bool operator==(const TransferRequest&) const = default;
 };
 
@@ -89,6 +89,9 @@ struct TransferAnswer {
   RefuseReason reason = RefuseReason::kNone;
   std::string message;
   std::string receiver_newest_id;  // "" = the receiver has no snapshot
+  // kAccept: stream bytes the receiver already holds from an interrupted
+  // transfer of the same (base, target); the sender skips them.
+  uint64_t resume_offset = 0;
   bool operator==(const TransferAnswer&) const = default;
 };
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/fs.h"
 #include "net/socket.h"
 #include "pki/cert.h"
 #include "proxy/tls.h"
@@ -99,7 +100,8 @@ class ChannelTest : public ::testing::Test {
                                                   std::to_string(epoch_));
                         },
                         .io_timeout_ms = 10000,
-                        .max_connections = max_connections_});
+                        .max_connections = max_connections_,
+                        .spool_dir = b_.scratch_dir + "/spool"});
     server_ = std::make_unique<TlsTerminator>(
         proxy::TlsTerminatorOptions{.listen = {net::HostPort{kServerHost, 0}}, .workers = 1},
         [this](UniqueFd fd, const proxy::TlsConnInfo& info) { rx_->Adopt(std::move(fd), info); });
@@ -356,8 +358,32 @@ TEST_F(ChannelTest, TransferCutInTheMiddleLeavesReplicaUnchangedAndRetrySucceeds
   ASSERT_TRUE(verify.ok());
   EXPECT_TRUE(verify->ok());
 
+  // The retry resumes: the half already received is not sent again.
   auto retry = PushOnce(s1.id, s2.id);
   ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->resumed_from, half.size());
+  EXPECT_EQ(retry->stream_bytes, stamped.size() - half.size());
+  EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+  StringSink file;
+  ASSERT_TRUE(b_.store->ReadFile("shop", "s2", "b.bin", file).ok());
+  EXPECT_EQ(file.out, RandomBytes(1 << 20, 3));
+  EXPECT_FALSE(PathExists(b_.scratch_dir + "/spool/shop.part")) << "spool removed after success";
+}
+
+TEST_F(ChannelTest, DamagedTransferIsNotResumedButStartsOver) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  WriteFile(live_ + "/b.bin", RandomBytes(3 << 20, 4));
+  auto s2 = Snap("s2");
+  PushOptions damaged;
+  damaged.corrupt_for_test = [](uint64_t frame, std::string& bytes) {
+    if (frame == 2) bytes[bytes.size() / 3] ^= 0x01;
+  };
+  EXPECT_EQ(PushOnce(s1.id, s2.id, damaged).status().code(), Code::kCorrupt);
+  auto retry = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->resumed_from, 0u);
   EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
 }
 

@@ -26,6 +26,8 @@ TEST(ReplicationWire, EncodingsMatchGoldenFile) {
   };
   line("request payload", EncodeRequest(kRequest));
   line("answer payload", EncodeAnswer(kAnswer));
+  line("answer payload (accept, resume at 1 MiB)",
+       EncodeAnswer({Verdict::kAccept, RefuseReason::kNone, "", std::string(64, 'c'), 1 << 20}));
   line("finish payload", EncodeFinish({123456789}));
   line("result payload", EncodeResult(kResult));
   line("frame seq 0 'Q' request", EncodeFrame(0, kFrameRequest, EncodeRequest(kRequest)));
@@ -37,6 +39,8 @@ TEST(ReplicationWire, EncodingsMatchGoldenFile) {
 TEST(ReplicationWire, MessagesRoundTrip) {
   EXPECT_EQ(*DecodeRequest(EncodeRequest(kRequest)), kRequest);
   EXPECT_EQ(*DecodeAnswer(EncodeAnswer(kAnswer)), kAnswer);
+  TransferAnswer resume{Verdict::kAccept, RefuseReason::kNone, "", "", 123456789012};
+  EXPECT_EQ(*DecodeAnswer(EncodeAnswer(resume)), resume);
   EXPECT_EQ(DecodeFinish(EncodeFinish({42}))->total_bytes, 42u);
   EXPECT_EQ(*DecodeResult(EncodeResult(kResult)), kResult);
   TransferRequest full = kRequest;
