@@ -1,0 +1,459 @@
+// One transfer between two real dir stores over a real mutual-TLS channel:
+// TlsTunnels (node-a) -> TlsTerminator (node-b, ALPN hc-repl) -> Receiver,
+// on 127.0.0.110-111, with throwaway certificates from src/pki.
+#include "replication/channel.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "common/fs.h"
+#include "net/socket.h"
+#include "pki/cert.h"
+#include "proxy/tls.h"
+#include "storage/stream_format.h"
+#include "storage/test_stores.h"
+
+namespace hc::replication {
+namespace {
+
+using namespace std::chrono_literals;
+using proxy::CertSpec;
+using proxy::TlsClientIdentity;
+using proxy::TlsTerminator;
+using proxy::TlsTunnels;
+
+constexpr char kServerHost[] = "127.0.0.110";
+constexpr char kTunnelHost[] = "127.0.0.111";
+
+struct NodeCert {
+  std::string cert, key;
+};
+
+NodeCert MakeNode(const pki::CaMaterial& ca, const std::string& id) {
+  auto k = pki::CreateKeyAndCsr(id);
+  EXPECT_TRUE(k.ok());
+  auto cert = pki::SignNodeCert(ca, k->csr_pem, {.node_id = id, .addresses = {kServerHost}});
+  EXPECT_TRUE(cert.ok()) << cert.status().ToString();
+  return {*cert, k->key_pem};
+}
+
+struct Pki {
+  pki::CaMaterial ca, foreign_ca;
+  NodeCert a, b, foreign_a;
+};
+
+const Pki& TestPki() {
+  static const Pki* p = [] {
+    auto* p = new Pki;
+    p->ca = *pki::CreateCa("HybridCluster CA test");
+    p->foreign_ca = *pki::CreateCa("HybridCluster CA other");
+    p->a = MakeNode(p->ca, "node-a");
+    p->b = MakeNode(p->ca, "node-b");
+    p->foreign_a = MakeNode(p->foreign_ca, "node-a");
+    return p;
+  }();
+  return *p;
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+// Incompressible bytes, so a file of n bytes makes about n bytes of stream.
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string out(n, '\0');
+  uint64_t x = seed | 1;
+  for (char& c : out) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  return out;
+}
+
+std::vector<std::string> Ids(storage::Store& s, const std::string& volume) {
+  std::vector<std::string> ids;
+  auto snaps = s.ListSnapshots(volume);
+  if (!snaps.ok()) return ids;
+  for (auto& x : *snaps) ids.push_back(x.id);
+  return ids;
+}
+
+class ChannelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = storage::testing::MakeTestStore("dir");
+    b_ = storage::testing::MakeTestStore("dir");
+    ASSERT_TRUE(a_.store && b_.store);
+    const Pki& p = TestPki();
+    rx_ = std::make_unique<Receiver>(
+        *b_.store,
+        ReceiverOptions{.node_id = "node-b",
+                        .is_primary = [this](const std::string& app, const std::string& node,
+                                             uint64_t epoch) -> Status {
+                          if (app == "shop" && node == primary_ && epoch == epoch_) {
+                            return Status::Ok();
+                          }
+                          return PermissionDenied("placement names '" + primary_ + "' at epoch " +
+                                                  std::to_string(epoch_));
+                        },
+                        .io_timeout_ms = 10000,
+                        .max_connections = max_connections_,
+                        .spool_dir = b_.scratch_dir + "/spool"});
+    server_ = std::make_unique<TlsTerminator>(
+        proxy::TlsTerminatorOptions{.listen = {net::HostPort{kServerHost, 0}}, .workers = 1},
+        [this](UniqueFd fd, const proxy::TlsConnInfo& info) { rx_->Adopt(std::move(fd), info); });
+    auto certs =
+        proxy::CertTable::Build({}, CertSpec{"node-b", {"node-b"}, p.b.cert, p.b.key},
+                                proxy::TlsServerPolicy{.client_ca_pem = p.ca.cert_pem,
+                                                       .alpn = {std::string(kReplicationAlpn)}});
+    ASSERT_TRUE(certs.ok()) << certs.status().ToString();
+    ASSERT_TRUE(server_->Start(*certs).ok());
+    ASSERT_TRUE(a_.store->CreateVolume("shop").ok());
+    live_ = *a_.store->LivePath("shop");
+  }
+  void TearDown() override {
+    if (tunnels_) tunnels_->Stop();
+    if (server_) server_->Stop();
+    if (rx_) rx_->Stop();
+  }
+
+  // A connection to the receiver through a tunnel with `id` (node-a's by default).
+  UniqueFd Connect(std::optional<TlsClientIdentity> id = std::nullopt) {
+    const Pki& p = TestPki();
+    if (!id) id = TlsClientIdentity{p.ca.cert_pem, p.a.cert, p.a.key};
+    tunnels_ = std::make_unique<TlsTunnels>(*id, kTunnelHost);
+    EXPECT_TRUE(tunnels_->Start().ok());
+    auto local = tunnels_->Open({.remote = server_->bound()[0],
+                                 .expect_server_name = "node-b",
+                                 .alpn = std::string(kReplicationAlpn)});
+    EXPECT_TRUE(local.ok()) << local.status().ToString();
+    auto fd = net::ConnectTcp(*local, net::DeadlineIn(2s));
+    EXPECT_TRUE(fd.ok());
+    return fd.ok() ? std::move(*fd) : UniqueFd();
+  }
+
+  storage::SnapshotInfo Snap(const std::string& name) {
+    auto s = a_.store->Snapshot("shop", name, {});
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return *s;
+  }
+
+  Result<PushResult> PushOnce(const std::string& base, const std::string& target,
+                              PushOptions extra = {}) {
+    UniqueFd fd = Connect();
+    extra.app = "shop";
+    if (extra.sender_node.empty()) extra.sender_node = "node-a";
+    if (extra.epoch == 0) extra.epoch = epoch_;
+    extra.base_id = base;
+    extra.target_id = target;
+    extra.io_timeout_ms = 10000;
+    auto r = Push(*a_.store, fd.get(), extra);
+    fd.Reset();
+    tunnels_->Stop();
+    return r;
+  }
+
+  storage::testing::TestStore a_, b_;
+  std::unique_ptr<Receiver> rx_;
+  std::unique_ptr<TlsTerminator> server_;
+  std::unique_ptr<TlsTunnels> tunnels_;
+  std::string live_;
+  std::string primary_ = "node-a";
+  uint64_t epoch_ = 7;
+  int max_connections_ = 64;
+};
+
+template <typename F>
+bool Eventually(F f) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!f()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// `stream` with its header's epoch set to `epoch` (what Push does on the way out).
+std::string StampEpoch(const std::string& stream, uint64_t epoch) {
+  StringSource in(stream);
+  storage::StreamReader reader(in);
+  auto h = reader.Begin();
+  EXPECT_TRUE(h.ok());
+  h->epoch = epoch;
+  StringSink out;
+  storage::StreamWriter writer(out);
+  EXPECT_TRUE(writer.Begin(*h).ok());
+  return out.out + stream.substr(reader.bytes_read());
+}
+
+// Reads the next frame the receiver sends.
+Result<Frame> ReadFrame(int fd, FrameParser& p) {
+  for (;;) {
+    HC_ASSIGN_OR_RETURN(auto f, p.Next());
+    if (f) return std::move(*f);
+    char buf[4096];
+    HC_ASSIGN_OR_RETURN(size_t n, net::ReadSome(fd, buf, sizeof buf, net::DeadlineIn(5s)));
+    if (n == 0) return Unavailable("closed");
+    p.Append({buf, n});
+  }
+}
+
+TEST_F(ChannelTest, FullThenIncrementalArriveWithTheSameSnapshotIds) {
+  WriteFile(live_ + "/index.html", "hello v1");
+  auto s1 = Snap("s1");
+  auto r1 = PushOnce("", s1.id);
+  ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+  EXPECT_EQ(r1->snapshot_id, s1.id);
+  EXPECT_FALSE(r1->already_present);
+  EXPECT_GT(r1->stream_bytes, 0u);
+  EXPECT_EQ(Ids(*b_.store, "shop"), std::vector<std::string>{s1.id});
+  EXPECT_TRUE(b_.store->GetVolume("shop")->read_only);
+
+  WriteFile(live_ + "/index.html", "hello v2");
+  WriteFile(live_ + "/big.bin", RandomBytes(3 << 20, 1));  // several data frames
+  auto s2 = Snap("s2");
+  auto r2 = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+  StringSink file;
+  ASSERT_TRUE(b_.store->ReadFile("shop", "s2", "index.html", file).ok());
+  EXPECT_EQ(file.out, "hello v2");
+
+  auto again = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->already_present);
+  EXPECT_EQ(rx_->stats().received, 2u);
+  EXPECT_EQ(rx_->stats().already_present, 1u);
+}
+
+TEST_F(ChannelTest, FlippedByteInTransitIsRejectedReplicaUnchangedThenRetrySucceeds) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  WriteFile(live_ + "/a.txt", "two");
+  WriteFile(live_ + "/b.bin", RandomBytes(2 << 20, 2));
+  auto s2 = Snap("s2");
+
+  PushOptions damaged;
+  damaged.corrupt_for_test = [](uint64_t frame, std::string& bytes) {
+    if (frame == 1) bytes[bytes.size() / 2] ^= 0x40;
+  };
+  auto bad = PushOnce(s1.id, s2.id, damaged);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Code::kCorrupt) << bad.status().ToString();
+  EXPECT_NE(bad.status().message().find("checksum"), std::string::npos) << bad.status().ToString();
+  EXPECT_EQ(Ids(*b_.store, "shop"), std::vector<std::string>{s1.id});
+  auto verify = b_.store->Verify("shop");
+  ASSERT_TRUE(verify.ok());
+  EXPECT_TRUE(verify->ok());
+  EXPECT_EQ(rx_->stats().failed, 1u);
+
+  auto retry = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+}
+
+TEST_F(ChannelTest, SenderThatIsNotThePrimaryAtTheEpochIsRefused) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  PushOptions stale;
+  stale.epoch = 6;
+  auto r = PushOnce("", s1.id, stale);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kPermissionDenied) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("not the primary of 'shop' at epoch 6"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_FALSE(b_.store->GetVolume("shop").ok());
+
+  primary_ = "node-c";  // a new primary at epoch 7
+  auto r7 = PushOnce("", s1.id);
+  EXPECT_EQ(r7.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(rx_->stats().refused, 2u);
+}
+
+TEST_F(ChannelTest, RequestNamingAnotherNodeThanTheCertificateIsRefused) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  primary_ = "node-c";
+  PushOptions spoof;
+  spoof.sender_node = "node-c";
+  auto r = PushOnce("", s1.id, spoof);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("the certificate is node 'node-a'"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_FALSE(b_.store->GetVolume("shop").ok());
+}
+
+TEST_F(ChannelTest, IncrementalWhoseBaseTheReplicaLacksIsRefusedByIdentity) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  WriteFile(live_ + "/a.txt", "two");
+  auto s2 = Snap("s2");
+  auto r = PushOnce(s1.id, s2.id);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kConflict) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("base snapshot missing"), std::string::npos);
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  auto full_again = PushOnce("", s2.id);
+  EXPECT_EQ(full_again.status().code(), Code::kConflict) << "a full stream over snapshots";
+  EXPECT_EQ(Ids(*b_.store, "shop"), std::vector<std::string>{s1.id});
+}
+
+TEST_F(ChannelTest, ClientWithAForeignCertificateIsRefusedAtTheHandshake) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  const Pki& p = TestPki();
+  // Trusts the real CA (so it accepts node-b) but presents a certificate
+  // for "node-a" issued by another CA.
+  UniqueFd fd = Connect(TlsClientIdentity{p.ca.cert_pem, p.foreign_a.cert, p.foreign_a.key});
+  auto r = Push(*a_.store, fd.get(),
+                {.app = "shop",
+                 .sender_node = "node-a",
+                 .epoch = 7,
+                 .target_id = s1.id,
+                 .io_timeout_ms = 10000});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (server_->stats().handshake_failures == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_GE(server_->stats().handshake_failures, 1u);
+  EXPECT_EQ(server_->stats().handshakes, 0u);
+  auto st = rx_->stats();
+  EXPECT_EQ(st.received + st.refused + st.failed + st.already_present, 0u);
+  EXPECT_FALSE(b_.store->GetVolume("shop").ok());
+}
+
+TEST_F(ChannelTest, TransferCutInTheMiddleLeavesReplicaUnchangedAndRetrySucceeds) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  WriteFile(live_ + "/b.bin", RandomBytes(1 << 20, 3));
+  auto s2 = Snap("s2");
+  StringSink stream;
+  ASSERT_TRUE(a_.store->Send("shop", std::string("s1"), "s2", stream).ok());
+
+  // A sender that dies half way: request, half of the stream, then gone.
+  UniqueFd fd = Connect();
+  TransferRequest req{"shop", "node-a", 7, s1.id, s2.id, 0};
+  ASSERT_TRUE(net::WriteAll(fd.get(), EncodeFrame(0, kFrameRequest, EncodeRequest(req)),
+                            net::DeadlineIn(5s))
+                  .ok());
+  FrameParser p;
+  auto answer = ReadFrame(fd.get(), p);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  ASSERT_EQ(DecodeAnswer(answer->payload)->verdict, Verdict::kAccept);
+  std::string stamped = StampEpoch(stream.out, 7);
+  std::string half = stamped.substr(0, stamped.size() / 2);
+  ASSERT_TRUE(net::WriteAll(fd.get(), EncodeFrame(1, kFrameData, half), net::DeadlineIn(5s)).ok());
+  fd.Reset();
+  EXPECT_TRUE(Eventually([&] { return rx_->stats().failed == 1; }));
+  tunnels_->Stop();
+  EXPECT_EQ(Ids(*b_.store, "shop"), std::vector<std::string>{s1.id});
+  auto verify = b_.store->Verify("shop");
+  ASSERT_TRUE(verify.ok());
+  EXPECT_TRUE(verify->ok());
+
+  // The retry resumes: the half already received is not sent again.
+  auto retry = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->resumed_from, half.size());
+  EXPECT_EQ(retry->stream_bytes, stamped.size() - half.size());
+  EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+  StringSink file;
+  ASSERT_TRUE(b_.store->ReadFile("shop", "s2", "b.bin", file).ok());
+  EXPECT_EQ(file.out, RandomBytes(1 << 20, 3));
+  EXPECT_FALSE(PathExists(b_.scratch_dir + "/spool/shop.part")) << "spool removed after success";
+}
+
+TEST_F(ChannelTest, DamagedTransferIsNotResumedButStartsOver) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  WriteFile(live_ + "/b.bin", RandomBytes(3 << 20, 4));
+  auto s2 = Snap("s2");
+  PushOptions damaged;
+  damaged.corrupt_for_test = [](uint64_t frame, std::string& bytes) {
+    if (frame == 2) bytes[bytes.size() / 3] ^= 0x01;
+  };
+  EXPECT_EQ(PushOnce(s1.id, s2.id, damaged).status().code(), Code::kCorrupt);
+  auto retry = PushOnce(s1.id, s2.id);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->resumed_from, 0u);
+  EXPECT_EQ(Ids(*b_.store, "shop"), (std::vector<std::string>{s1.id, s2.id}));
+}
+
+TEST_F(ChannelTest, StreamWhoseHeaderCarriesAnotherEpochIsRejected) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  StringSink stream;
+  ASSERT_TRUE(a_.store->Send("shop", std::nullopt, "s1", stream).ok());
+  std::string stale = StampEpoch(stream.out, 6);
+
+  UniqueFd fd = Connect();
+  TransferRequest req{"shop", "node-a", 7, "", s1.id, 0};
+  std::string wire = EncodeFrame(0, kFrameRequest, EncodeRequest(req)) +
+                     EncodeFrame(1, kFrameData, stale) +
+                     EncodeFrame(2, kFrameFinish, EncodeFinish({stale.size()}));
+  ASSERT_TRUE(net::WriteAll(fd.get(), wire, net::DeadlineIn(5s)).ok());
+  FrameParser p;
+  auto answer = ReadFrame(fd.get(), p);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(DecodeAnswer(answer->payload)->verdict, Verdict::kAccept);
+  auto result = ReadFrame(fd.get(), p);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  auto r = DecodeResult(result->payload);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->code, Code::kCorrupt);
+  EXPECT_NE(r->message.find("carries epoch 6"), std::string::npos) << r->message;
+  fd.Reset();
+  EXPECT_FALSE(b_.store->GetVolume("shop").ok());
+}
+
+TEST_F(ChannelTest, StopEndsTransfersInFlightWithoutWaitingForTimeouts) {
+  UniqueFd idle = Connect();  // a sender that never speaks
+  ASSERT_TRUE(Eventually([&] { return rx_->stats().active == 1; }));
+  auto start = std::chrono::steady_clock::now();
+  rx_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "io_timeout_ms is 10 s";
+  EXPECT_EQ(rx_->stats().failed, 1u);
+}
+
+class ChannelLimitTest : public ChannelTest {
+ protected:
+  ChannelLimitTest() { max_connections_ = 1; }
+};
+
+TEST_F(ChannelLimitTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
+  WriteFile(live_ + "/a.txt", "one");
+  auto s1 = Snap("s1");
+  // One connection that says nothing holds the only slot.
+  UniqueFd idle = Connect();
+  ASSERT_TRUE(Eventually([&] { return rx_->stats().active == 1; }));
+  auto local = tunnels_->Open({.remote = server_->bound()[0],
+                               .expect_server_name = "node-b",
+                               .alpn = std::string(kReplicationAlpn)});
+  ASSERT_TRUE(local.ok());
+  auto fd = net::ConnectTcp(*local, net::DeadlineIn(2s));
+  ASSERT_TRUE(fd.ok());
+  auto r = Push(*a_.store, fd->get(),
+                {.app = "shop",
+                 .sender_node = "node-a",
+                 .epoch = 7,
+                 .target_id = s1.id,
+                 .io_timeout_ms = 10000});
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_EQ(rx_->stats().refused, 1u);
+  fd->Reset();
+  idle.Reset();
+  tunnels_->Stop();
+  EXPECT_TRUE(Eventually([&] { return rx_->stats().failed == 1; })) << "the idle one ends";
+  EXPECT_TRUE(PushOnce("", s1.id).ok());
+}
+
+}  // namespace
+}  // namespace hc::replication
