@@ -250,6 +250,10 @@ Status Node::Run() {
   ro.default_retention = cfg.retention;
   ro.limits.max_transfers = cfg.replication_max_transfers;
   ro.tunnel_host = "127.0.0.1";
+  if (const char* t = std::getenv("HC_TEST_CORRUPT_NEXT_TRANSFER"); t && std::string(t) == "1") {
+    LogWarn("test hook: the next replication transfer sent gets one byte flipped");
+    ro.corrupt_next_transfer_for_test = true;
+  }
   auto replication = std::make_unique<replication::ReplicationService>(&cs, volumes.get(),
                                                                        rt.get(), ro);
   HC_RETURN_IF_ERROR(replication->Start());

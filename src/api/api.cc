@@ -402,7 +402,11 @@ net::HttpResponse Api::Replication(const net::HttpRequest& req, const std::strin
   auto r = client.Do(fwd, std::chrono::milliseconds(3000));
   if (r.ok() && r->status == 200) {
     json j = Parse(r->body);
-    if (j.is_object()) return JsonResponse(200, j);
+    if (j.is_object()) {
+      // What this node holds too (a replica's own copy, diverged branches).
+      if (!local.role.empty()) j["asked_node"] = here;
+      return JsonResponse(200, j);
+    }
   }
   here["primary_error"] = "asking primary node '" + p->second.primary + "': " +
                           (r.ok() ? "HTTP " + std::to_string(r->status) : r.status().message());

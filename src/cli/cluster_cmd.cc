@@ -127,6 +127,12 @@ void PrintReplication(const json& r, const json& app) {
   if (r.contains("diverged_branches") && !r["diverged_branches"].empty())
     std::printf("  diverged copies kept as volumes: %s\n", Join(r["diverged_branches"], ", ").c_str());
   if (!Str(r, "last_error").empty()) std::printf("  last problem: %s\n", Str(r, "last_error").c_str());
+  if (r.contains("asked_node")) {
+    const json& h = r["asked_node"];
+    if (!h["diverged_branches"].empty())
+      std::printf("  diverged copies kept on %s: %s\n", Str(h, "node").c_str(),
+                  Join(h["diverged_branches"], ", ").c_str());
+  }
 }
 
 void PrintAppsTable(const json& apps, const std::map<std::string, std::string>& addr) {

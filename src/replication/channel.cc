@@ -474,6 +474,9 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
     struct stat sb;
     if (old_key.ok() && *old_key == key && ::stat(part.c_str(), &sb) == 0) {
       answer.resume_offset = static_cast<uint64_t>(sb.st_size);
+      LogInfo("replication: resuming the transfer of '%s' from '%s' after %llu bytes",
+              req->app.c_str(), peer_cn.c_str(),
+              static_cast<unsigned long long>(answer.resume_offset));
     } else {
       ::unlink(part.c_str());
       if (!MakeDirs(opts_.spool_dir, 0700).ok() ||

@@ -3,6 +3,7 @@
 #include <sys/time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -109,6 +110,7 @@ struct ReplicationService::Impl {
   std::map<std::string, storage::SnapshotInfo> newest_here;  // app -> newest snapshot here
   Stats st;
   int64_t last_now = 0;
+  std::atomic<bool> corrupt_next{false};
 
   std::unique_ptr<cluster::ViewFollower> follower;
   std::unique_ptr<Receiver> receiver;
@@ -118,7 +120,9 @@ struct ReplicationService::Impl {
   std::thread loop;
 
   Impl(cluster::ClusterStore* c, storage::Store* s, runtime::Runtime* r, ServiceOptions o)
-      : cs(c), store(s), rt(r), opts(std::move(o)), sched(opts.limits) {}
+      : cs(c), store(s), rt(r), opts(std::move(o)), sched(opts.limits) {
+    corrupt_next = opts.corrupt_next_transfer_for_test;
+  }
 
   int64_t Now() {  // REQUIRES: mu held. Wall clock, never backwards.
     last_now = std::max(last_now, WallMs());
@@ -377,6 +381,11 @@ struct ReplicationService::Impl {
     po.base_id = t.full ? "" : t.base_id;
     po.target_id = t.snapshot_id;
     po.receiver_newest = &newest;
+    if (corrupt_next.exchange(false)) {
+      po.corrupt_for_test = [](uint64_t frame, std::string& bytes) {
+        if (frame == 0 && bytes.size() > 64) bytes[bytes.size() / 2] ^= 0x20;
+      };
+    }
     po.progress = [this, &t](uint64_t bytes) {
       std::lock_guard l(mu);
       sched.TransferProgress(t.app, t.replica, bytes);
@@ -681,7 +690,7 @@ net::HostPort ReplicationService::bound() const {
 
 AppReplicationStatus ReplicationService::Describe(const std::string& app) const {
   Impl& m = *impl_;
-  std::lock_guard l(m.mu);
+  std::unique_lock l(m.mu);
   AppReplicationStatus out;
   out.app = app;
   if (auto p = m.primaries.find(app); p != m.primaries.end()) {
@@ -698,7 +707,15 @@ AppReplicationStatus ReplicationService::Describe(const std::string& app) const 
     out.newest_snapshot_name = n->second.name;
     out.newest_created_ns = n->second.created_unix_ns;
   }
-  if (auto b = m.branches.find(app); b != m.branches.end()) out.diverged_branches = b->second;
+  // Diverged copies kept here are volumes named <app>-diverged-<time>; they
+  // outlive restarts, so the store is the record.
+  l.unlock();
+  if (!out.role.empty()) {
+    if (auto vols = m.store->ListVolumes(); vols.ok()) {
+      for (const auto& v : *vols)
+        if (v.name.starts_with(app + "-diverged-")) out.diverged_branches.push_back(v.name);
+    }
+  }
   if (auto e = m.app_errors.find(app); e != m.app_errors.end()) out.last_error = e->second;
   return out;
 }

@@ -58,6 +58,9 @@ struct ServiceOptions {
   int64_t retention_every_ms = 60000;  // retention runs at most this often per app
   int64_t probe_retry_ms = 5000;       // an unreachable replica is asked again after this
   std::string tunnel_host = "127.0.0.1";  // local end of the TLS tunnels to other nodes
+  // Test hook (hcd: environment HC_TEST_CORRUPT_NEXT_TRANSFER=1): flips a
+  // byte in the first data frame of the next transfer, once.
+  bool corrupt_next_transfer_for_test = false;
 };
 
 // What this node knows about one app's replication, for the API.
