@@ -150,6 +150,20 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
     if (req.method != "GET") return method_not_allowed("GET");
     return ListNodes();
   }
+  if (path == "/v1/events") {
+    if (req.method != "GET") return method_not_allowed("GET");
+    std::string app = req.QueryParam("app").value_or("");
+    std::string limit_text = req.QueryParam("limit").value_or("100");
+    char* end = nullptr;
+    unsigned long limit = std::strtoul(limit_text.c_str(), &end, 10);
+    if (limit_text.empty() || *end != '\0' || limit > 100000)
+      return ErrorResponse(InvalidArgument("limit must be a number from 0 (all) to 100000"));
+    auto evs = cs_->ListEvents(app, limit);
+    if (!evs.ok()) return ErrorResponse(evs.status());
+    json list = json::array();
+    for (const auto& e : *evs) list.push_back(Parse(cluster::ToJson(e)));
+    return JsonResponse(200, {{"events", list}});
+  }
   if (path == "/metrics" && opts_.metrics) {
     if (req.method != "GET") return method_not_allowed("GET");
     net::HttpResponse r;

@@ -546,6 +546,47 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
   }
 
   // -------------------------------------------------------------------- hc dns
+  // ------------------------------------------------------------- hc events
+  {
+    auto* c = root.add_subcommand(
+        "events", "What happened: repairs, divergences, moves, failovers (newest last)");
+    static ApiFlags f;
+    static std::string app_name;
+    static int limit = 50;
+    c->add_option("--app", app_name, "Only events of this app");
+    c->add_option("-n,--limit", limit, "How many of the newest to show (0 = all kept)")
+        ->capture_default_str();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        if (limit < 0) return InvalidArgument("--limit must be 0 (all) or more");
+        std::string q = "/v1/events?limit=" + std::to_string(limit);
+        if (!app_name.empty()) q += "&app=" + app_name;
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "GET", q));
+        if (f.json) {
+          PrintJson(j);
+          return Status::Ok();
+        }
+        if (j["events"].empty()) {
+          std::printf("no events%s\n", app_name.empty() ? "" : (" for " + app_name).c_str());
+          return Status::Ok();
+        }
+        std::vector<std::vector<std::string>> rows = {{"TIME (UTC)", "NODE", "APP", "KIND", "WHAT"}};
+        for (const auto& e : j["events"]) {
+          time_t t = static_cast<time_t>(e.value("time_ms", int64_t{0}) / 1000);
+          struct tm tm;
+          gmtime_r(&t, &tm);
+          char when[32];
+          std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+          rows.push_back({when, Str(e, "node"), Str(e, "app").empty() ? "-" : Str(e, "app"),
+                          Str(e, "kind"), Str(e, "message")});
+        }
+        PrintTable(rows);
+        return Status::Ok();
+      });
+    });
+  }
+
   auto* dn = root.add_subcommand("dns", "The cluster's authoritative DNS");
   dn->require_subcommand(1);
   {

@@ -1,5 +1,8 @@
 #include "cluster/cluster_store.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 namespace hc::cluster {
@@ -113,6 +116,41 @@ Status ClusterStore::ReleaseHold(const std::string& app) {
   HC_ASSIGN_OR_RETURN(auto rev, etcd_->Delete(prefix_ + "holds/" + app));
   (void)rev;
   return Status::Ok();
+}
+
+Status ClusterStore::RecordEvent(const Event& e) {
+  static std::atomic<uint64_t> seq{0};
+  char key[64];
+  uint64_t n = seq.fetch_add(1);
+  std::snprintf(key, sizeof key, "%013lld-", static_cast<long long>(e.time_ms));
+  std::string k = EventsPrefix() + key + e.node + "-" + std::to_string(n);
+  HC_ASSIGN_OR_RETURN(auto rev, etcd_->Put(k, ToJson(e)));
+  (void)rev;
+  if (n % 64 != 0) return Status::Ok();
+  // Now and then: drop the oldest beyond kMaxEvents (keys sort by time).
+  HC_ASSIGN_OR_RETURN(auto keys, etcd_->GetPrefix(EventsPrefix(), 0, 0, /*keys_only=*/true));
+  if (keys.kvs.size() <= kMaxEvents) return Status::Ok();
+  size_t excess = keys.kvs.size() - kMaxEvents;
+  for (size_t i = 0; i < excess; i += 100) {
+    std::vector<TxnOp> ops;
+    for (size_t j = i; j < std::min(excess, i + 100); ++j) ops.push_back(TxnOp::Delete(keys.kvs[j].key));
+    HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({}, ops));
+    (void)t;
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Event>> ClusterStore::ListEvents(const std::string& app, size_t limit) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->GetPrefix(EventsPrefix()));
+  std::vector<Event> out;
+  for (const auto& kv : r.kvs) {
+    auto e = EventFromJson(kv.value);
+    if (!e.ok()) continue;  // written by a newer version, or damaged: skipped
+    if (!app.empty() && e->app != app) continue;
+    out.push_back(std::move(*e));
+  }
+  if (limit != 0 && out.size() > limit) out.erase(out.begin(), out.end() - static_cast<long>(limit));
+  return out;
 }
 
 Status ClusterStore::PutCertificate(const AppCertificate& c) {

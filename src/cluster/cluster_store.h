@@ -102,6 +102,14 @@ class ClusterStore {
   Status PutHold(const std::string& app, int seconds, const std::string& by);
   Status ReleaseHold(const std::string& app);  // holding nothing is fine
   // The app's TLS certificate (chain and key, PEM); nullopt if none.
+  // Events (events/<13-digit ms>-<node>-<seq>): recorded by any node, the
+  // oldest beyond kMaxEvents removed by the writers. ListEvents: oldest
+  // first, the newest `limit` (0 = all kept) of `app` ("" = all).
+  static constexpr size_t kMaxEvents = 2000;
+  std::string EventsPrefix() const { return prefix_ + "events/"; }
+  Status RecordEvent(const Event& e);
+  Result<std::vector<Event>> ListEvents(const std::string& app, size_t limit);
+
   Status PutCertificate(const AppCertificate& c);
   Status DeleteCertificate(const std::string& app);  // NotFound if none
   Result<std::optional<AppCertificate>> GetCertificate(const std::string& app);

@@ -352,6 +352,27 @@ std::string ToJson(const AppCertificate& c) {
   return Dump(j);
 }
 
+std::string ToJson(const Event& e) {
+  json j = {{"time_ms", e.time_ms},
+            {"node", e.node},
+            {"app", e.app},
+            {"kind", e.kind},
+            {"message", e.message}};
+  return Dump(j);
+}
+
+Result<Event> EventFromJson(std::string_view text) {
+  HC_ASSIGN_OR_RETURN(json j, ParseObject(text, "event"));
+  Fields f(j, "event");
+  Event e;
+  HC_RETURN_IF_ERROR(f.Int("time_ms", &e.time_ms));
+  HC_RETURN_IF_ERROR(f.Str("node", &e.node));
+  HC_RETURN_IF_ERROR(f.Str("app", &e.app));
+  HC_RETURN_IF_ERROR(f.RequiredStr("kind", &e.kind));
+  HC_RETURN_IF_ERROR(f.Str("message", &e.message));
+  return e;
+}
+
 Result<AppCertificate> AppCertificateFromJson(std::string_view text) {
   HC_ASSIGN_OR_RETURN(json j, ParseObject(text, "certificate"));
   Fields f(j, "certificate");

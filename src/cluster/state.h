@@ -120,6 +120,19 @@ struct JoinTokenRecord {
 };
 
 std::string ToJson(const NodeInfo& n);
+// Something that happened to an app or a node, for people (events/<key>):
+// repairs, divergences, moves, failovers. Kept bounded (the newest
+// ClusterStore::kMaxEvents).
+struct Event {
+  int64_t time_ms = 0;  // wall clock
+  std::string node;     // where it happened
+  std::string app;      // "" for node events
+  std::string kind;     // "repair", "diverged", "corruption", ...
+  std::string message;
+};
+std::string ToJson(const Event& e);
+Result<Event> EventFromJson(std::string_view json);
+
 std::string ToJson(const AppCertificate& c);
 Result<AppCertificate> AppCertificateFromJson(std::string_view json);
 std::string ToJson(const AppDef& a);

@@ -170,6 +170,16 @@ struct ReplicationService::Impl {
     branches[app].push_back(branch);
     st.diverged++;
     app_errors[app] = "diverged: kept " + detail + " as volume '" + branch + "'";
+    Record("diverged", app, "kept " + detail + " as volume '" + branch + "'");
+  }
+
+  // An event for `hc events`, written by the pool. REQUIRES: mu held.
+  void Record(const std::string& kind, const std::string& app, const std::string& message) {
+    cluster::Event e{WallMs(), opts.node_id, app, kind, message};
+    Post([this, e] {
+      hc::Status s = cs->RecordEvent(e);
+      if (!s.ok()) LogWarn("replication: event not recorded: %s", s.ToString().c_str());
+    });
   }
 
   // ---- Following the cluster

@@ -104,6 +104,11 @@ proxy_imap_listen: []
 proxy_pop3_listen: [203.0.113.5:1110]
 proxy_tls_cert: /etc/hybridcluster/tls/default.pem
 proxy_tls_key: /etc/hybridcluster/tls/default.key
+replication_port: 7493
+replication_interval_seconds: 5
+retention: "1h: keep all | 7d: 1 per day"
+replication_max_transfers: 4
+scrub_interval_hours: 24
 )";
 
 TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
@@ -128,6 +133,11 @@ TEST_F(ConfigFileTest, FullFileSetsEveryOption) {
   EXPECT_EQ(c.zfs_dataset, "tank/hc");
   EXPECT_EQ(c.runtime_backend, "process");
   EXPECT_EQ(c.cgroup_parent, "hc");
+  EXPECT_EQ(c.replication_port, 7493);
+  EXPECT_EQ(c.replication_interval_seconds, 5);
+  EXPECT_EQ(c.retention, "1h: keep all | 7d: 1 per day");
+  EXPECT_EQ(c.replication_max_transfers, 4);
+  EXPECT_EQ(c.scrub_interval_hours, 24);
   EXPECT_EQ(c.memory_capacity, "16G");
   EXPECT_EQ(c.cpu_capacity, "3.5");
   EXPECT_EQ(c.api_token_file, "/etc/hybridcluster/token");

@@ -300,6 +300,17 @@ TEST_F(ReplicationClusterTest, ADivergedReplicaIsKeptAsABranchAndReported) {
   ASSERT_EQ(st, 200);
   ASSERT_TRUE(rep.contains("asked_node")) << rep.dump(2);
   EXPECT_EQ(rep["asked_node"]["diverged_branches"], json::array({branch})) << rep.dump(2);
+  // And recorded as an event (hc events).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto [s, ev] = Call(1, "GET", "/v1/events?app=wiki");
+        return s == 200 && !ev["events"].empty() &&
+               ev["events"].back().value("kind", "") == "diverged";
+      },
+      5000));
+  auto out = RunCommand({HC_HC_PATH, "events", "--app", "wiki", "--api", cluster_->ApiUrl(2)});
+  ASSERT_TRUE(out.ok());
+  EXPECT_NE(out->out.find(branch), std::string::npos) << out->out;
 }
 
 TEST_F(ReplicationClusterTest, AKilledSenderResumesWhereTheStreamWasCut) {
