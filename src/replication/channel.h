@@ -27,6 +27,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/fs.h"
 #include "common/status.h"
@@ -66,7 +67,11 @@ class Receiver {
   Receiver& operator=(const Receiver&) = delete;
 
   // Takes the plain end of a verified mutual-TLS connection; `info.peer_cn`
-  // is the sender's node id. Does not block (safe in a TlsTerminator sink).
+  // is the sender's node id. The connection carries a transfer (a `Q`
+  // request) or a repair fetch (a `G` request, see FetchRepair): repair
+  // fetches are served to any node of the cluster (the TLS layer checked its
+  // certificate) for an app that exists here; no primary check, as they
+  // only read. Does not block (safe in a TlsTerminator sink).
   // Closed at once after Stop() or beyond max_connections.
   void Adopt(UniqueFd plain, const proxy::TlsConnInfo& info);
 
@@ -81,6 +86,7 @@ class Receiver {
     uint64_t refused = 0;  // answered with a refusal, or over max_connections
     uint64_t failed = 0;   // accepted, then failed (corrupt, cut, store error)
     uint64_t active = 0;   // connections being served now
+    uint64_t repairs_served = 0;  // repair fetches answered with a repair stream
   };
   Stats stats() const;
 
@@ -100,6 +106,7 @@ class Receiver {
   std::list<Conn> conns_;            // GUARDED_BY(mu_)
   std::set<std::string> busy_apps_;  // GUARDED_BY(mu_): a transfer in progress
   std::atomic<uint64_t> received_{0}, already_{0}, refused_{0}, failed_{0};
+  std::atomic<uint64_t> repairs_served_{0};
 };
 
 struct PushOptions {
@@ -131,5 +138,35 @@ struct PushResult {
 // `conn` is borrowed: close it when Push returns (the receiver waits for
 // that EOF before it lets go of the connection).
 Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts);
+
+struct FetchRepairOptions {
+  std::string app;             // the volume name, the same on every node
+  std::string requester_node;  // this node: the CN of its certificate
+  // What to fetch, e.g. store.Scrub(app, {})->DamagedIds(); 1 to
+  // kMaxRepairObjectIds ids.
+  std::vector<std::string> object_ids;
+  int io_timeout_ms = 60000;
+};
+
+struct FetchRepairResult {
+  storage::RepairResult repair;  // what ApplyRepair did here
+  // Requested ids that are still not intact here (the peer lacked a healthy
+  // copy, or did not send one): ask another node.
+  std::vector<std::string> still_damaged;
+  uint64_t stream_bytes = 0;
+};
+
+// Fetches healthy copies of `object_ids` of `app` from the node at the other
+// end of `conn` (a connected stream socket to a Receiver) and applies them
+// to `store` with Store::ApplyRepair: each object is checked against its id
+// on both nodes, and a copy that is damaged on the peer is never sent. Runs
+// on the caller's thread. Errors: kInvalidArgument (no ids, too many),
+// kNotFound (the peer has no such app), kCorrupt (damaged frames or stream;
+// objects that verified before the damage stay repaired), kUnavailable
+// (connection failed or timed out), or ApplyRepair's errors. A scrub after
+// it shows what remains (objects below a repaired tree are only seen then).
+// `conn` is borrowed: close it when FetchRepair returns.
+Result<FetchRepairResult> FetchRepair(storage::Store& store, int conn,
+                                      const FetchRepairOptions& opts);
 
 }  // namespace hc::replication
