@@ -728,4 +728,49 @@ Result<FetchRepairResult> FetchRepair(storage::Store& store, int conn,
   return result;
 }
 
+Result<ScrubAndRepairResult> ScrubAndRepair(storage::Store& store,
+                                            const ScrubAndRepairOptions& opts) {
+  ScrubAndRepairResult result;
+  while (result.rounds < opts.max_rounds) {
+    HC_ASSIGN_OR_RETURN(result.last, store.Scrub(opts.app, opts.scrub));
+    ++result.rounds;
+    if (result.last.ok()) break;
+    std::vector<std::string> remaining = result.last.DamagedIds();
+    uint64_t before = result.repaired;
+    for (const auto& [peer, connect] : opts.peers) {
+      std::vector<std::string> still;
+      for (size_t i = 0; i < remaining.size(); i += kMaxRepairObjectIds) {
+        size_t end = std::min(remaining.size(), i + kMaxRepairObjectIds);
+        std::vector<std::string> batch(remaining.begin() + i, remaining.begin() + end);
+        Result<FetchRepairResult> got = Unavailable("not connected");
+        if (auto fd = connect(); fd.ok()) {
+          got = FetchRepair(store, fd->get(),
+                            {.app = opts.app,
+                             .requester_node = opts.node_id,
+                             .object_ids = batch,
+                             .io_timeout_ms = opts.io_timeout_ms});
+        } else {
+          got = fd.status();
+        }
+        if (!got.ok()) {
+          result.peer_errors.push_back(peer + ": " + got.status().ToString());
+          still.insert(still.end(), batch.begin(), batch.end());
+          continue;
+        }
+        result.repaired += got->repair.repaired;
+        still.insert(still.end(), got->still_damaged.begin(), got->still_damaged.end());
+      }
+      remaining = std::move(still);
+      if (remaining.empty()) break;
+    }
+    if (result.repaired == before) break;
+  }
+  if (!result.last.ok()) {
+    LogWarn("replication: '%s' on '%s' still has %zu damaged objects after repair (%llu repaired)",
+            opts.app.c_str(), opts.node_id.c_str(), result.last.problems.size(),
+            static_cast<unsigned long long>(result.repaired));
+  }
+  return result;
+}
+
 }  // namespace hc::replication

@@ -27,6 +27,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/fs.h"
@@ -168,5 +169,39 @@ struct FetchRepairResult {
 // `conn` is borrowed: close it when FetchRepair returns.
 Result<FetchRepairResult> FetchRepair(storage::Store& store, int conn,
                                       const FetchRepairOptions& opts);
+
+// Opens a connection to one other node holding the app (in production a
+// TlsTunnels tunnel to that node's replication listener).
+using PeerConnect = std::function<Result<UniqueFd>()>;
+
+struct ScrubAndRepairOptions {
+  std::string app;
+  std::string node_id;  // this node: the CN of its certificate
+  // The app's other nodes, in order of preference: (node id, connect).
+  std::vector<std::pair<std::string, PeerConnect>> peers;
+  storage::ScrubOptions scrub;
+  int io_timeout_ms = 60000;
+  // A damaged tree hides what is below it, so each round can reveal more
+  // damage; a round that repairs nothing ends the run.
+  int max_rounds = 8;
+};
+
+struct ScrubAndRepairResult {
+  uint64_t repaired = 0;  // objects rewritten from a peer's verified copy
+  int rounds = 0;         // scrubs run
+  // The last scrub: ok() when the volume is intact; otherwise what no peer
+  // could provide a healthy copy of.
+  storage::ScrubReport last;
+  std::vector<std::string> peer_errors;  // "node-b: <why the fetch failed>"
+};
+
+// Scrubs `app` in `store` and fetches healthy copies of whatever is damaged
+// or missing from the peers in turn (an object a peer lacks or has damaged
+// is asked of the next), until a scrub is clean, a round repairs nothing,
+// or max_rounds. What a periodic scrub on every node runs. Errors: only the
+// scrub's own (kNotFound, kUnavailable for backends without repair, kIo);
+// peer failures are collected in peer_errors.
+Result<ScrubAndRepairResult> ScrubAndRepair(storage::Store& store,
+                                            const ScrubAndRepairOptions& opts);
 
 }  // namespace hc::replication

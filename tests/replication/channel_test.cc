@@ -628,5 +628,42 @@ TEST_F(ChannelRepairTest, FetchForAnAppThePeerLacksOrNamingAnotherNodeIsRefused)
   EXPECT_FALSE(a_.store->Scrub("shop", {})->ok());
 }
 
+TEST_F(ChannelRepairTest, ScrubAndRepairTriesPeersInTurnAndRepairsWhatADamagedTreeHid) {
+  std::vector<std::string> trees;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(a_.cleanup_dir + "/store/chunks")) {
+    auto data = ReadFileToString(e.path().string());
+    if (e.is_regular_file() && data.ok() && data->size() > 20 && (*data)[4] == 2) {
+      trees.push_back(e.path().string());
+    }
+  }
+  ASSERT_EQ(trees.size(), 1u);
+  DamageChunkFile(trees[0]);
+  DamageChunkFile(DataChunkFiles(a_)[1]);
+  ScrubAndRepairOptions opts{.app = "shop", .node_id = "node-a", .io_timeout_ms = 10000};
+  opts.peers.emplace_back("node-x", []() -> Result<UniqueFd> { return Unavailable("no route"); });
+  opts.peers.emplace_back("node-b", [&]() -> Result<UniqueFd> { return Connect(); });
+  auto r = ScrubAndRepair(*a_.store, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->last.ok());
+  EXPECT_EQ(r->repaired, 2u);
+  EXPECT_EQ(r->rounds, 3);  // the tree, then the chunk it hid, then clean
+  ASSERT_EQ(r->peer_errors.size(), 2u);
+  EXPECT_NE(r->peer_errors[0].find("node-x"), std::string::npos);
+  ExpectIntact(*a_.store);
+}
+
+TEST_F(ChannelRepairTest, ScrubAndRepairStopsWhenNoPeerHasAHealthyCopy) {
+  std::string id = DamageChunkFile(DataChunkFiles(a_)[0]);
+  DamageChunkFile(DataChunkFiles(b_)[0]);
+  ScrubAndRepairOptions opts{.app = "shop", .node_id = "node-a", .io_timeout_ms = 10000};
+  opts.peers.emplace_back("node-b", [&]() -> Result<UniqueFd> { return Connect(); });
+  auto r = ScrubAndRepair(*a_.store, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repaired, 0u);
+  EXPECT_EQ(r->rounds, 1);
+  EXPECT_EQ(r->last.DamagedIds(), std::vector<std::string>{id});
+}
+
 }  // namespace
 }  // namespace hc::replication
