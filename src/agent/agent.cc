@@ -142,6 +142,10 @@ Status Agent::EnsureVolume(const cluster::AppDef& app, std::string* path) {
     if (v.status().code() != Code::kNotFound) return v.status();
     HC_RETURN_IF_ERROR(volumes_->CreateVolume(app.name));
     created = true;
+  } else if (v->read_only) {
+    // A replica promoted to primary: its copy takes the app's writes now.
+    HC_RETURN_IF_ERROR(volumes_->SetReadOnly(app.name, false));
+    LogInfo("agent: volume %s is writable now (primary here)", app.name.c_str());
   }
   HC_ASSIGN_OR_RETURN(*path, volumes_->LivePath(app.name));
   if (created) LogInfo("agent: created volume %s", app.name.c_str());
@@ -229,8 +233,11 @@ void Agent::ReconcileOnce(bool full_report) {
     const runtime::AppStatus* st = it == running.end() ? nullptr : &it->second;
     cluster::AppObserved o;
     std::string path;
-    Status vs = EnsureVolume(a.app, &path);
+    // A replica's volume is created by its first (full) replication stream;
+    // an empty one made here would make that stream refuse to land.
+    Status vs = a.primary_here ? EnsureVolume(a.app, &path) : Status::Ok();
     if (a.primary_here) {
+      replica_volumes_.erase(name);
       bool needs_start =
           !st || st->state == runtime::AppState::kStopped || st->state == runtime::AppState::kLost;
       Status s = vs;
@@ -279,6 +286,15 @@ void Agent::ReconcileOnce(bool full_report) {
       }
       if (st) (void)rt_->Remove(name);
       ready_.erase(name);
+      volume_paths_.erase(name);
+      if (replica_volumes_.insert(name).second) {
+        // Became a replica (or hcd started): its copy takes only streams.
+        auto v = volumes_->GetVolume(name);
+        if (v.ok() && !v->read_only) {
+          vs = volumes_->SetReadOnly(name, true);
+          LogInfo("agent: volume %s is read-only now (a replica)", name.c_str());
+        }
+      }
       o.app = name;
       o.node = opts_.node_id;
       o.role = "replica";
@@ -316,6 +332,7 @@ void Agent::ReconcileOnce(bool full_report) {
   for (const auto& name : released) {
     if (assigned.count(name)) continue;
     volume_paths_.erase(name);
+    replica_volumes_.erase(name);
     auto def = cs_->GetApp(name);
     if (def.ok() && !def->has_value()) {
       Status s = volumes_->DestroyVolume(name);

@@ -88,6 +88,7 @@ class Agent {
   std::map<std::string, cluster::AppObserved> reported_;
   std::set<std::string> ready_;
   std::map<std::string, std::string> volume_paths_;  // volumes known to exist here
+  std::set<std::string> replica_volumes_;            // replicas here, made read-only
   int64_t last_usage_report_ = 0;
   int resync_failures_ = 0;  // Resync runs on the loop or the watch thread, never both at once
 

@@ -16,6 +16,7 @@
 #include "dns/zone.h"
 #include "net/socket.h"
 #include "pki/join.h"
+#include "replication/retention.h"
 
 namespace hc::agent {
 namespace {
@@ -144,6 +145,20 @@ const std::vector<Option>& Options() {
       STR_OPT("proxy_tls_cert", proxy_tls_cert, "",
               "PEM file: certificate chain for TLS names without a certificate of their own"),
       STR_OPT("proxy_tls_key", proxy_tls_key, "", "PEM file: the key of proxy_tls_cert"),
+      INT_OPT("replication_port", replication_port, 1, 65535, "7483",
+              "port on `address` where other nodes push replication streams (mutual TLS)"),
+      INT_OPT("replication_interval_seconds", replication_interval_seconds, 1, 86400, "30",
+              "cluster default: how often an app's volume is checked, snapshotted when changed "
+              "and pushed to its replicas (apps may set snapshot_interval_seconds); keep it the "
+              "same on every node"),
+      STR_OPT("retention", retention,
+              "\"1h: keep all | 24h: 1 per hour | 30d: 1 per day | 12m: 1 per month\"",
+              "cluster default: which snapshots to keep (apps may set their own); keep it the "
+              "same on every node"),
+      INT_OPT("replication_max_transfers", replication_max_transfers, 1, 256, "8",
+              "replication streams this node sends at once (at most 2 to one replica)"),
+      INT_OPT("scrub_interval_hours", scrub_interval_hours, 0, 8760, "168",
+              "re-read and check every volume this often, at low priority (0 = never)"),
   };
   return kOptions;
 }
@@ -220,6 +235,8 @@ Status ResolveConfig(Config* c) {
     for (const auto& l : c->dns_listen)
       HC_RETURN_IF_ERROR(net::ParseHostPort(l, 53).status().Annotate("dns_listen"));
   }
+  if (auto grid = replication::ParseRetention(c->retention); !grid.ok())
+    return InvalidArgument("retention: " + grid.status().message());
   if (c->proxy != "on" && c->proxy != "off")
     return InvalidArgument("proxy must be on or off, got '" + c->proxy + "'");
   if (c->proxy == "on") {

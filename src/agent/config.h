@@ -55,6 +55,12 @@ struct Config {
   std::vector<std::string> proxy_pop3_listen;      // :110
   std::string proxy_tls_cert;  // default certificate (PEM chain) for TLS names without their own
   std::string proxy_tls_key;
+  // Replication
+  int replication_port = 7483;  // on `address`, mutual TLS, ALPN hc-repl
+  int replication_interval_seconds = 30;
+  std::string retention = "1h: keep all | 24h: 1 per hour | 30d: 1 per day | 12m: 1 per month";
+  int replication_max_transfers = 8;
+  int scrub_interval_hours = 168;
 
   // Derived (ResolveConfig)
   uint64_t memory_bytes = 0;

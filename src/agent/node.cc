@@ -23,6 +23,7 @@
 #include "pki/identity.h"
 #include "proxy/metrics.h"
 #include "proxy/service.h"
+#include "replication/service.h"
 #include "runtime/runtime.h"
 #include "storage/store.h"
 
@@ -143,11 +144,18 @@ Status Node::Run() {
   // The proxy, once it runs, takes renewed certificates too.
   std::mutex renew_mu;
   proxy::ProxyService* renew_proxy = nullptr;  // GUARDED_BY(renew_mu)
+  replication::ReplicationService* renew_replication = nullptr;  // GUARDED_BY(renew_mu)
   IdentityRenewer identity_renewer(
       identity_opts, identity,
-      [&identity_slot, &renew_mu, &renew_proxy](const pki::NodeIdentity& renewed) {
+      [&identity_slot, &renew_mu, &renew_proxy,
+       &renew_replication](const pki::NodeIdentity& renewed) {
         identity_slot.Set(std::make_shared<const pki::NodeIdentity>(renewed));
         std::lock_guard<std::mutex> l(renew_mu);
+        if (renew_replication != nullptr) {
+          Status r = renew_replication->SetIdentity(
+              {renewed.ca_pem, renewed.cert_pem, renewed.key_pem});
+          if (!r.ok()) LogWarn("replication keeps its old certificate: %s", r.ToString().c_str());
+        }
         if (renew_proxy == nullptr) return;
         Status s = renew_proxy->SetIdentity({renewed.ca_pem, renewed.cert_pem, renewed.key_pem});
         if (!s.ok()) LogWarn("proxy keeps its old certificate: %s", s.ToString().c_str());
@@ -232,12 +240,36 @@ Status Node::Run() {
     }
     info.proxy_port = static_cast<uint16_t>(cfg.proxy_internal_port);
   }
+  // Replication: its listener is bound before joining too.
+  replication::ServiceOptions ro;
+  ro.node_id = node_id;
+  ro.listen = net::HostPort{cfg.address, static_cast<uint16_t>(cfg.replication_port)};
+  ro.spool_dir = JoinPath(cfg.data_dir, "replication-spool");
+  ro.identity = proxy::TlsClientIdentity{identity.ca_pem, identity.cert_pem, identity.key_pem};
+  ro.default_interval_ms = int64_t{cfg.replication_interval_seconds} * 1000;
+  ro.default_retention = cfg.retention;
+  ro.limits.max_transfers = cfg.replication_max_transfers;
+  ro.tunnel_host = "127.0.0.1";
+  if (const char* t = std::getenv("HC_TEST_CORRUPT_NEXT_TRANSFER"); t && std::string(t) == "1") {
+    LogWarn("test hook: the next replication transfer sent gets one byte flipped");
+    ro.corrupt_next_transfer_for_test = true;
+  }
+  auto replication = std::make_unique<replication::ReplicationService>(&cs, volumes.get(),
+                                                                       rt.get(), ro);
+  HC_RETURN_IF_ERROR(replication->Start());
+  {
+    std::lock_guard<std::mutex> l(renew_mu);
+    renew_replication = replication.get();
+  }
+  info.replication_port = replication->bound().port;
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
+  ao.replication = [&replication](const std::string& app) { return replication->Describe(app); };
   ao.cluster_ca = [pki_dir] { return pki::PkiDir(pki_dir).LoadCa(); };
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
-  ao.metrics = [&dns, &http_proxy] {
+  ao.metrics = [&dns, &http_proxy, &replication] {
     std::string m;
     if (http_proxy) m += http_proxy->MetricsText();
+    m += replication->MetricsText();
     if (dns) m += dns::PrometheusText(dns->stats());
     return m;
   };
@@ -311,6 +343,11 @@ Status Node::Run() {
     renew_proxy = nullptr;
   }
   if (http_proxy) http_proxy->Stop();
+  {
+    std::lock_guard<std::mutex> l(renew_mu);
+    renew_replication = nullptr;
+  }
+  replication->Stop();
   agent_ptr.store(nullptr);
   leader_ptr.store(nullptr);
   leader->Stop();

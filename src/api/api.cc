@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "common/names.h"
+#include "net/http_client.h"
 #include "pki/crypto.h"
 #include "pki/join.h"
 #include "proxy/tls.h"
@@ -286,13 +287,14 @@ net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
         InvalidArgument("the body must be a JSON object describing the app (see docs/api.md)"));
   static const std::set<std::string> kFields = {"name",     "template", "command",  "env",
                                                 "domains",  "aliases",  "protocol", "tcp_ports",
-                                                "replicas", "limits"};
+                                                "replicas", "limits",   "snapshot_interval_seconds",
+                                                "retention"};
   for (const auto& [k, v] : j.items())
     if (!kFields.count(k))
       return ErrorResponse(
           InvalidArgument("unknown field '" + k.substr(0, 64) +
                           "' (allowed: name, template, command, env, domains, aliases, protocol, "
-                          "tcp_ports, replicas, limits)"));
+                          "tcp_ports, replicas, limits, snapshot_interval_seconds, retention)"));
   if (auto l = j.find("limits"); l != j.end()) {
     if (!l->is_object()) return ErrorResponse(InvalidArgument("limits must be an object"));
     for (const auto& [k, v] : l->items())
@@ -332,6 +334,85 @@ net::HttpResponse Api::DeleteApp(const std::string& name) {
   return JsonResponse(200, {{"deleted", name}});
 }
 
+namespace {
+
+json ReplicationJson(const replication::AppReplicationStatus& s, const std::string& node) {
+  auto ms_to_s = [](int64_t ms) { return static_cast<double>(ms) / 1000.0; };
+  json out = {{"app", s.app},
+              {"node", node},
+              {"role", s.role},
+              {"epoch", s.epoch},
+              {"diverged_branches", s.diverged_branches},
+              {"last_error", s.last_error}};
+  if (!s.newest_snapshot.empty())
+    out["newest_snapshot"] = {{"id", s.newest_snapshot},
+                              {"name", s.newest_snapshot_name},
+                              {"created_unix_ns", s.newest_created_ns}};
+  json rows = json::array();
+  for (const auto& r : s.replicas) {
+    json row = {{"replica", r.replica},
+                {"state", replication::ReplicaStateName(r.state)},
+                {"newest_snapshot", r.replica_newest ? *r.replica_newest : ""},
+                {"lag_seconds", ms_to_s(r.lag_ms)},
+                {"lag_bytes", r.lag_bytes},
+                {"last_error", r.last_error.ok() ? "" : r.last_error.message()},
+                {"consecutive_failures", r.consecutive_failures}};
+    if (r.rpo_ms) row["rpo_seconds"] = ms_to_s(*r.rpo_ms);
+    if (r.primary_newest) row["primary_newest_snapshot"] = r.primary_newest->id;
+    if (r.last_checked_ms) row["last_checked_unix_ms"] = *r.last_checked_ms;
+    if (!r.check_error.ok()) row["check_error"] = r.check_error.message();
+    if (r.state == replication::ReplicaLag::kTransferring)
+      row["transfer"] = {{"full", r.full_send},
+                         {"snapshot", r.sending_snapshot},
+                         {"progress_bytes", r.progress_bytes},
+                         {"expected_bytes", r.expected_bytes}};
+    rows.push_back(std::move(row));
+  }
+  out["replicas"] = std::move(rows);
+  return out;
+}
+
+}  // namespace
+
+// GET /v1/apps/{name}/replication: the primary knows the lag of every
+// replica, so a node that is not the primary asks it (node to node, with
+// the caller's token) unless ?local=1.
+net::HttpResponse Api::Replication(const net::HttpRequest& req, const std::string& name) {
+  if (!opts_.replication)
+    return ErrorResponse(Unavailable("replication is not running on this node"));
+  auto local = opts_.replication(name);
+  json here = ReplicationJson(local, opts_.node_id);
+  if (local.role == "primary" || req.QueryParam("local").value_or("") == "1")
+    return JsonResponse(200, here);
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  auto p = view->placements.find(name);
+  if (p == view->placements.end()) return JsonResponse(200, here);
+  auto n = view->nodes.find(p->second.primary);
+  if (n == view->nodes.end()) {
+    here["primary_error"] = "primary node '" + p->second.primary + "' is not live";
+    return JsonResponse(200, here);
+  }
+  net::HttpClient client(net::HostPort{n->second.address, n->second.api_port});
+  net::HttpRequest fwd;
+  fwd.method = "GET";
+  fwd.target = "/v1/apps/" + name + "/replication?local=1";
+  if (auto auth = req.headers.Get("Authorization"))
+    fwd.headers.Set("Authorization", std::string(*auth));
+  auto r = client.Do(fwd, std::chrono::milliseconds(3000));
+  if (r.ok() && r->status == 200) {
+    json j = Parse(r->body);
+    if (j.is_object()) {
+      // What this node holds too (a replica's own copy, diverged branches).
+      if (!local.role.empty()) j["asked_node"] = here;
+      return JsonResponse(200, j);
+    }
+  }
+  here["primary_error"] = "asking primary node '" + p->second.primary + "': " +
+                          (r.ok() ? "HTTP " + std::to_string(r->status) : r.status().message());
+  return JsonResponse(200, here);
+}
+
 // /v1/apps/{name}/hold and /v1/apps/{name}/certificate.
 net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& name,
                               const std::string& what) {
@@ -342,6 +423,10 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
     r.headers.Set("Allow", allowed);
     return r;
   };
+  if (what == "replication") {
+    if (req.method != "GET") return method_not_allowed("GET");
+    return Replication(req, name);
+  }
   if (what != "hold" && what != "certificate")
     return ErrorResponse(NotFound("no such API path: /v1/apps/" + name + "/" + what.substr(0, 80) +
                                   " (see docs/api.md)"));

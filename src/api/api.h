@@ -11,6 +11,7 @@
 #include "dns/zone.h"
 #include "net/http.h"
 #include "pki/cert.h"
+#include "replication/service.h"
 
 namespace hc::api {
 
@@ -25,6 +26,8 @@ struct ApiOptions {
   // The cluster CA (certificate and key) this node holds, to admit new nodes
   // and issue join tokens; unset = this node cannot (503).
   std::function<Result<pki::CaMaterial>()> cluster_ca;
+  // What this node knows of an app's replication; unset = 503.
+  std::function<replication::AppReplicationStatus(const std::string& app)> replication;
 };
 
 class Api {
@@ -38,6 +41,7 @@ class Api {
   net::HttpResponse GetCluster();
   net::HttpResponse ListApps();
   net::HttpResponse GetApp(const std::string& name);
+  net::HttpResponse Replication(const net::HttpRequest& req, const std::string& name);
   net::HttpResponse CreateApp(const net::HttpRequest& req);
   net::HttpResponse DeleteApp(const std::string& name);
   net::HttpResponse AppSub(const net::HttpRequest& req, const std::string& name,

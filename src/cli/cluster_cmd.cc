@@ -84,6 +84,57 @@ std::map<std::string, std::string> NodeAddresses(const ApiFlags& f) {
   return m;
 }
 
+std::string Seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, s < 10 ? "%.1f s" : "%.0f s", s);
+  return buf;
+}
+
+// The replication part of `hc app show`: one row per replica, as the
+// primary sees it, and what was kept when a copy diverged.
+void PrintReplication(const json& r, const json& app) {
+  std::printf("\nreplication (from %s, the %s):\n", Str(r, "node").c_str(),
+              Str(r, "role").empty() ? "node asked" : Str(r, "role").c_str());
+  if (r.contains("newest_snapshot")) {
+    const json& n = r["newest_snapshot"];
+    std::printf("  newest snapshot: %s (id %.16s…)\n", Str(n, "name").c_str(),
+                Str(n, "id").c_str());
+  }
+  if (r.contains("primary_error")) std::printf("  %s\n", Str(r, "primary_error").c_str());
+  if (r.contains("replicas") && !r["replicas"].empty()) {
+    std::vector<std::vector<std::string>> rows = {
+        {"REPLICA", "STATE", "NEWEST", "LAG", "LAG-BYTES", "RPO", "LAST ERROR"}};
+    for (const auto& x : r["replicas"]) {
+      std::string state = Str(x, "state");
+      if (x.contains("transfer")) {
+        const json& t = x["transfer"];
+        uint64_t done = t.value("progress_bytes", uint64_t{0}),
+                 total = t.value("expected_bytes", uint64_t{0});
+        state += std::string(t.value("full", false) ? " (initial sync " : " (") +
+                 FormatBytes(done) + (total ? " of ~" + FormatBytes(total) : "") + ")";
+      }
+      std::string newest = Str(x, "newest_snapshot");
+      rows.push_back({Str(x, "replica"), state, newest.empty() ? "-" : newest.substr(0, 12),
+                      Seconds(x.value("lag_seconds", 0.0)),
+                      FormatBytes(x.value("lag_bytes", uint64_t{0})),
+                      x.contains("rpo_seconds") ? Seconds(x["rpo_seconds"].get<double>()) : "-",
+                      Str(x, "last_error")});
+    }
+    PrintTable(rows);
+  } else if (app.value("replicas", 0) > 0 && Str(r, "role") == "primary") {
+    std::printf("  no replica placed yet\n");
+  }
+  if (r.contains("diverged_branches") && !r["diverged_branches"].empty())
+    std::printf("  diverged copies kept as volumes: %s\n", Join(r["diverged_branches"], ", ").c_str());
+  if (!Str(r, "last_error").empty()) std::printf("  last problem: %s\n", Str(r, "last_error").c_str());
+  if (r.contains("asked_node")) {
+    const json& h = r["asked_node"];
+    if (!h["diverged_branches"].empty())
+      std::printf("  diverged copies kept on %s: %s\n", Str(h, "node").c_str(),
+                  Join(h["diverged_branches"], ", ").c_str());
+  }
+}
+
 void PrintAppsTable(const json& apps, const std::map<std::string, std::string>& addr) {
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "TEMPLATE", "STATE", "PRIMARY", "REPLICAS", "EPOCH", "DOMAINS"}};
@@ -137,6 +188,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     static std::string protocol;
     static std::vector<uint16_t> tcp_ports;
     static int replicas = 1, timeout_s = 120;
+    static uint32_t snapshot_interval = 0;
+    static std::string retention;
     static double cpus = 1.0;
     static uint32_t pids = 512;
     static bool no_wait = false;
@@ -155,6 +208,12 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     c->add_option("--tcp-port", tcp_ports,
                   "A port every node relays to the app as it is (repeatable), e.g. 3306");
     c->add_option("-r,--replicas", replicas, "Copies on other nodes (0-5)")->capture_default_str();
+    c->add_option("--snapshot-interval", snapshot_interval,
+                  "Seconds between checks for changes (snapshot + push to replicas), 1-86400; "
+                  "default: the cluster's (30)");
+    c->add_option("--retention", retention,
+                  "Snapshots to keep, e.g. \"1h: keep all | 24h: 1 per hour | 30d: 1 per day\"; "
+                  "default: the cluster's");
     c->add_option("--memory", memory, "Memory limit, e.g. 256M or 1G")->capture_default_str();
     c->add_option("--cpus", cpus, "CPU limit in cores, e.g. 0.5")->capture_default_str();
     c->add_option("--pids", pids, "Process limit")->capture_default_str();
@@ -173,6 +232,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         if (!aliases.empty()) body["aliases"] = aliases;
         if (!protocol.empty()) body["protocol"] = protocol;
         if (!tcp_ports.empty()) body["tcp_ports"] = tcp_ports;
+        if (snapshot_interval != 0) body["snapshot_interval_seconds"] = snapshot_interval;
+        if (!retention.empty()) body["retention"] = retention;
         HC_ASSIGN_OR_RETURN(uint64_t mem, ParseSize(memory));
         if (cpus <= 0 || cpus > 256)
           return InvalidArgument("--cpus must be more than 0 and at most 256");
@@ -248,7 +309,10 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     c->callback([exit_code] {
       Run(exit_code, [&]() -> Status {
         HC_ASSIGN_OR_RETURN(json a, CallJson(f, "GET", "/v1/apps/" + name));
+        // Replication figures come from the app's primary (asked by the API node).
+        auto rep = CallJson(f, "GET", "/v1/apps/" + name + "/replication");
         if (f.json) {
+          if (rep.ok()) a["replication"] = *rep;
           PrintJson(a);
           return Status::Ok();
         }
@@ -271,6 +335,12 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                     FormatBytes(l.value("memory_bytes", uint64_t{0})).c_str(),
                     l.value("cpu_millis", 0) / 1000.0, Str(l, "pids").c_str());
         std::printf("replicas:  %s wanted\n", Str(a, "replicas").c_str());
+        std::printf("snapshots: every %s s if changed; keep %s\n",
+                    a.value("snapshot_interval_seconds", 0) == 0
+                        ? "30 (cluster default)"
+                        : Str(a, "snapshot_interval_seconds").c_str(),
+                    Str(a, "retention").empty() ? "the cluster default"
+                                                : ("'" + Str(a, "retention") + "'").c_str());
         const json& p = a["placement"];
         if (p.is_object()) {
           std::printf("placement: primary %s, replicas %s, epoch %s (%s)\n",
@@ -296,6 +366,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         }
         std::printf("\n");
         PrintTable(rows);
+        if (rep.ok()) PrintReplication(*rep, a);
+        else std::printf("\nreplication: unknown (%s)\n", rep.status().message().c_str());
         return Status::Ok();
       });
     });

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "common/names.h"
+#include "replication/retention.h"
 
 namespace hc::cluster {
 
@@ -316,6 +317,7 @@ std::string ToJson(const NodeInfo& n) {
       {"drained", n.drained},
       {"public_addresses", n.public_addresses},
       {"proxy_port", n.proxy_port},
+      {"replication_port", n.replication_port},
   };
   return Dump(j);
 }
@@ -331,6 +333,8 @@ std::string ToJson(const AppDef& a) {
       {"protocol", a.protocol},
       {"tcp_ports", a.tcp_ports},
       {"replicas", a.replicas},
+      {"snapshot_interval_seconds", a.snapshot_interval_seconds},
+      {"retention", a.retention},
       {"limits",
        {{"memory_bytes", a.limits.memory_bytes},
         {"cpu_millis", a.limits.cpu_millis},
@@ -404,6 +408,7 @@ Result<NodeInfo> NodeInfoFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.Bool("drained", &n.drained));
   HC_RETURN_IF_ERROR(f.StrList("public_addresses", &n.public_addresses));
   HC_RETURN_IF_ERROR(f.Int("proxy_port", &n.proxy_port));
+  HC_RETURN_IF_ERROR(f.Int("replication_port", &n.replication_port));
   return n;
 }
 
@@ -420,6 +425,8 @@ Result<AppDef> AppDefFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.Str("protocol", &a.protocol));
   HC_RETURN_IF_ERROR(f.PortList("tcp_ports", &a.tcp_ports));
   HC_RETURN_IF_ERROR(f.Int("replicas", &a.replicas));
+  HC_RETURN_IF_ERROR(f.Int("snapshot_interval_seconds", &a.snapshot_interval_seconds));
+  HC_RETURN_IF_ERROR(f.Str("retention", &a.retention));
   HC_ASSIGN_OR_RETURN(const json* limits, f.Object("limits"));
   if (limits != nullptr) {
     Fields l(*limits, "app", "limits.");
@@ -530,7 +537,7 @@ Status ValidateAppDef(const AppDef& a) {
     if (ReservedPort(port)) {
       return InvalidArgument("app '" + name + "': tcp_ports: " + std::to_string(port) +
                              " is a port the cluster serves itself (22, 53, 80, 110, 143, 443, "
-                             "2379, 2380, 5432, 7480-7482); pick another");
+                             "2379, 2380, 5432, 7480-7483); pick another");
     }
     if (!ports.insert(port).second) {
       return InvalidArgument("app '" + name + "': tcp_ports: " + std::to_string(port) +
@@ -538,6 +545,14 @@ Status ValidateAppDef(const AppDef& a) {
     }
   }
   HC_RETURN_IF_ERROR(CheckRange(name, "replicas", a.replicas, 0u, kMaxReplicas, &Count));
+  if (a.snapshot_interval_seconds != 0) {
+    HC_RETURN_IF_ERROR(CheckRange(name, "snapshot_interval_seconds", a.snapshot_interval_seconds,
+                                  1u, 86400u, &Count));
+  }
+  if (!a.retention.empty()) {
+    auto grid = replication::ParseRetention(a.retention);
+    if (!grid.ok()) return InvalidArgument("app '" + name + "': retention: " + grid.status().message());
+  }
   HC_RETURN_IF_ERROR(
       CheckRange(name, "limits.memory", a.limits.memory_bytes, kMinMemory, kMaxMemory, &Bytes));
   HC_RETURN_IF_ERROR(CheckRange(name, "limits.cpu_millis", a.limits.cpu_millis, kMinCpuMillis,
@@ -566,7 +581,8 @@ bool ReservedPort(uint16_t port) {
     case 5432:
     case 7480:
     case 7481:
-    case 7482: return true;
+    case 7482:
+    case 7483: return true;
     default: return false;
   }
 }

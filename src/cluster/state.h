@@ -33,6 +33,7 @@ struct NodeInfo {
   // `address`.
   std::vector<std::string> public_addresses;
   uint16_t proxy_port = 0;  // internal proxy other nodes forward to; 0 = no proxy
+  uint16_t replication_port = 0;  // where replication streams are pushed; 0 = none
 };
 
 // Resource limits of an app (the runtime's Limits plus nothing else).
@@ -60,6 +61,13 @@ struct AppDef {
   std::string protocol;
   std::vector<uint16_t> tcp_ports;  // ports every node relays to the app's port as they are
   uint32_t replicas = 1;            // copies besides the primary
+  // Continuous replication (docs/design.md, "Replication"): check the volume
+  // for changes (and snapshot + push them) every this many seconds; 0 = the
+  // cluster default (hcd's replication_interval_seconds, 30). 1-86400.
+  uint32_t snapshot_interval_seconds = 0;
+  // Which snapshots to keep, e.g. "1h: keep all | 24h: 1 per hour" (see
+  // replication/retention.h); "" = the cluster default.
+  std::string retention;
   AppLimitsSpec limits;
   int64_t created_unix = 0;
 };

@@ -56,6 +56,10 @@ struct LocalClusterOptions {
   uint16_t proxy_postgres_port = 0;
   uint16_t proxy_imap_port = 0;
   uint16_t proxy_pop3_port = 0;
+  // Replication: every node's listener at <node address>:replication_port,
+  // and the cluster default interval (0 = hcd's default, 30 s).
+  uint16_t replication_port = 7490;
+  int replication_interval_seconds = 0;
   std::function<void(const std::string&)> progress;  // one line per step, or null
 };
 

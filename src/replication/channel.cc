@@ -245,7 +245,9 @@ class FrameSink : public ByteSink {
     buf_.clear();
     if (o_.corrupt_for_test) o_.corrupt_for_test(frames_, frame);
     ++frames_;
-    return c_.SendEncoded(frame);
+    HC_RETURN_IF_ERROR(c_.SendEncoded(frame));
+    if (o_.progress) o_.progress(total_);
+    return Status::Ok();
   }
 
   uint64_t total() const { return total_; }
@@ -432,7 +434,7 @@ Receiver::Stats Receiver::stats() const {
     for (const Conn& c : conns_) active += c.done ? 0 : 1;
   }
   return {received_.load(), already_.load(), refused_.load(), failed_.load(), active,
-          repairs_served_.load()};
+          diverged_.load(), repairs_served_.load()};
 }
 
 void Receiver::Serve(Conn& conn, std::string peer_cn) {
@@ -490,10 +492,19 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
                             req->app + "'",
                         newest);
       } else if (!req->base_id.empty() && req->base_id != newest) {
-        answer = Refuse(RefuseReason::kDiverged,
-                        "volume '" + req->app + "' on node '" + opts_.node_id +
-                            "' has snapshots newer than the base " + req->base_id,
-                        newest);
+        // Divergence: this copy has snapshots the primary (at its current
+        // epoch) does not build on, e.g. writes of a fenced primary. They
+        // are kept as a browsable branch volume, never overwritten.
+        auto kept = KeepDiverged(*req, have);
+        if (!kept.ok()) {
+          answer = Refuse(RefuseReason::kDiverged,
+                          "volume '" + req->app + "' on node '" + opts_.node_id +
+                              "' has snapshots newer than the base " + req->base_id +
+                              " and keeping them as a branch failed: " + kept.status().message(),
+                          newest);
+        } else {
+          answer = {Verdict::kAccept, RefuseReason::kNone, "", req->base_id};
+        }
       } else {
         answer = {Verdict::kAccept, RefuseReason::kNone, "", newest};
       }
@@ -531,6 +542,9 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
     struct stat sb;
     if (old_key.ok() && *old_key == key && ::stat(part.c_str(), &sb) == 0) {
       answer.resume_offset = static_cast<uint64_t>(sb.st_size);
+      LogInfo("replication: resuming the transfer of '%s' from '%s' after %llu bytes",
+              req->app.c_str(), peer_cn.c_str(),
+              static_cast<unsigned long long>(answer.resume_offset));
     } else {
       ::unlink(part.c_str());
       if (!MakeDirs(opts_.spool_dir, 0700).ok() ||
@@ -640,6 +654,29 @@ void Receiver::Serve(Conn& conn, std::string peer_cn) {
   }
 }
 
+Result<std::string> Receiver::KeepDiverged(const TransferRequest& req,
+                                           const std::vector<storage::SnapshotInfo>& have) {
+  std::string base_name;
+  size_t newer = 0;
+  for (size_t i = 0; i < have.size(); ++i) {
+    if (have[i].id == req.base_id) {
+      base_name = have[i].name;
+      newer = have.size() - i - 1;
+    }
+  }
+  std::string branch = req.app + "-diverged-" + std::to_string(time(nullptr));
+  if (branch.size() > 64) branch = branch.substr(branch.size() - 64);
+  HC_ASSIGN_OR_RETURN(auto rb, store_.Rollback(req.app, base_name, {.branch_name = branch}));
+  diverged_++;
+  std::string detail = std::to_string(newer) + " snapshot(s) after " + base_name + " (newest " +
+                       have.back().name + ") that primary '" + req.sender_node + "' at epoch " +
+                       std::to_string(req.epoch) + " does not have";
+  LogWarn("replication: '%s' diverged on this node: kept %s as volume '%s'", req.app.c_str(),
+          detail.c_str(), rb.branch.c_str());
+  if (opts_.on_diverged) opts_.on_diverged(req.app, rb.branch, detail);
+  return rb.branch;
+}
+
 Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts) {
   HC_ASSIGN_OR_RETURN(auto snaps, store.ListSnapshots(opts.app));
   auto name_of = [&](const std::string& id) -> Result<std::string> {
@@ -660,6 +697,7 @@ Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts
   HC_ASSIGN_OR_RETURN(Frame af, c.Read());
   if (af.type != kFrameAnswer) return Corrupt("the replica did not answer the request");
   HC_ASSIGN_OR_RETURN(TransferAnswer answer, DecodeAnswer(af.payload));
+  if (opts.receiver_newest != nullptr) *opts.receiver_newest = answer.receiver_newest_id;
   if (answer.verdict == Verdict::kAlreadyPresent) {
     return PushResult{opts.target_id, true, 0, 0};
   }

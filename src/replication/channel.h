@@ -57,6 +57,12 @@ struct ReceiverOptions {
   // the same (base, target) continues after them. Empty: no resume. One
   // partial transfer per app; any other (base, target) discards it.
   std::string spool_dir;
+  // A transfer from the current primary found this copy diverged (it has
+  // snapshots after the stream's base): they and any live data were kept as
+  // volume `branch` (Store::Rollback) before the stream was received.
+  // Called on the connection's thread.
+  std::function<void(const std::string& app, const std::string& branch, const std::string& detail)>
+      on_diverged;
 };
 
 class Receiver {
@@ -87,6 +93,7 @@ class Receiver {
     uint64_t refused = 0;  // answered with a refusal, or over max_connections
     uint64_t failed = 0;   // accepted, then failed (corrupt, cut, store error)
     uint64_t active = 0;   // connections being served now
+    uint64_t diverged = 0;  // copies that diverged and were kept as branches
     uint64_t repairs_served = 0;  // repair fetches answered with a repair stream
   };
   Stats stats() const;
@@ -99,6 +106,8 @@ class Receiver {
   };
   void Serve(Conn& conn, std::string peer_cn);
   void ReapLocked();
+  Result<std::string> KeepDiverged(const TransferRequest& req,
+                                   const std::vector<storage::SnapshotInfo>& have);
 
   storage::Store& store_;
   ReceiverOptions opts_;
@@ -106,7 +115,7 @@ class Receiver {
   bool stopped_ = false;             // GUARDED_BY(mu_)
   std::list<Conn> conns_;            // GUARDED_BY(mu_)
   std::set<std::string> busy_apps_;  // GUARDED_BY(mu_): a transfer in progress
-  std::atomic<uint64_t> received_{0}, already_{0}, refused_{0}, failed_{0};
+  std::atomic<uint64_t> received_{0}, already_{0}, refused_{0}, failed_{0}, diverged_{0};
   std::atomic<uint64_t> repairs_served_{0};
 };
 
@@ -121,6 +130,11 @@ struct PushOptions {
   // check; index from 0) just before it is written, so a test can damage
   // bytes in transit. Never set in production.
   std::function<void(uint64_t data_frame, std::string& frame)> corrupt_for_test;
+  // Set to the replica's newest snapshot id ("" = none) from its answer,
+  // also when it refuses; the caller learns where to send from.
+  std::string* receiver_newest = nullptr;
+  // Called after each data frame with the stream bytes sent so far.
+  std::function<void(uint64_t bytes)> progress;
 };
 
 struct PushResult {

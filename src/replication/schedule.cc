@@ -6,6 +6,18 @@
 
 namespace hc::replication {
 
+const char* ReplicaStateName(ReplicaLag::State s) {
+  switch (s) {
+    case ReplicaLag::kUnknown: return "unknown";
+    case ReplicaLag::kInSync: return "in_sync";
+    case ReplicaLag::kPending: return "pending";
+    case ReplicaLag::kTransferring: return "transferring";
+    case ReplicaLag::kRetrying: return "retrying";
+    case ReplicaLag::kBlocked: return "blocked";
+  }
+  return "unknown";
+}
+
 namespace {
 // A new app's first check sorts before every real due time.
 constexpr int64_t kDueNow = std::numeric_limits<int64_t>::min();

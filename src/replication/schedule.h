@@ -141,6 +141,9 @@ struct ReplicaLag {
   std::optional<int64_t> next_check_ms;    // nullopt while a check runs
 };
 
+// "unknown", "in_sync", "pending", "transferring", "retrying", "blocked".
+const char* ReplicaStateName(ReplicaLag::State s);
+
 class Scheduler {
  public:
   explicit Scheduler(ScheduleLimits limits);

@@ -93,6 +93,11 @@ struct SnapshotOptions {
   // `zfs snapshot` only.
   std::function<Status()> freeze;
   std::function<Status()> thaw;
+  // Snapshot only if the live data differs from the newest snapshot; when it
+  // does not, nothing is written and the newest snapshot is returned (same
+  // id), so "unchanged" is `result.id == newest.id`. The replication loop's
+  // check. A volume without snapshots is always snapshotted.
+  bool skip_if_unchanged = false;
 };
 
 struct RollbackOptions {

@@ -159,6 +159,32 @@ TEST_P(StoreConformance, SnapshotCallsFreezeAndThawAroundIt) {
   EXPECT_EQ(SnapNames("app"), std::vector<std::string>{"s1"});
 }
 
+TEST_P(StoreConformance, SkipIfUnchangedTakesASnapshotOnlyAfterWrites) {
+  SnapshotOptions o;
+  o.skip_if_unchanged = true;
+  ASSERT_OK(store_->CreateVolume("app"));
+  auto first = store_->Snapshot("app", "c1", o);  // no snapshot yet: always taken
+  ASSERT_OK(first);
+  auto same = store_->Snapshot("app", "c2", o);
+  ASSERT_OK(same);
+  EXPECT_EQ(same->id, first->id);
+  EXPECT_EQ(same->name, "c1");
+  EXPECT_EQ(SnapNames("app"), std::vector<std::string>{"c1"});
+  WriteFile(Live("app") + "/f", "written");
+  auto changed = store_->Snapshot("app", "c3", o);
+  ASSERT_OK(changed);
+  EXPECT_NE(changed->id, first->id);
+  EXPECT_EQ(SnapNames("app"), (std::vector<std::string>{"c1", "c3"}));
+  auto again = store_->Snapshot("app", "c4", o);
+  ASSERT_OK(again);
+  EXPECT_EQ(again->id, changed->id);
+  // A write after a skipped check is still caught by the next one.
+  WriteFile(Live("app") + "/g", "more");
+  auto later = store_->Snapshot("app", "c5", o);
+  ASSERT_OK(later);
+  EXPECT_EQ(SnapNames("app"), (std::vector<std::string>{"c1", "c3", "c5"}));
+}
+
 TEST_P(StoreConformance, DiffListsAddedModifiedAndDeletedPaths) {
   MakeSite("shop");
   std::string live = Live("shop");

@@ -1070,6 +1070,18 @@ class DirStore final : public Store {
     Status thawed = opts.thaw ? opts.thaw() : Status::Ok();
     if (!scan.ok()) return scan.status().Annotate("snapshot '" + v + "@" + name + "'");
     HC_RETURN_IF_ERROR(thawed.Annotate("thaw after snapshot"));
+    if (opts.skip_if_unchanged && !snaps.empty() && scan->root == snaps.back().rec.tree) {
+      state.root = scan->root;
+      state.multi_link_dirs.merge(scan->multi_link_dirs);
+      {
+        std::lock_guard<std::mutex> l(scan_mu_);
+        scan_state_[v] = std::move(state);
+      }
+      if (scan->files_read > 0) {
+        (void)WriteFileAtomic(VolDir(v) + "/statcache", dir::EncodeStatCache(scan->cache), false);
+      }
+      return snaps.back().Info();
+    }
     // Snapshot times must increase within a volume even if the clock steps
     // back: the order of snapshots is their time order.
     if (!snaps.empty() && created <= snaps.back().rec.created_unix_ns) {

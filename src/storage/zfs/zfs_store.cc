@@ -182,6 +182,10 @@ class ZfsStore : public Store {
         return AlreadyExists("volume '" + volume + "' already has a snapshot '" + snapshot + "'");
       }
     }
+    if (options.skip_if_unchanged && !l.snaps.empty()) {
+      HC_ASSIGN_OR_RETURN(bool changed, LiveDiffersFrom(volume, l.snaps.back().info.name));
+      if (!changed) return l.snaps.back().info;
+    }
     if (options.freeze) HC_RETURN_IF_ERROR(options.freeze());
     Status taken = Run({"snapshot", Ds(volume) + "@" + snapshot});
     Status thawed = options.thaw ? options.thaw() : Status::Ok();

@@ -1,0 +1,114 @@
+// Continuous replication on one node (docs/design.md, "Replication: the
+// node's loop"): run by every hcd.
+//
+// As a primary, for every app placed here it
+//   - checks the volume every interval (the app's snapshot_interval_seconds
+//     or the cluster default) and snapshots it when it changed, freezing a
+//     running app around `dir` snapshots (runtime Freeze/Thaw);
+//   - pushes each new snapshot to every replica node named by the placement,
+//     incrementally from what that replica holds (learnt from the replica
+//     itself: a probe, then every answer), driven by the Scheduler (fair,
+//     bounded, per-replica backoff);
+//   - applies the app's retention grid, never removing a replica's newest
+//     snapshot (the base of its next increment).
+// As a replica, it receives streams on <address>:replication_port (mutual
+// TLS with the cluster CA, ALPN hc-repl) from the node the placement names
+// primary at the stream's epoch, keeps diverged copies as branch volumes,
+// and applies retention to its copies too.
+//
+// Everything it learns is visible through Lag() (the API and `hc app show`)
+// and MetricsText() (Prometheus, /metrics).
+//
+// Threads: one loop thread owns the decisions; a small pool runs checks,
+// transfers and retention; the Receiver serves incoming streams.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "net/socket.h"
+#include "proxy/tls.h"
+#include "replication/retention.h"
+#include "replication/schedule.h"
+
+namespace hc::cluster {
+class ClusterStore;
+}
+namespace hc::runtime {
+class Runtime;
+}
+namespace hc::storage {
+class Store;
+}
+
+namespace hc::replication {
+
+struct ServiceOptions {
+  std::string node_id;
+  net::HostPort listen;   // <address>:replication_port
+  std::string spool_dir;  // partial incoming streams (resume)
+  proxy::TlsClientIdentity identity;
+  int64_t default_interval_ms = kDefaultIntervalMs;
+  std::string default_retention = std::string(kDefaultRetention);
+  ScheduleLimits limits;
+  int io_timeout_ms = 30000;           // a transfer with no progress this long fails
+  int64_t retention_every_ms = 60000;  // retention runs at most this often per app
+  int64_t probe_retry_ms = 5000;       // an unreachable replica is asked again after this
+  std::string tunnel_host = "127.0.0.1";  // local end of the TLS tunnels to other nodes
+  // Test hook (hcd: environment HC_TEST_CORRUPT_NEXT_TRANSFER=1): flips a
+  // byte in the first data frame of the next transfer, once.
+  bool corrupt_next_transfer_for_test = false;
+};
+
+// What this node knows about one app's replication, for the API.
+struct AppReplicationStatus {
+  std::string app;
+  std::string role;  // "primary" (rows filled), "replica", "" (not here)
+  uint64_t epoch = 0;
+  std::vector<ReplicaLag> replicas;  // primary only
+  std::string newest_snapshot;       // this node's newest (id), replica or primary
+  std::string newest_snapshot_name;
+  int64_t newest_created_ns = 0;
+  std::vector<std::string> diverged_branches;  // kept here, newest last
+  std::string last_error;                      // of the last retention/probe here
+};
+
+class ReplicationService {
+ public:
+  // Borrows everything; they must outlive Stop().
+  ReplicationService(cluster::ClusterStore* cs, storage::Store* store, runtime::Runtime* rt,
+                     ServiceOptions opts);
+  ~ReplicationService();  // Stop()
+  ReplicationService(const ReplicationService&) = delete;
+  ReplicationService& operator=(const ReplicationService&) = delete;
+
+  // Binds the listener (an error names the address), starts following the
+  // cluster and the loop.
+  Status Start();
+  void Stop();  // idempotent; transfers in flight are cut (they resume later)
+  // Certificate renewal: new handshakes both ways use `id`.
+  Status SetIdentity(const proxy::TlsClientIdentity& id);
+  net::HostPort bound() const;
+
+  // nullopt-like: role "" when this node neither is primary of `app` nor
+  // holds a replica of it.
+  AppReplicationStatus Describe(const std::string& app) const;
+  std::string MetricsText() const;
+
+  struct Stats {
+    uint64_t checks = 0, snapshots = 0, check_failures = 0;
+    uint64_t transfers = 0, transfer_failures = 0, bytes_sent = 0;
+    uint64_t snapshots_pruned = 0;
+    uint64_t received = 0, refused = 0, receive_failures = 0, diverged = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hc::replication
