@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 #include <vector>
 
 #include "common/log.h"
@@ -316,6 +317,65 @@ TransferAnswer Refuse(RefuseReason reason, std::string message, std::string newe
   return {Verdict::kRefused, reason, std::move(message), std::move(newest)};
 }
 
+// Reads and discards what the peer still sends until it closes (one
+// deadline for all of it, so a trickling peer cannot hold the thread), after
+// our last frame: closing first could reset the connection and lose that
+// frame in transit.
+void DrainUntilClosed(FramedConn& c) {
+  ::shutdown(c.fd(), SHUT_WR);
+  char sink[64 * 1024];
+  net::Deadline drain_until = c.Deadline();
+  while (true) {
+    auto n = net::ReadSome(c.fd(), sink, sizeof sink, drain_until);
+    if (!n.ok() || *n == 0) break;
+  }
+}
+
+enum class RepairOutcome { kServed, kRefused, kFailed };
+
+// Answers a repair fetch (a `G` frame already read) with `A`, then the
+// store's repair stream in `D` frames and `F`.
+RepairOutcome ServeRepairFetch(storage::Store& store, const std::string& node_id, FramedConn& c,
+                               const std::string& payload, const std::string& peer_cn) {
+  auto req = DecodeRepairRequest(payload);
+  TransferAnswer answer;
+  if (!req.ok()) {
+    answer = Refuse(RefuseReason::kOther, req.status().message());
+  } else if (req->requester_node != peer_cn) {
+    answer = Refuse(RefuseReason::kOther, "the repair request names node '" + req->requester_node +
+                                              "' but the certificate is node '" + peer_cn + "'");
+  } else if (auto v = store.GetVolume(req->app); !v.ok()) {
+    bool absent =
+        v.status().code() == Code::kNotFound || v.status().code() == Code::kInvalidArgument;
+    answer = absent ? Refuse(RefuseReason::kNoSuchApp,
+                             "node '" + node_id + "' has no app '" + req->app + "'")
+                    : Refuse(RefuseReason::kOther, "node '" + node_id + "' cannot serve '" +
+                                                       req->app + "': " + v.status().message());
+  }
+  if (answer.verdict == Verdict::kRefused) {
+    LogWarn("replication: refused a repair fetch from '%s': %s", peer_cn.c_str(),
+            answer.message.c_str());
+  }
+  if (!c.Send(kFrameAnswer, EncodeAnswer(answer)).ok()) return RepairOutcome::kFailed;
+  if (answer.verdict == Verdict::kRefused) return RepairOutcome::kRefused;
+  static const PushOptions kNoHooks;
+  FrameSink sink(c, kNoHooks);
+  Status st = store.ExportRepair(req->app, req->object_ids, sink);
+  if (st.ok()) st = sink.Flush();
+  if (st.ok()) st = c.Send(kFrameFinish, EncodeFinish({sink.total()}));
+  if (!st.ok()) {
+    // Without `F` the fetcher sees the stream cut and applies nothing more.
+    LogWarn("replication: repair fetch of '%s' by '%s' failed: %s", req->app.c_str(),
+            peer_cn.c_str(), st.message().c_str());
+    return RepairOutcome::kFailed;
+  }
+  LogInfo("replication: served %zu objects of '%s' to '%s' for repair (%llu bytes)",
+          req->object_ids.size(), req->app.c_str(), peer_cn.c_str(),
+          static_cast<unsigned long long>(sink.total()));
+  DrainUntilClosed(c);
+  return RepairOutcome::kServed;
+}
+
 }  // namespace
 
 Receiver::Receiver(storage::Store& store, ReceiverOptions opts)
@@ -374,16 +434,24 @@ Receiver::Stats Receiver::stats() const {
     for (const Conn& c : conns_) active += c.done ? 0 : 1;
   }
   return {received_.load(), already_.load(), refused_.load(), failed_.load(), active,
-          diverged_.load()};
+          diverged_.load(), repairs_served_.load()};
 }
 
 void Receiver::Serve(Conn& conn, std::string peer_cn) {
   FramedConn c(conn.fd.get(), opts_.io_timeout_ms);
   auto first = c.Read();
-  if (!first.ok() || first->type != kFrameRequest) {
+  if (!first.ok() || (first->type != kFrameRequest && first->type != kFrameRepairRequest)) {
     LogWarn("replication: connection from node '%s' ended before a request: %s", peer_cn.c_str(),
             first.ok() ? "first frame is not a request" : first.status().message().c_str());
     failed_++;
+    return;
+  }
+  if (first->type == kFrameRepairRequest) {
+    switch (ServeRepairFetch(store_, opts_.node_id, c, first->payload, peer_cn)) {
+      case RepairOutcome::kServed: repairs_served_++; break;
+      case RepairOutcome::kRefused: refused_++; break;
+      case RepairOutcome::kFailed: failed_++; break;
+    }
     return;
   }
   auto req = DecodeRequest(first->payload);
@@ -658,6 +726,89 @@ Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts
     return Internal("the replica stored snapshot " + r.snapshot_id + ", not " + opts.target_id);
   }
   return PushResult{r.snapshot_id, r.already_present, sink.total(), answer.resume_offset};
+}
+
+Result<FetchRepairResult> FetchRepair(storage::Store& store, int conn,
+                                      const FetchRepairOptions& opts) {
+  static_assert(kMaxRepairObjectIds == storage::kMaxRepairObjects);
+  if (opts.object_ids.empty()) return InvalidArgument("a repair fetch needs object ids");
+  if (opts.object_ids.size() > kMaxRepairObjectIds) {
+    return InvalidArgument("a repair fetch asks for " + std::to_string(opts.object_ids.size()) +
+                           " objects; at most " + std::to_string(kMaxRepairObjectIds) +
+                           " per fetch");
+  }
+  FramedConn c(conn, opts.io_timeout_ms);
+  RepairRequest req{opts.app, opts.requester_node, opts.object_ids};
+  HC_RETURN_IF_ERROR(c.Send(kFrameRepairRequest, EncodeRepairRequest(req)));
+  HC_ASSIGN_OR_RETURN(Frame af, c.Read());
+  if (af.type != kFrameAnswer) return Corrupt("the peer did not answer the repair request");
+  HC_ASSIGN_OR_RETURN(TransferAnswer answer, DecodeAnswer(af.payload));
+  if (answer.verdict == Verdict::kRefused) {
+    std::string m = "the peer refused the repair fetch: " + answer.message;
+    return answer.reason == RefuseReason::kNoSuchApp ? NotFound(m) : Conflict(m);
+  }
+  if (answer.verdict != Verdict::kAccept) {
+    return Corrupt("the peer answered the repair request with an unexpected verdict");
+  }
+  FrameSource frames(c);
+  FetchRepairResult result;
+  HC_ASSIGN_OR_RETURN(result.repair, store.ApplyRepair(opts.app, frames));
+  // The store stops at the repair stream's end record; the F frame must follow.
+  uint8_t extra[1];
+  HC_ASSIGN_OR_RETURN(size_t n, frames.Read(extra));
+  if (n != 0) return Corrupt("the peer sent bytes after the end of the repair stream");
+  result.stream_bytes = frames.total();
+  std::set<std::string> intact(result.repair.intact_ids.begin(), result.repair.intact_ids.end());
+  std::set<std::string> listed;
+  for (const auto& id : opts.object_ids) {
+    if (intact.count(id) == 0 && listed.insert(id).second) result.still_damaged.push_back(id);
+  }
+  return result;
+}
+
+Result<ScrubAndRepairResult> ScrubAndRepair(storage::Store& store,
+                                            const ScrubAndRepairOptions& opts) {
+  ScrubAndRepairResult result;
+  while (result.rounds < opts.max_rounds) {
+    HC_ASSIGN_OR_RETURN(result.last, store.Scrub(opts.app, opts.scrub));
+    ++result.rounds;
+    if (result.last.ok()) break;
+    std::vector<std::string> remaining = result.last.DamagedIds();
+    uint64_t before = result.repaired;
+    for (const auto& [peer, connect] : opts.peers) {
+      std::vector<std::string> still;
+      for (size_t i = 0; i < remaining.size(); i += kMaxRepairObjectIds) {
+        size_t end = std::min(remaining.size(), i + kMaxRepairObjectIds);
+        std::vector<std::string> batch(remaining.begin() + i, remaining.begin() + end);
+        Result<FetchRepairResult> got = Unavailable("not connected");
+        if (auto fd = connect(); fd.ok()) {
+          got = FetchRepair(store, fd->get(),
+                            {.app = opts.app,
+                             .requester_node = opts.node_id,
+                             .object_ids = batch,
+                             .io_timeout_ms = opts.io_timeout_ms});
+        } else {
+          got = fd.status();
+        }
+        if (!got.ok()) {
+          result.peer_errors.push_back(peer + ": " + got.status().ToString());
+          still.insert(still.end(), batch.begin(), batch.end());
+          continue;
+        }
+        result.repaired += got->repair.repaired;
+        still.insert(still.end(), got->still_damaged.begin(), got->still_damaged.end());
+      }
+      remaining = std::move(still);
+      if (remaining.empty()) break;
+    }
+    if (result.repaired == before) break;
+  }
+  if (!result.last.ok()) {
+    LogWarn("replication: '%s' on '%s' still has %zu damaged objects after repair (%llu repaired)",
+            opts.app.c_str(), opts.node_id.c_str(), result.last.problems.size(),
+            static_cast<unsigned long long>(result.repaired));
+  }
+  return result;
 }
 
 }  // namespace hc::replication

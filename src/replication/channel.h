@@ -27,6 +27,8 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/fs.h"
 #include "common/status.h"
@@ -72,7 +74,11 @@ class Receiver {
   Receiver& operator=(const Receiver&) = delete;
 
   // Takes the plain end of a verified mutual-TLS connection; `info.peer_cn`
-  // is the sender's node id. Does not block (safe in a TlsTerminator sink).
+  // is the sender's node id. The connection carries a transfer (a `Q`
+  // request) or a repair fetch (a `G` request, see FetchRepair): repair
+  // fetches are served to any node of the cluster (the TLS layer checked its
+  // certificate) for an app that exists here; no primary check, as they
+  // only read. Does not block (safe in a TlsTerminator sink).
   // Closed at once after Stop() or beyond max_connections.
   void Adopt(UniqueFd plain, const proxy::TlsConnInfo& info);
 
@@ -88,6 +94,7 @@ class Receiver {
     uint64_t failed = 0;   // accepted, then failed (corrupt, cut, store error)
     uint64_t active = 0;   // connections being served now
     uint64_t diverged = 0;  // copies that diverged and were kept as branches
+    uint64_t repairs_served = 0;  // repair fetches answered with a repair stream
   };
   Stats stats() const;
 
@@ -109,6 +116,7 @@ class Receiver {
   std::list<Conn> conns_;            // GUARDED_BY(mu_)
   std::set<std::string> busy_apps_;  // GUARDED_BY(mu_): a transfer in progress
   std::atomic<uint64_t> received_{0}, already_{0}, refused_{0}, failed_{0}, diverged_{0};
+  std::atomic<uint64_t> repairs_served_{0};
 };
 
 struct PushOptions {
@@ -145,5 +153,69 @@ struct PushResult {
 // `conn` is borrowed: close it when Push returns (the receiver waits for
 // that EOF before it lets go of the connection).
 Result<PushResult> Push(storage::Store& store, int conn, const PushOptions& opts);
+
+struct FetchRepairOptions {
+  std::string app;             // the volume name, the same on every node
+  std::string requester_node;  // this node: the CN of its certificate
+  // What to fetch, e.g. store.Scrub(app, {})->DamagedIds(); 1 to
+  // kMaxRepairObjectIds ids.
+  std::vector<std::string> object_ids;
+  int io_timeout_ms = 60000;
+};
+
+struct FetchRepairResult {
+  storage::RepairResult repair;  // what ApplyRepair did here
+  // Requested ids that are still not intact here (the peer lacked a healthy
+  // copy, or did not send one): ask another node.
+  std::vector<std::string> still_damaged;
+  uint64_t stream_bytes = 0;
+};
+
+// Fetches healthy copies of `object_ids` of `app` from the node at the other
+// end of `conn` (a connected stream socket to a Receiver) and applies them
+// to `store` with Store::ApplyRepair: each object is checked against its id
+// on both nodes, and a copy that is damaged on the peer is never sent. Runs
+// on the caller's thread. Errors: kInvalidArgument (no ids, too many),
+// kNotFound (the peer has no such app), kCorrupt (damaged frames or stream;
+// objects that verified before the damage stay repaired), kUnavailable
+// (connection failed or timed out), or ApplyRepair's errors. A scrub after
+// it shows what remains (objects below a repaired tree are only seen then).
+// `conn` is borrowed: close it when FetchRepair returns.
+Result<FetchRepairResult> FetchRepair(storage::Store& store, int conn,
+                                      const FetchRepairOptions& opts);
+
+// Opens a connection to one other node holding the app (in production a
+// TlsTunnels tunnel to that node's replication listener).
+using PeerConnect = std::function<Result<UniqueFd>()>;
+
+struct ScrubAndRepairOptions {
+  std::string app;
+  std::string node_id;  // this node: the CN of its certificate
+  // The app's other nodes, in order of preference: (node id, connect).
+  std::vector<std::pair<std::string, PeerConnect>> peers;
+  storage::ScrubOptions scrub;
+  int io_timeout_ms = 60000;
+  // A damaged tree hides what is below it, so each round can reveal more
+  // damage; a round that repairs nothing ends the run.
+  int max_rounds = 8;
+};
+
+struct ScrubAndRepairResult {
+  uint64_t repaired = 0;  // objects rewritten from a peer's verified copy
+  int rounds = 0;         // scrubs run
+  // The last scrub: ok() when the volume is intact; otherwise what no peer
+  // could provide a healthy copy of.
+  storage::ScrubReport last;
+  std::vector<std::string> peer_errors;  // "node-b: <why the fetch failed>"
+};
+
+// Scrubs `app` in `store` and fetches healthy copies of whatever is damaged
+// or missing from the peers in turn (an object a peer lacks or has damaged
+// is asked of the next), until a scrub is clean, a round repairs nothing,
+// or max_rounds. What a periodic scrub on every node runs. Errors: only the
+// scrub's own (kNotFound, kUnavailable for backends without repair, kIo);
+// peer failures are collected in peer_errors.
+Result<ScrubAndRepairResult> ScrubAndRepair(storage::Store& store,
+                                            const ScrubAndRepairOptions& opts);
 
 }  // namespace hc::replication

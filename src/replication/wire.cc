@@ -76,7 +76,7 @@ Digest FrameCheck(uint64_t seq, uint8_t type, std::string_view payload) {
 
 bool KnownFrameType(uint8_t t) {
   return t == kFrameRequest || t == kFrameAnswer || t == kFrameData || t == kFrameFinish ||
-         t == kFrameResult;
+         t == kFrameResult || t == kFrameRepairRequest;
 }
 
 Status Malformed(const char* what) {
@@ -92,6 +92,7 @@ const char* RefuseReasonName(RefuseReason r) {
     case RefuseReason::kBaseMissing: return "base snapshot missing";
     case RefuseReason::kDiverged: return "replica diverged";
     case RefuseReason::kOther: return "other";
+    case RefuseReason::kNoSuchApp: return "no such app";
   }
   return "unknown";
 }
@@ -194,7 +195,7 @@ Result<TransferAnswer> DecodeAnswer(std::string_view payload) {
   a.message = d.Str();
   a.receiver_newest_id = d.Str();
   a.resume_offset = d.Int(8);
-  if (!d.done() || verdict > 2 || reason > 4) return Malformed("answer");
+  if (!d.done() || verdict > 2 || reason > 5) return Malformed("answer");
   a.verdict = static_cast<Verdict>(verdict);
   a.reason = static_cast<RefuseReason>(reason);
   return a;
@@ -235,6 +236,40 @@ Result<TransferResult> DecodeResult(std::string_view payload) {
   }
   r.code = static_cast<Code>(code);
   r.already_present = present == 1;
+  return r;
+}
+
+std::string EncodeRepairRequest(const RepairRequest& r) {
+  std::string o;
+  PutU16(o, kWireVersion);
+  PutStr(o, r.app);
+  PutStr(o, r.requester_node);
+  PutU32(o, static_cast<uint32_t>(r.object_ids.size()));
+  for (const auto& id : r.object_ids) PutStr(o, id);
+  return o;
+}
+
+Result<RepairRequest> DecodeRepairRequest(std::string_view payload) {
+  Reader d(payload);
+  uint16_t version = static_cast<uint16_t>(d.Int(2));
+  RepairRequest r;
+  r.app = d.Str();
+  r.requester_node = d.Str();
+  uint32_t n = static_cast<uint32_t>(d.Int(4));
+  if (n > kMaxRepairObjectIds) return Malformed("repair request (too many object ids)");
+  for (uint32_t i = 0; i < n; ++i) {
+    r.object_ids.push_back(d.Str());
+    if (r.object_ids.back().size() > 128) return Malformed("repair request (object id too long)");
+  }
+  if (!d.done()) return Malformed("repair request");
+  if (version != kWireVersion) {
+    return InvalidArgument("replication repair request has protocol version " +
+                           std::to_string(version) + "; this node speaks version " +
+                           std::to_string(kWireVersion));
+  }
+  if (r.app.empty() || r.requester_node.empty() || r.object_ids.empty()) {
+    return Malformed("repair request (empty app, requester or id list)");
+  }
   return r;
 }
 

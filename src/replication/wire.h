@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 
@@ -36,6 +37,7 @@ enum FrameType : uint8_t {
   kFrameData = 'D',
   kFrameFinish = 'F',
   kFrameResult = 'R',
+  kFrameRepairRequest = 'G',  // fetch healthy copies of damaged objects
 };
 
 struct Frame {
@@ -81,6 +83,7 @@ enum class RefuseReason : uint8_t {
   kBaseMissing = 2,
   kDiverged = 3,
   kOther = 4,
+  kNoSuchApp = 5,  // repair fetch: the app does not exist on the answering node
 };
 const char* RefuseReasonName(RefuseReason r);
 
@@ -119,5 +122,23 @@ Result<TransferRequest> DecodeRequest(std::string_view payload);
 Result<TransferAnswer> DecodeAnswer(std::string_view payload);
 Result<TransferFinish> DecodeFinish(std::string_view payload);
 Result<TransferResult> DecodeResult(std::string_view payload);
+
+// Repair fetch (docs/design.md, "Repair fetch"): a node with damaged objects
+// of `app` asks another node for verified copies. The answer is an `A`
+// frame, then the exporter's repair stream (storage ExportRepair) in `D`
+// frames and an `F` frame with the byte total.
+inline constexpr size_t kMaxRepairObjectIds = 4096;  // = storage::kMaxRepairObjects
+
+struct RepairRequest {
+  std::string app;
+  std::string requester_node;           // must match the TLS client certificate
+  std::vector<std::string> object_ids;  // 1..kMaxRepairObjectIds
+  bool operator==(const RepairRequest&) const = default;
+};
+
+std::string EncodeRepairRequest(const RepairRequest& r);
+// Same rules as the other decoders; also refuses an empty id list, more than
+// kMaxRepairObjectIds ids and ids longer than 128 bytes.
+Result<RepairRequest> DecodeRepairRequest(std::string_view payload);
 
 }  // namespace hc::replication

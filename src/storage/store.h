@@ -142,6 +142,48 @@ struct SpaceUsage {
                                 // (approximate for dir: shared chunks count)
 };
 
+// Scrub: a Verify meant to run periodically at low priority, with a
+// machine-readable result that repair can act on.
+struct ScrubOptions {
+  // Upper bound on the bytes read per second (0 = as fast as the disk goes).
+  uint64_t max_bytes_per_sec = 0;
+};
+
+struct ScrubProblem {
+  std::string object_id;  // dir: chunk or tree object id, 64 hex digits
+  bool missing = false;   // absent (as opposed to present but damaged)
+  // "chunk 3fa1… (volume shop, snapshot s2, file public/index.html): ..."
+  std::string text;
+};
+
+struct ScrubReport {
+  uint64_t objects_checked = 0;
+  uint64_t bytes_checked = 0;
+  // One entry per damaged or missing object (each id once), sorted by id.
+  std::vector<ScrubProblem> problems;
+  bool ok() const { return problems.empty(); }
+  // The ids of `problems`: what to ask another node's ExportRepair for.
+  std::vector<std::string> DamagedIds() const {
+    std::vector<std::string> ids;
+    for (const auto& p : problems) ids.push_back(p.object_id);
+    return ids;
+  }
+};
+
+struct RepairResult {
+  uint64_t repaired = 0;        // objects rewritten from the verified copy
+  uint64_t already_intact = 0;  // offered, but our copy checks out: left alone
+  // Ids (hex) of the objects now intact here: repaired or already intact.
+  std::vector<std::string> intact_ids;
+  // Ids the peer could not export (damaged or missing there too, or not
+  // part of the volume there), with the peer's reason.
+  std::vector<std::string> peer_missing;
+  std::vector<std::string> peer_missing_reasons;
+};
+
+// Repair streams carry at most this many objects.
+inline constexpr size_t kMaxRepairObjects = 4096;
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -218,6 +260,49 @@ class Store {
   virtual Result<VerifyReport> Verify(const std::string& volume) = 0;
 
   virtual Result<SpaceUsage> Space(const std::string& volume) = 0;
+
+  // --- Scrub and repair (docs/design.md, "Storage: scrub and repair"). ---
+  // Backends without support return kUnavailable naming the backend.
+
+  // Re-reads and re-checks everything the snapshots of `volume` refer to,
+  // like Verify, and names each damaged or missing object by id. Meant for
+  // periodic runs at low priority: it does not hold the volume lock, and
+  // (dir) holds the store lock only for short batches, so snapshots,
+  // receives and garbage collection proceed meanwhile. An object that was
+  // collected while the scrub ran is not reported. A damaged tree object
+  // hides what lies below it: scrub again after repairing it.
+  virtual Result<ScrubReport> Scrub(const std::string& volume, const ScrubOptions& options) {
+    (void)volume;
+    (void)options;
+    return Unavailable("scrub is not implemented for the '" + backend() + "' backend");
+  }
+
+  // Writes the objects named by `object_ids` (as in ScrubReport) in a
+  // self-checking repair stream (docs/design.md). Each object is verified
+  // against its id before it is written; one that is damaged or missing
+  // here, or that no snapshot (or live scan cache) of `volume` refers to, is
+  // not exported but listed as missing with the reason, so the caller asks
+  // another node. A damaged copy is never exported. Errors: kNotFound (no
+  // such volume), kInvalidArgument (more than kMaxRepairObjects ids).
+  virtual Status ExportRepair(const std::string& volume, const std::vector<std::string>& object_ids,
+                              ByteSink& out) {
+    (void)volume;
+    (void)object_ids;
+    (void)out;
+    return Unavailable("repair is not implemented for the '" + backend() + "' backend");
+  }
+
+  // Reads a repair stream written by ExportRepair on another node and
+  // rewrites, atomically, each object of `volume` that is damaged or missing
+  // here with the stream's copy after checking that copy against its id
+  // again. Objects intact here, and objects `volume` does not refer to, are
+  // left alone. Errors: kCorrupt (damaged stream; objects before the damage
+  // that verified are kept, they are correct), kNotFound (no such volume).
+  virtual Result<RepairResult> ApplyRepair(const std::string& volume, ByteSource& in) {
+    (void)volume;
+    (void)in;
+    return Unavailable("repair is not implemented for the '" + backend() + "' backend");
+  }
 };
 
 struct StoreConfig {

@@ -38,6 +38,11 @@ void CheckMessage(const Frame& f) {
     case kFrameResult:
       if (auto r = DecodeResult(f.payload); r.ok()) Check(EncodeResult(*r) == f.payload);
       break;
+    case kFrameRepairRequest:
+      if (auto r = DecodeRepairRequest(f.payload); r.ok()) {
+        Check(EncodeRepairRequest(*r) == f.payload);
+      }
+      break;
     case kFrameData: break;
   }
 }
@@ -51,7 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // Each payload is also decoded directly as every message type.
   Frame raw{kFrameRequest, std::string(in)};
-  for (FrameType t : {kFrameRequest, kFrameAnswer, kFrameFinish, kFrameResult}) {
+  for (FrameType t :
+       {kFrameRequest, kFrameAnswer, kFrameFinish, kFrameResult, kFrameRepairRequest}) {
     raw.type = t;
     CheckMessage(raw);
   }

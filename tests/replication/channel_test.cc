@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -453,6 +457,212 @@ TEST_F(ChannelLimitTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
   tunnels_->Stop();
   EXPECT_TRUE(Eventually([&] { return rx_->stats().failed == 1; })) << "the idle one ends";
   EXPECT_TRUE(PushOnce("", s1.id).ok());
+}
+
+// --- Repair fetch: healthy copies of damaged chunks over the channel. ---
+
+// The data chunk files (header kind 1) of the dir store of `t`, sorted.
+std::vector<std::string> DataChunkFiles(const storage::testing::TestStore& t) {
+  std::vector<std::string> out;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(t.cleanup_dir + "/store/chunks")) {
+    if (!e.is_regular_file()) continue;
+    auto data = ReadFileToString(e.path().string());
+    if (data.ok() && data->size() > 20 && (*data)[4] == 1) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Flips a byte of the chunk file at `path`; returns its id.
+std::string DamageChunkFile(const std::string& path) {
+  std::string data = *ReadFileToString(path);
+  data[data.size() / 2] ^= 0x10;
+  ::chmod(path.c_str(), 0644);
+  WriteFile(path, data);
+  return path.substr(path.rfind('/') + 1);
+}
+
+std::string ReadS1(storage::Store& s, const std::string& path) {
+  StringSink out;
+  Status st = s.ReadFile("shop", "s1", path, out);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return out.out;
+}
+
+class ChannelRepairTest : public ChannelTest {
+ protected:
+  void SetUp() override {
+    ChannelTest::SetUp();
+    WriteFile(live_ + "/big.bin", big_);
+    WriteFile(live_ + "/index.html", "hello");
+    s1_ = Snap("s1");
+    ASSERT_TRUE(PushOnce("", s1_.id).ok());
+    // node-a serves repair fetches too: its own Receiver and terminator.
+    const Pki& p = TestPki();
+    rx_a_ = std::make_unique<Receiver>(
+        *a_.store, ReceiverOptions{.node_id = "node-a",
+                                   .is_primary = [](const std::string&, const std::string&,
+                                                    uint64_t) { return PermissionDenied("no"); },
+                                   .io_timeout_ms = 10000});
+    server_a_ = std::make_unique<TlsTerminator>(
+        proxy::TlsTerminatorOptions{.listen = {net::HostPort{kServerHost, 0}}, .workers = 1},
+        [this](UniqueFd fd, const proxy::TlsConnInfo& info) { rx_a_->Adopt(std::move(fd), info); });
+    auto certs =
+        proxy::CertTable::Build({}, CertSpec{"node-a", {"node-a"}, p.a.cert, p.a.key},
+                                proxy::TlsServerPolicy{.client_ca_pem = p.ca.cert_pem,
+                                                       .alpn = {std::string(kReplicationAlpn)}});
+    ASSERT_TRUE(certs.ok()) << certs.status().ToString();
+    ASSERT_TRUE(server_a_->Start(*certs).ok());
+  }
+  void TearDown() override {
+    if (tunnels_b_) tunnels_b_->Stop();
+    if (server_a_) server_a_->Stop();
+    if (rx_a_) rx_a_->Stop();
+    ChannelTest::TearDown();
+  }
+
+  // node-b's connection to node-a.
+  UniqueFd ConnectBToA() {
+    const Pki& p = TestPki();
+    tunnels_b_ = std::make_unique<TlsTunnels>(TlsClientIdentity{p.ca.cert_pem, p.b.cert, p.b.key},
+                                              kTunnelHost);
+    EXPECT_TRUE(tunnels_b_->Start().ok());
+    auto local = tunnels_b_->Open({.remote = server_a_->bound()[0],
+                                   .expect_server_name = "node-a",
+                                   .alpn = std::string(kReplicationAlpn)});
+    EXPECT_TRUE(local.ok()) << local.status().ToString();
+    auto fd = net::ConnectTcp(*local, net::DeadlineIn(2s));
+    EXPECT_TRUE(fd.ok());
+    return fd.ok() ? std::move(*fd) : UniqueFd();
+  }
+
+  // `damaged` (node `who`) scrubs and fetches what it lacks over `fd`.
+  Result<FetchRepairResult> ScrubAndFetch(storage::Store& damaged, const std::string& who,
+                                          UniqueFd fd) {
+    auto scrub = damaged.Scrub("shop", {});
+    if (!scrub.ok()) return scrub.status();
+    EXPECT_FALSE(scrub->ok());
+    auto r = FetchRepair(damaged, fd.get(),
+                         {.app = "shop",
+                          .requester_node = who,
+                          .object_ids = scrub->DamagedIds(),
+                          .io_timeout_ms = 10000});
+    fd.Reset();
+    return r;
+  }
+
+  void ExpectIntact(storage::Store& s) {
+    auto scrub = s.Scrub("shop", {});
+    ASSERT_TRUE(scrub.ok());
+    EXPECT_TRUE(scrub->ok()) << scrub->problems[0].text;
+    EXPECT_EQ(ReadS1(s, "big.bin"), big_);
+    EXPECT_EQ(ReadS1(s, "index.html"), "hello");
+  }
+
+  std::string big_ = RandomBytes(600 * 1024, 11);
+  storage::SnapshotInfo s1_;
+  std::unique_ptr<Receiver> rx_a_;
+  std::unique_ptr<TlsTerminator> server_a_;
+  std::unique_ptr<TlsTunnels> tunnels_b_;
+};
+
+TEST_F(ChannelRepairTest, ReplicaChunkDamagedIsRepairedFromThePrimary) {
+  auto files = DataChunkFiles(b_);
+  ASSERT_GE(files.size(), 3u);
+  std::string id = DamageChunkFile(files[1]);
+  auto r = ScrubAndFetch(*b_.store, "node-b", ConnectBToA());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repair.repaired, 1u);
+  EXPECT_EQ(r->repair.intact_ids, std::vector<std::string>{id});
+  EXPECT_TRUE(r->still_damaged.empty());
+  EXPECT_GT(r->stream_bytes, 0u);
+  ExpectIntact(*b_.store);
+  // Byte-identical to the primary's chunk file.
+  EXPECT_EQ(*ReadFileToString(files[1]),
+            *ReadFileToString(a_.cleanup_dir + files[1].substr(b_.cleanup_dir.size())));
+  EXPECT_TRUE(Eventually([&] { return rx_a_->stats().repairs_served == 1; }));
+}
+
+TEST_F(ChannelRepairTest, PrimaryChunkDamagedIsRepairedFromTheReplica) {
+  auto files = DataChunkFiles(a_);
+  ASSERT_GE(files.size(), 3u);
+  std::string id = DamageChunkFile(files[0]);
+  auto r = ScrubAndFetch(*a_.store, "node-a", Connect());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repair.repaired, 1u);
+  EXPECT_EQ(r->repair.intact_ids, std::vector<std::string>{id});
+  EXPECT_TRUE(r->still_damaged.empty());
+  ExpectIntact(*a_.store);
+  EXPECT_TRUE(Eventually([&] { return rx_->stats().repairs_served == 1; }));
+}
+
+TEST_F(ChannelRepairTest, ChunkDamagedOnBothNodesIsNotSentAndStaysReported) {
+  std::string id = DamageChunkFile(DataChunkFiles(a_)[0]);
+  ASSERT_EQ(DamageChunkFile(DataChunkFiles(b_)[0]), id);
+  std::string before = *ReadFileToString(DataChunkFiles(a_)[0]);
+  auto r = ScrubAndFetch(*a_.store, "node-a", Connect());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repair.repaired, 0u);
+  EXPECT_EQ(r->still_damaged, std::vector<std::string>{id});
+  ASSERT_EQ(r->repair.peer_missing, std::vector<std::string>{id});
+  EXPECT_NE(r->repair.peer_missing_reasons[0].find("damaged here too"), std::string::npos);
+  EXPECT_EQ(*ReadFileToString(DataChunkFiles(a_)[0]), before);
+  auto scrub = a_.store->Scrub("shop", {});
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_EQ(scrub->DamagedIds(), std::vector<std::string>{id});
+}
+
+TEST_F(ChannelRepairTest, FetchForAnAppThePeerLacksOrNamingAnotherNodeIsRefused) {
+  std::string id = DamageChunkFile(DataChunkFiles(a_)[0]);
+  UniqueFd fd = Connect();
+  auto r = FetchRepair(*a_.store, fd.get(),
+                       {.app = "other", .requester_node = "node-a", .object_ids = {id}});
+  EXPECT_EQ(r.status().code(), Code::kNotFound) << r.status().ToString();
+  fd = Connect();
+  r = FetchRepair(*a_.store, fd.get(),
+                  {.app = "shop", .requester_node = "node-c", .object_ids = {id}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("the certificate is node 'node-a'"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_FALSE(a_.store->Scrub("shop", {})->ok());
+}
+
+TEST_F(ChannelRepairTest, ScrubAndRepairTriesPeersInTurnAndRepairsWhatADamagedTreeHid) {
+  std::vector<std::string> trees;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(a_.cleanup_dir + "/store/chunks")) {
+    auto data = ReadFileToString(e.path().string());
+    if (e.is_regular_file() && data.ok() && data->size() > 20 && (*data)[4] == 2) {
+      trees.push_back(e.path().string());
+    }
+  }
+  ASSERT_EQ(trees.size(), 1u);
+  DamageChunkFile(trees[0]);
+  DamageChunkFile(DataChunkFiles(a_)[1]);
+  ScrubAndRepairOptions opts{.app = "shop", .node_id = "node-a", .io_timeout_ms = 10000};
+  opts.peers.emplace_back("node-x", []() -> Result<UniqueFd> { return Unavailable("no route"); });
+  opts.peers.emplace_back("node-b", [&]() -> Result<UniqueFd> { return Connect(); });
+  auto r = ScrubAndRepair(*a_.store, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->last.ok());
+  EXPECT_EQ(r->repaired, 2u);
+  EXPECT_EQ(r->rounds, 3);  // the tree, then the chunk it hid, then clean
+  ASSERT_EQ(r->peer_errors.size(), 2u);
+  EXPECT_NE(r->peer_errors[0].find("node-x"), std::string::npos);
+  ExpectIntact(*a_.store);
+}
+
+TEST_F(ChannelRepairTest, ScrubAndRepairStopsWhenNoPeerHasAHealthyCopy) {
+  std::string id = DamageChunkFile(DataChunkFiles(a_)[0]);
+  DamageChunkFile(DataChunkFiles(b_)[0]);
+  ScrubAndRepairOptions opts{.app = "shop", .node_id = "node-a", .io_timeout_ms = 10000};
+  opts.peers.emplace_back("node-b", [&]() -> Result<UniqueFd> { return Connect(); });
+  auto r = ScrubAndRepair(*a_.store, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repaired, 0u);
+  EXPECT_EQ(r->rounds, 1);
+  EXPECT_EQ(r->last.DamagedIds(), std::vector<std::string>{id});
 }
 
 }  // namespace

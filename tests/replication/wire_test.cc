@@ -18,6 +18,7 @@ const TransferRequest kRequest{"shop", "node-a", 7, std::string(64, 'a'), std::s
 const TransferAnswer kAnswer{Verdict::kRefused, RefuseReason::kBaseMissing, "no base",
                              std::string(64, 'c')};
 const TransferResult kResult{Code::kCorrupt, "frame 3 failed its checksum", "", false};
+const RepairRequest kRepair{"shop", "node-b", {std::string(64, 'd'), std::string(64, 'e')}};
 
 TEST(ReplicationWire, EncodingsMatchGoldenFile) {
   std::string out;
@@ -33,6 +34,11 @@ TEST(ReplicationWire, EncodingsMatchGoldenFile) {
   line("frame seq 0 'Q' request", EncodeFrame(0, kFrameRequest, EncodeRequest(kRequest)));
   line("frame seq 3 'D' \"hello\"", EncodeFrame(3, kFrameData, "hello"));
   line("frame seq 0 'F' empty payload", EncodeFrame(0, kFrameFinish, ""));
+  line("repair request payload", EncodeRepairRequest(kRepair));
+  line("answer payload (refused, no such app)",
+       EncodeAnswer({Verdict::kRefused, RefuseReason::kNoSuchApp, "no app 'shop'", ""}));
+  line("frame seq 0 'G' repair request",
+       EncodeFrame(0, kFrameRepairRequest, EncodeRepairRequest(kRepair)));
   hc::testing::ExpectGolden("tests/replication/golden/wire.txt", out);
 }
 
@@ -118,6 +124,40 @@ TEST(ReplicationWire, FrameParserDetectsFlippedDroppedAndReorderedFrames) {
   huge += std::string("\xff\xff\xff\x7f", 4);
   EXPECT_NE(first_error(huge).find("more than the limit"), std::string::npos);
   EXPECT_NE(first_error("Zxxxx").find("unknown type"), std::string::npos);
+}
+
+TEST(ReplicationWire, RepairRequestRoundTripsAndRefusesBadFields) {
+  EXPECT_EQ(*DecodeRepairRequest(EncodeRepairRequest(kRepair)), kRepair);
+  std::string req = EncodeRepairRequest(kRepair);
+  for (size_t n = 0; n < req.size(); ++n) {
+    EXPECT_EQ(DecodeRepairRequest(req.substr(0, n)).status().code(), Code::kCorrupt) << n;
+  }
+  EXPECT_EQ(DecodeRepairRequest(req + "x").status().code(), Code::kCorrupt);
+  std::string v2 = req;
+  v2[0] = 2;
+  EXPECT_NE(DecodeRepairRequest(v2).status().message().find("protocol version 2"),
+            std::string::npos);
+  RepairRequest none = kRepair;
+  none.object_ids.clear();
+  EXPECT_FALSE(DecodeRepairRequest(EncodeRepairRequest(none)).ok());
+  RepairRequest too_many = kRepair;
+  too_many.object_ids.assign(kMaxRepairObjectIds + 1, std::string(64, 'f'));
+  EXPECT_FALSE(DecodeRepairRequest(EncodeRepairRequest(too_many)).ok());
+  too_many.object_ids.pop_back();
+  EXPECT_TRUE(DecodeRepairRequest(EncodeRepairRequest(too_many)).ok());
+  RepairRequest long_id = kRepair;
+  long_id.object_ids[0] = std::string(129, 'a');
+  EXPECT_FALSE(DecodeRepairRequest(EncodeRepairRequest(long_id)).ok());
+  // A 'G' frame passes the frame parser; an unknown reason does not decode.
+  FrameParser p;
+  p.Append(EncodeFrame(0, kFrameRepairRequest, req));
+  auto f = p.Next();
+  ASSERT_TRUE(f.ok() && *f);
+  EXPECT_EQ((*f)->type, kFrameRepairRequest);
+  std::string ans = EncodeAnswer({Verdict::kRefused, RefuseReason::kNoSuchApp, "", ""});
+  EXPECT_EQ(DecodeAnswer(ans)->reason, RefuseReason::kNoSuchApp);
+  ans[1] = 6;
+  EXPECT_FALSE(DecodeAnswer(ans).ok());
 }
 
 }  // namespace

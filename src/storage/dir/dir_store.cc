@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "common/fs.h"
@@ -42,6 +45,40 @@ int64_t NowNs() {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+// Repair streams (ExportRepair) use the stream envelope with this target id
+// and name in the header, chunk records as in Send, and records naming an
+// object the exporter could not provide (str id, str reason).
+constexpr char kRepairMarker[] = "repair";
+constexpr uint8_t kRecordRepairMissing = 'M';
+
+// The 38 bytes before a chunk's stored bytes in a chunk record.
+void EncodeChunkHead(const Digest& id, const StoredChunk& c, uint8_t* head) {
+  std::memcpy(head, id.data(), 32);
+  head[32] = static_cast<uint8_t>(c.kind);
+  head[33] = static_cast<uint8_t>(c.codec);
+  for (int i = 0; i < 4; ++i) head[34 + i] = static_cast<uint8_t>(c.raw_len >> (8 * i));
+}
+
+// A chunk record's id and chunk, not yet verified.
+Result<std::pair<Digest, StoredChunk>> ParseChunkRecord(std::span<const uint8_t> payload) {
+  Decoder d(payload);
+  Digest id;
+  auto idb = d.Bytes(32);
+  uint8_t kind = d.U8(), codec = d.U8();
+  uint32_t raw_len = d.U32();
+  if (!d.ok() || kind < 1 || kind > 2 || codec > 1 || raw_len > (16u << 20)) {
+    return Corrupt("stream has a malformed chunk record");
+  }
+  std::memcpy(id.data(), idb.data(), 32);
+  StoredChunk c;
+  c.kind = static_cast<ChunkKind>(kind);
+  c.codec = static_cast<dir::Codec>(codec);
+  c.raw_len = raw_len;
+  auto body = d.Bytes(d.remaining());
+  c.stored.assign(body.begin(), body.end());
+  return std::make_pair(id, std::move(c));
 }
 
 std::atomic<uint64_t> g_seq{0};
@@ -637,6 +674,205 @@ class DirStore final : public Store {
     return u;
   }
 
+  // --- Scrub and repair. ---
+
+  Result<ScrubReport> Scrub(const std::string& v, const ScrubOptions& opts) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    ScrubReport report;
+    std::map<Digest, ScrubProblem> bad;
+    std::vector<Digest> data;
+    // Trees are checked while walking (the walk reads them anyway); data
+    // chunks, the bulk of the bytes, are only listed here and checked in
+    // short batches below.
+    {
+      HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+      HC_RETURN_IF_ERROR(MustExist(v));
+      HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+      DigestSet seen;
+      for (const auto& s : snaps) {
+        HC_RETURN_IF_ERROR(dir::WalkObjects(
+            reader_, s.rec.tree, &seen,
+            [&](const Digest& id, ChunkKind kind, const std::string&) -> Status {
+              if (kind == ChunkKind::kData) {
+                data.push_back(id);
+                return Status::Ok();
+              }
+              ++report.objects_checked;
+              CheckObject(id, kind, &report.bytes_checked, &bad);
+              return Status::Ok();
+            }));
+      }
+    }
+    // Chunks are immutable and content addressed, so nothing needs the
+    // volume lock; the store lock (shared) only keeps garbage collection
+    // from removing a chunk mid-read. It is held per batch so a long scrub
+    // does not hold off collection, and the rate limit sleeps without it.
+    constexpr uint64_t kBatchBytes = 8u << 20;
+    auto start = std::chrono::steady_clock::now();
+    uint64_t data_bytes = 0;
+    size_t i = 0;
+    while (i < data.size()) {
+      {
+        HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+        uint64_t batch = 0;
+        for (; i < data.size() && batch < kBatchBytes; ++i) {
+          ++report.objects_checked;
+          uint64_t before = report.bytes_checked;
+          CheckObject(data[i], ChunkKind::kData, &report.bytes_checked, &bad);
+          uint64_t got = std::max<uint64_t>(report.bytes_checked - before, 1);
+          batch += got;
+          data_bytes += got;
+        }
+      }
+      if (opts.max_bytes_per_sec > 0) {
+        auto due = start + std::chrono::microseconds(data_bytes * 1'000'000 /
+                                                     opts.max_bytes_per_sec);
+        std::this_thread::sleep_until(due);
+      }
+    }
+    if (bad.empty()) return report;
+    // Report only what the volume still refers to (a snapshot may have been
+    // destroyed and its chunks collected meanwhile) and is still bad (a
+    // repair may have run meanwhile), with where it is used.
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    DigestSet seen;
+    for (const auto& s : snaps) {
+      HC_RETURN_IF_ERROR(dir::WalkObjects(
+          reader_, s.rec.tree, &seen,
+          [&](const Digest& id, ChunkKind kind, const std::string& path) -> Status {
+            auto it = bad.find(id);
+            if (it == bad.end()) return Status::Ok();
+            std::map<Digest, ScrubProblem> again;
+            uint64_t ignored = 0;
+            CheckObject(id, kind, &ignored, &again);
+            if (again.empty()) {
+              bad.erase(it);
+              return Status::Ok();
+            }
+            ScrubProblem p = std::move(again.begin()->second);
+            p.text = std::string(kind == ChunkKind::kTree ? "tree object " : "chunk ") +
+                     p.object_id + " (volume " + v + ", snapshot " + s.rec.name + ", " +
+                     (kind == ChunkKind::kTree ? "directory " : "file ") + path + "): " + p.text;
+            report.problems.push_back(std::move(p));
+            bad.erase(it);
+            return Status::Ok();
+          }));
+    }
+    std::sort(report.problems.begin(), report.problems.end(),
+              [](const ScrubProblem& a, const ScrubProblem& b) { return a.object_id < b.object_id; });
+    return report;
+  }
+
+  Status ExportRepair(const std::string& v, const std::vector<std::string>& ids,
+                      ByteSink& out) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    if (ids.size() > kMaxRepairObjects) {
+      return InvalidArgument("a repair asks for " + std::to_string(ids.size()) +
+                             " objects; at most " + std::to_string(kMaxRepairObjects) +
+                             " per request");
+    }
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    HC_ASSIGN_OR_RETURN(DigestSet referenced, Referenced(v));
+    StreamHeader h;
+    h.backend = "dir";
+    h.volume = v;
+    h.to_id = kRepairMarker;
+    h.to_name = kRepairMarker;
+    StreamWriter w(out);
+    HC_RETURN_IF_ERROR(w.Begin(h));
+    std::set<std::string> done;
+    for (const auto& hex : ids) {
+      if (!done.insert(hex).second) continue;
+      Digest id;
+      std::string why;
+      StoredChunk c;
+      if (!FromHex(hex, &id)) {
+        why = "not an object id";
+      } else if (referenced.count(id) == 0) {
+        // Never serve chunks of other volumes (they may be other tenants').
+        why = "volume '" + v + "' on this node does not refer to it";
+      } else {
+        auto got = chunks_.ReadStored(id);
+        Status st = got.ok() ? ChunkStore::Verify(id, *got, nullptr) : got.status();
+        if (st.ok()) {
+          c = std::move(*got);
+        } else {
+          why = (st.code() == Code::kNotFound ? "missing here too: " : "damaged here too: ") +
+                st.message();
+        }
+      }
+      if (why.empty()) {
+        uint8_t head[38];
+        EncodeChunkHead(id, c, head);
+        std::span<const uint8_t> parts[2] = {head, c.stored};
+        HC_RETURN_IF_ERROR(w.Write(kRecordChunk, parts));
+      } else {
+        Encoder e;
+        e.Str(hex.substr(0, 128));
+        e.Str(why);
+        HC_RETURN_IF_ERROR(w.Write(static_cast<RecordType>(kRecordRepairMissing), AsBytes(e.out())));
+      }
+    }
+    return w.Finish();
+  }
+
+  Result<RepairResult> ApplyRepair(const std::string& v, ByteSource& in) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", v));
+    HC_ASSIGN_OR_RETURN(auto store_lock, StoreLock(false));
+    HC_RETURN_IF_ERROR(MustExist(v));
+    StreamReader reader(in);
+    HC_ASSIGN_OR_RETURN(StreamHeader h, reader.Begin());
+    if (h.backend != "dir" || h.to_id != kRepairMarker) {
+      return InvalidArgument("not a repair stream of the dir backend (a '" + h.backend +
+                             "' stream of snapshot '" + h.to_name + "')");
+    }
+    HC_ASSIGN_OR_RETURN(DigestSet referenced, Referenced(v));
+    RepairResult result;
+    for (;;) {
+      HC_ASSIGN_OR_RETURN(StreamRecord r, reader.Next());
+      if (r.type == kRecordEnd) break;
+      if (r.type == kRecordRepairMissing) {
+        Decoder d(r.payload);
+        std::string id = d.Str(128);
+        std::string why = d.Str(4096);
+        if (!d.done()) return Corrupt("repair stream has a malformed missing record");
+        result.peer_missing.push_back(std::move(id));
+        result.peer_missing_reasons.push_back(std::move(why));
+        continue;
+      }
+      if (r.type != kRecordChunk) {
+        return Corrupt("repair stream has a record of unexpected type " + std::to_string(r.type));
+      }
+      HC_ASSIGN_OR_RETURN(auto chunk, ParseChunkRecord(r.payload));
+      auto& [id, c] = chunk;
+      // Checked again here: the sender's check protects nothing on our disk.
+      HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, nullptr).Annotate("repair stream"));
+      if (referenced.count(id) == 0) continue;  // not ours to write
+      auto stored = chunks_.ReadStored(id);
+      if (stored.ok() && stored->kind == c.kind && ChunkStore::Verify(id, *stored, nullptr).ok()) {
+        ++result.already_intact;
+        result.intact_ids.push_back(ToHex(id));
+        continue;
+      }
+      HC_RETURN_IF_ERROR(ChunkStore::WriteTo(chunks_.dir(), root_ + "/tmp", id, c));
+      ++result.repaired;
+      result.intact_ids.push_back(ToHex(id));
+      if (c.kind == ChunkKind::kTree) {
+        // What a damaged tree hid is now reachable, and may come next.
+        DigestSet below;
+        HC_RETURN_IF_ERROR(dir::WalkObjects(
+            reader_, id, &below,
+            [](const Digest&, ChunkKind, const std::string&) { return Status::Ok(); }));
+        referenced.insert(below.begin(), below.end());
+      }
+    }
+    if (result.repaired > 0) HC_RETURN_IF_ERROR(Sync());
+    return result;
+  }
+
   // Removes chunks no snapshot of any volume refers to. Takes the store lock
   // exclusively, so it waits for running snapshots and receives.
   Status CollectGarbage() {
@@ -954,6 +1190,39 @@ class DirStore final : public Store {
       stack.push_back(*e);
     }
     return stack.back();
+  }
+
+  // Checks one stored object against its id; a problem goes to *bad.
+  void CheckObject(const Digest& id, ChunkKind kind, uint64_t* bytes,
+                   std::map<Digest, ScrubProblem>* bad) {
+    auto c = chunks_.ReadStored(id);
+    Status st = c.ok() ? ChunkStore::Verify(id, *c, nullptr) : c.status();
+    if (st.ok() && c->kind != kind) st = Corrupt("chunk has the wrong kind");
+    if (st.ok()) {
+      *bytes += c->raw_len;
+      return;
+    }
+    (*bad)[id] = ScrubProblem{ToHex(id), st.code() == Code::kNotFound, st.message()};
+  }
+
+  // Every object volume `v` refers to: its snapshots' trees and chunks (a
+  // damaged tree hides what is below it) and the chunks in its scan cache.
+  // REQUIRES: the store lock is held.
+  Result<DigestSet> Referenced(const std::string& v) {
+    HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
+    DigestSet out;
+    for (const auto& s : snaps) {
+      HC_RETURN_IF_ERROR(dir::WalkObjects(
+          reader_, s.rec.tree, &out,
+          [](const Digest&, ChunkKind, const std::string&) { return Status::Ok(); }));
+    }
+    StatCache cache = ReadCache(v);
+    for (const auto& [d, files] : cache.dirs) {
+      for (const auto& f : files) {
+        for (const auto& c : f.chunks) out.insert(c.id);
+      }
+    }
+    return out;
   }
 
   static DirEntry ToDirEntry(const dir::TreeEntry& e) {

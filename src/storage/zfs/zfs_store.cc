@@ -504,6 +504,23 @@ class ZfsStore : public Store {
     return report;
   }
 
+  // Scrub and repair by object id are `dir` features for now. ZFS checks
+  // its own blocks: `Verify` (zfs send of every snapshot) and `zpool scrub`;
+  // a damaged zfs replica is re-sent in full.
+  Result<ScrubReport> Scrub(const std::string& volume, const ScrubOptions&) override {
+    return Unavailable("scrub with repair is not implemented for the zfs backend yet (volume '" +
+                       volume + "'); use Verify or `zpool scrub`");
+  }
+  Status ExportRepair(const std::string& volume, const std::vector<std::string>&,
+                      ByteSink&) override {
+    return Unavailable("repair is not implemented for the zfs backend yet (volume '" + volume +
+                       "')");
+  }
+  Result<RepairResult> ApplyRepair(const std::string& volume, ByteSource&) override {
+    return Unavailable("repair is not implemented for the zfs backend yet (volume '" + volume +
+                       "')");
+  }
+
   Result<SpaceUsage> Space(const std::string& volume) override {
     std::string ds = parent_;
     if (!volume.empty()) {
