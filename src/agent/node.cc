@@ -249,6 +249,7 @@ Status Node::Run() {
   ro.default_interval_ms = int64_t{cfg.replication_interval_seconds} * 1000;
   ro.default_retention = cfg.retention;
   ro.limits.max_transfers = cfg.replication_max_transfers;
+  ro.scrub_interval_ms = int64_t{cfg.scrub_interval_hours} * 3600 * 1000;
   ro.tunnel_host = "127.0.0.1";
   if (const char* t = std::getenv("HC_TEST_CORRUPT_NEXT_TRANSFER"); t && std::string(t) == "1") {
     LogWarn("test hook: the next replication transfer sent gets one byte flipped");
@@ -264,6 +265,7 @@ Status Node::Run() {
   info.replication_port = replication->bound().port;
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
   ao.replication = [&replication](const std::string& app) { return replication->Describe(app); };
+  ao.scrub = [&replication](const std::string& app) { return replication->ScrubNow(app); };
   ao.cluster_ca = [pki_dir] { return pki::PkiDir(pki_dir).LoadCa(); };
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
   ao.metrics = [&dns, &http_proxy, &replication] {

@@ -350,6 +350,21 @@ net::HttpResponse Api::DeleteApp(const std::string& name) {
 
 namespace {
 
+json ScrubJson(const replication::ScrubOutcome& o) {
+  return {{"app", o.app},
+          {"node", o.node},
+          {"finished_unix_ms", o.finished_ms},
+          {"objects_checked", o.objects_checked},
+          {"bytes_checked", o.bytes_checked},
+          {"repaired", o.repaired},
+          {"rounds", o.rounds},
+          {"problems", o.problems},
+          {"peer_errors", o.peer_errors},
+          {"error", o.error},
+          {"ok", o.ok()}};
+}
+
+
 json ReplicationJson(const replication::AppReplicationStatus& s, const std::string& node) {
   auto ms_to_s = [](int64_t ms) { return static_cast<double>(ms) / 1000.0; };
   json out = {{"app", s.app},
@@ -383,6 +398,7 @@ json ReplicationJson(const replication::AppReplicationStatus& s, const std::stri
     rows.push_back(std::move(row));
   }
   out["replicas"] = std::move(rows);
+  if (s.last_scrub) out["last_scrub"] = ScrubJson(*s.last_scrub);
   return out;
 }
 
@@ -427,6 +443,57 @@ net::HttpResponse Api::Replication(const net::HttpRequest& req, const std::strin
   return JsonResponse(200, here);
 }
 
+
+// POST /v1/apps/{name}/scrub: every node holding the app scrubs its copy now
+// and repairs it from the others (?local=1: only this node). Synchronous.
+net::HttpResponse Api::Scrub(const net::HttpRequest& req, const std::string& name) {
+  if (!opts_.scrub) return ErrorResponse(Unavailable("replication is not running on this node"));
+  if (req.QueryParam("local").value_or("") == "1") {
+    auto r = opts_.scrub(name);
+    if (!r.ok()) return ErrorResponse(r.status());
+    return JsonResponse(200, ScrubJson(*r));
+  }
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  auto p = view->placements.find(name);
+  if (p == view->placements.end())
+    return ErrorResponse(NotFound("app '" + name + "' is not placed on any node"));
+  std::vector<std::string> holders = {p->second.primary};
+  holders.insert(holders.end(), p->second.replicas.begin(), p->second.replicas.end());
+  json nodes = json::array();
+  for (const auto& id : holders) {
+    if (id == opts_.node_id) {
+      auto r = opts_.scrub(name);
+      nodes.push_back(r.ok() ? ScrubJson(*r)
+                             : json{{"node", id}, {"ok", false}, {"error", r.status().message()}});
+      continue;
+    }
+    auto n = view->nodes.find(id);
+    if (n == view->nodes.end()) {
+      nodes.push_back({{"node", id}, {"ok", false}, {"error", "node is not live"}});
+      continue;
+    }
+    net::HttpClient client(net::HostPort{n->second.address, n->second.api_port},
+                           {.request_timeout = std::chrono::milliseconds(600000)});
+    net::HttpRequest fwd;
+    fwd.method = "POST";
+    fwd.target = "/v1/apps/" + name + "/scrub?local=1";
+    if (auto auth = req.headers.Get("Authorization"))
+      fwd.headers.Set("Authorization", std::string(*auth));
+    auto r = client.Do(fwd, std::chrono::milliseconds(600000));
+    json j = r.ok() ? Parse(r->body) : json();
+    if (r.ok() && r->status == 200 && j.is_object()) {
+      nodes.push_back(j);
+    } else {
+      nodes.push_back({{"node", id},
+                       {"ok", false},
+                       {"error", r.ok() ? "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200)
+                                        : r.status().message()}});
+    }
+  }
+  return JsonResponse(200, {{"app", name}, {"nodes", nodes}});
+}
+
 // /v1/apps/{name}/hold and /v1/apps/{name}/certificate.
 net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& name,
                               const std::string& what) {
@@ -440,6 +507,10 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
   if (what == "replication") {
     if (req.method != "GET") return method_not_allowed("GET");
     return Replication(req, name);
+  }
+  if (what == "scrub") {
+    if (req.method != "POST") return method_not_allowed("POST");
+    return Scrub(req, name);
   }
   if (what != "hold" && what != "certificate")
     return ErrorResponse(NotFound("no such API path: /v1/apps/" + name + "/" + what.substr(0, 80) +

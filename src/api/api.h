@@ -28,6 +28,8 @@ struct ApiOptions {
   std::function<Result<pki::CaMaterial>()> cluster_ca;
   // What this node knows of an app's replication; unset = 503.
   std::function<replication::AppReplicationStatus(const std::string& app)> replication;
+  // Scrub an app's volume here now (and repair from other nodes); unset = 503.
+  std::function<Result<replication::ScrubOutcome>(const std::string& app)> scrub;
 };
 
 class Api {
@@ -42,6 +44,7 @@ class Api {
   net::HttpResponse ListApps();
   net::HttpResponse GetApp(const std::string& name);
   net::HttpResponse Replication(const net::HttpRequest& req, const std::string& name);
+  net::HttpResponse Scrub(const net::HttpRequest& req, const std::string& name);
   net::HttpResponse CreateApp(const net::HttpRequest& req);
   net::HttpResponse DeleteApp(const std::string& name);
   net::HttpResponse AppSub(const net::HttpRequest& req, const std::string& name,

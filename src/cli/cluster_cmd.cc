@@ -127,6 +127,12 @@ void PrintReplication(const json& r, const json& app) {
   if (r.contains("diverged_branches") && !r["diverged_branches"].empty())
     std::printf("  diverged copies kept as volumes: %s\n", Join(r["diverged_branches"], ", ").c_str());
   if (!Str(r, "last_error").empty()) std::printf("  last problem: %s\n", Str(r, "last_error").c_str());
+  if (r.contains("last_scrub")) {
+    const json& s = r["last_scrub"];
+    std::printf("  last scrub on %s: %s, %s checked, %s repaired\n", Str(s, "node").c_str(),
+                s.value("ok", false) ? "intact" : "DAMAGE LEFT",
+                FormatBytes(s.value("bytes_checked", uint64_t{0})).c_str(), Str(s, "repaired").c_str());
+  }
   if (r.contains("asked_node")) {
     const json& h = r["asked_node"];
     if (!h["diverged_branches"].empty())
@@ -177,7 +183,7 @@ int Run(int* exit_code, const std::function<Status()>& fn) {
 void AddClusterCommands(CLI::App& root, int* exit_code) {
   // ---------------------------------------------------------------- hc app
   auto* app = root.add_subcommand(
-      "app", "Apps on the cluster: create, list, show, delete, hold, release, cert");
+      "app", "Apps on the cluster: create, list, show, delete, hold, release, cert, scrub");
   app->require_subcommand(1);
 
   {
@@ -368,6 +374,46 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         PrintTable(rows);
         if (rep.ok()) PrintReplication(*rep, a);
         else std::printf("\nreplication: unknown (%s)\n", rep.status().message().c_str());
+        return Status::Ok();
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand(
+        "scrub", "Re-read and check the app's data on every node now; repair damage from a "
+                 "healthy copy on another node");
+    static ApiFlags f;
+    static std::string name;
+    c->add_option("NAME", name, "App name")->required();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        std::fprintf(stderr, "scrubbing %s on every node that holds it...\n", name.c_str());
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/apps/" + name + "/scrub"));
+        if (f.json) {
+          PrintJson(j);
+          return Status::Ok();
+        }
+        bool all_ok = true;
+        std::vector<std::vector<std::string>> rows = {
+            {"NODE", "RESULT", "CHECKED", "REPAIRED", "PROBLEMS LEFT"}};
+        for (const auto& n : j["nodes"]) {
+          bool ok = n.value("ok", false);
+          all_ok = all_ok && ok;
+          std::string result = ok ? (n.value("repaired", 0) > 0 ? "repaired" : "intact")
+                                  : (Str(n, "error").empty() ? "DAMAGED" : "error: " + Str(n, "error"));
+          std::string left = n.contains("problems") && !n["problems"].empty()
+                                 ? std::to_string(n["problems"].size()) + ": " +
+                                       n["problems"][0].get<std::string>()
+                                 : "-";
+          rows.push_back({Str(n, "node"), result,
+                          FormatBytes(n.value("bytes_checked", uint64_t{0})),
+                          Str(n, "repaired").empty() ? "0" : Str(n, "repaired"), left});
+        }
+        PrintTable(rows);
+        if (!all_ok)
+          return Corrupt("damage is left on some node (see above and `hc events --app " + name +
+                         "`)");
         return Status::Ok();
       });
     });

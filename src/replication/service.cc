@@ -1,6 +1,9 @@
 #include "replication/service.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -111,6 +114,11 @@ struct ReplicationService::Impl {
   Stats st;
   int64_t last_now = 0;
   std::atomic<bool> corrupt_next{false};
+  // Scrub (one at a time: periodic or asked for).
+  std::mutex scrub_run_mu;
+  std::map<std::string, int64_t> scrub_due;  // app -> when its next periodic scrub is due
+  std::map<std::string, ScrubOutcome> scrubbed;  // app -> last outcome here
+  std::thread scrubber;
 
   std::unique_ptr<cluster::ViewFollower> follower;
   std::unique_ptr<Receiver> receiver;
@@ -411,6 +419,14 @@ struct ReplicationService::Impl {
     }
     st.transfer_failures++;
     sched.TransferDone(t.app, t.replica, now, r.status(), 0);
+    if (r.status().code() == Code::kCorrupt &&
+        r.status().message().find("the replica") == std::string::npos) {
+      // Damage found reading our own copy: scrub (and repair) it now.
+      LogWarn("replication: %s: reading the volume failed (%s); scrubbing it now", t.app.c_str(),
+              r.status().message().c_str());
+      scrub_due[t.app] = 0;
+      cv.notify_all();
+    }
     if (r.status().code() == Code::kConflict) {
       // The replica holds something else than we thought: ask it again.
       auto p = primaries.find(t.app);
@@ -533,6 +549,107 @@ struct ReplicationService::Impl {
     } else {
       auto it = replicas_here.find(app);
       if (it != replicas_here.end()) it->second.retention_running = false;
+    }
+  }
+
+  // ---- Scrub and repair
+
+  Result<ScrubOutcome> Scrub(const std::string& app, uint64_t bytes_per_sec) {
+    std::lock_guard run(scrub_run_mu);
+    ScrubAndRepairOptions so;
+    so.app = app;
+    so.node_id = opts.node_id;
+    so.scrub.max_bytes_per_sec = bytes_per_sec;
+    so.io_timeout_ms = opts.io_timeout_ms;
+    // The app's other nodes, primary first.
+    std::vector<std::string> peers = follower->Read([&](const cluster::ClusterView& v, const auto&) {
+      std::vector<std::string> out;
+      auto p = v.placements.find(app);
+      if (p == v.placements.end()) return out;
+      if (p->second.primary != opts.node_id) out.push_back(p->second.primary);
+      for (const auto& r : p->second.replicas)
+        if (r != opts.node_id) out.push_back(r);
+      return out;
+    });
+    for (const auto& peer : peers)
+      so.peers.push_back({peer, [this, peer] { return Connect(peer); }});
+    auto r = ScrubAndRepair(*store, so);
+    ScrubOutcome out;
+    out.app = app;
+    out.node = opts.node_id;
+    out.finished_ms = WallMs();
+    if (!r.ok()) {
+      if (r.status().code() == Code::kNotFound) return r.status();
+      out.error = r.status().message();
+    } else {
+      out.objects_checked = r->last.objects_checked;
+      out.bytes_checked = r->last.bytes_checked;
+      out.repaired = r->repaired;
+      out.rounds = r->rounds;
+      for (const auto& p : r->last.problems) out.problems.push_back(p.text);
+      out.peer_errors = r->peer_errors;
+    }
+    std::lock_guard l(mu);
+    st.scrubs++;
+    st.scrub_bytes += out.bytes_checked;
+    st.repaired_objects += out.repaired;
+    st.unrepaired_objects += out.problems.size();
+    scrubbed[app] = out;
+    if (out.repaired > 0) {
+      std::string from = peers.empty() ? "" : " (asked " + peers.front() + " first)";
+      LogWarn("replication: %s: scrub repaired %llu damaged object(s) from other nodes%s",
+              app.c_str(), static_cast<unsigned long long>(out.repaired), from.c_str());
+      Record("repair", app,
+             "scrub found damage; " + std::to_string(out.repaired) +
+                 " object(s) rewritten from a verified copy on another node" + from);
+    }
+    if (!out.problems.empty()) {
+      std::string what = out.problems.front();
+      LogError("replication: %s: %zu damaged object(s) left, no healthy copy found: %s",
+               app.c_str(), out.problems.size(), what.c_str());
+      Record("corruption", app,
+             std::to_string(out.problems.size()) +
+                 " damaged object(s) with no healthy copy on any node, e.g. " + what);
+      app_errors[app] = "scrub: damage left: " + what;
+    }
+    if (!out.error.empty()) app_errors[app] = "scrub: " + out.error;
+    return out;
+  }
+
+  // The periodic scrub: the volume due first, at idle priority.
+  void ScrubLoop() {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
+    // IOPRIO_WHO_PROCESS = 1, class idle = 3 (<< 13).
+    syscall(SYS_ioprio_set, 1, static_cast<int>(syscall(SYS_gettid)), 3 << 13);
+    std::unique_lock l(mu);
+    while (!stop) {
+      int64_t now = Now();
+      std::string next;
+      int64_t next_at = INT64_MAX;
+      for (auto it = scrub_due.begin(); it != scrub_due.end();) {
+        if (!primaries.count(it->first) && !replicas_here.count(it->first)) {
+          it = scrub_due.erase(it);
+          continue;
+        }
+        if (it->second < next_at) next = it->first, next_at = it->second;
+        ++it;
+      }
+      auto add = [&](const std::string& app) {
+        if (scrub_due.count(app)) return;
+        // Spread first scrubs over the interval instead of all at start.
+        uint64_t h = std::hash<std::string>{}(app);
+        scrub_due[app] = now + static_cast<int64_t>(h % static_cast<uint64_t>(opts.scrub_interval_ms));
+      };
+      for (const auto& [app, p] : primaries) add(app);
+      for (const auto& [app, r] : replicas_here) add(app);
+      if (!next.empty() && next_at <= now) {
+        scrub_due[next] = now + opts.scrub_interval_ms;
+        l.unlock();
+        auto r = Scrub(next, opts.scrub_bytes_per_sec);
+        l.lock();
+        continue;
+      }
+      cv.wait_for(l, std::chrono::seconds(10), [&] { return stop; });
     }
   }
 
@@ -660,6 +777,7 @@ Status ReplicationService::Start() {
   int workers = m.opts.limits.max_checks + m.opts.limits.max_transfers + 2;
   for (int i = 0; i < workers; ++i) m.pool.emplace_back([&m] { m.Worker(); });
   m.loop = std::thread([&m] { m.Loop(); });
+  if (m.opts.scrub_interval_ms > 0) m.scrubber = std::thread([&m] { m.ScrubLoop(); });
   return Status::Ok();
 }
 
@@ -678,6 +796,7 @@ void ReplicationService::Stop() {
   if (m.server) m.server->Stop();
   if (m.receiver) m.receiver->Stop();
   if (m.loop.joinable()) m.loop.join();
+  if (m.scrubber.joinable()) m.scrubber.join();
   for (auto& t : m.pool)
     if (t.joinable()) t.join();
 }
@@ -727,7 +846,12 @@ AppReplicationStatus ReplicationService::Describe(const std::string& app) const 
     }
   }
   if (auto e = m.app_errors.find(app); e != m.app_errors.end()) out.last_error = e->second;
+  if (auto s = m.scrubbed.find(app); s != m.scrubbed.end()) out.last_scrub = s->second;
   return out;
+}
+
+Result<ScrubOutcome> ReplicationService::ScrubNow(const std::string& app) {
+  return impl_->Scrub(app, 0);
 }
 
 ReplicationService::Stats ReplicationService::stats() const {
@@ -767,6 +891,12 @@ std::string ReplicationService::MetricsText() const {
   counter("hc_replication_receive_failures_total", "Incoming transfers that failed.",
           s.receive_failures);
   counter("hc_replication_diverged_total", "Diverged copies kept as branches here.", s.diverged);
+  counter("hc_scrub_runs_total", "Volume scrubs run here.", s.scrubs);
+  counter("hc_scrub_bytes_total", "Bytes re-read and checked by scrubs.", s.scrub_bytes);
+  counter("hc_scrub_repaired_total", "Damaged objects rewritten from another node's copy.",
+          s.repaired_objects);
+  counter("hc_scrub_unrepaired_total", "Damaged objects no node had a healthy copy of.",
+          s.unrepaired_objects);
   std::vector<ReplicaLag> rows;
   {
     std::lock_guard l(m.mu);

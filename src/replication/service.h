@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,25 @@ struct ServiceOptions {
   // Test hook (hcd: environment HC_TEST_CORRUPT_NEXT_TRANSFER=1): flips a
   // byte in the first data frame of the next transfer, once.
   bool corrupt_next_transfer_for_test = false;
+  // Scrub: every volume here is re-read and checked this often (0 = never),
+  // at idle CPU and I/O priority, at most scrub_bytes_per_sec; damage is
+  // repaired from the app's other nodes (primary first).
+  int64_t scrub_interval_ms = 7LL * 24 * 3600 * 1000;
+  uint64_t scrub_bytes_per_sec = 64ull << 20;
+};
+
+// One scrub of one volume on this node (and the repairs it made).
+struct ScrubOutcome {
+  std::string app;
+  std::string node;
+  int64_t finished_ms = 0;
+  uint64_t objects_checked = 0, bytes_checked = 0;
+  uint64_t repaired = 0;
+  int rounds = 0;
+  std::vector<std::string> problems;     // damage left (no healthy copy anywhere)
+  std::vector<std::string> peer_errors;  // peers that could not help
+  std::string error;                     // the scrub itself failed
+  bool ok() const { return error.empty() && problems.empty(); }
 };
 
 // What this node knows about one app's replication, for the API.
@@ -74,6 +94,7 @@ struct AppReplicationStatus {
   int64_t newest_created_ns = 0;
   std::vector<std::string> diverged_branches;  // kept here, newest last
   std::string last_error;                      // of the last retention/probe here
+  std::optional<ScrubOutcome> last_scrub;      // here
 };
 
 class ReplicationService {
@@ -96,6 +117,9 @@ class ReplicationService {
   // nullopt-like: role "" when this node neither is primary of `app` nor
   // holds a replica of it.
   AppReplicationStatus Describe(const std::string& app) const;
+  // Scrubs `app`'s volume here now (at full speed) and repairs what it can
+  // from the app's other nodes. Errors: kNotFound (no volume here).
+  Result<ScrubOutcome> ScrubNow(const std::string& app);
   std::string MetricsText() const;
 
   struct Stats {
@@ -103,6 +127,7 @@ class ReplicationService {
     uint64_t transfers = 0, transfer_failures = 0, bytes_sent = 0;
     uint64_t snapshots_pruned = 0;
     uint64_t received = 0, refused = 0, receive_failures = 0, diverged = 0;
+    uint64_t scrubs = 0, scrub_bytes = 0, repaired_objects = 0, unrepaired_objects = 0;
   };
   Stats stats() const;
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "cluster/local_cluster_test.h"
@@ -72,6 +73,10 @@ class ReplicationClusterTest : public testing::LocalClusterTest {
     unsetenv("HC_TEST_CORRUPT_NEXT_TRANSFER");
   }
 
+ public:
+  static std::string NodeDirOf(int k) { return cluster_->NodeDataDir(k); }
+
+ protected:
   static std::string NodeDir(int k) { return cluster_->NodeDataDir(k); }
   static std::unique_ptr<storage::Store> StoreOf(int k) {
     return OpenDirStore(NodeDir(k) + "/volumes");
@@ -311,6 +316,64 @@ TEST_F(ReplicationClusterTest, ADivergedReplicaIsKeptAsABranchAndReported) {
   auto out = RunCommand({HC_HC_PATH, "events", "--app", "wiki", "--api", cluster_->ApiUrl(2)});
   ASSERT_TRUE(out.ok());
   EXPECT_NE(out->out.find(branch), std::string::npos) << out->out;
+}
+
+// The chunk file on node k that holds `needle` (stored raw: incompressible data).
+std::string ChunkHolding(int k, const std::string& needle) {
+  std::string root = ReplicationClusterTest::NodeDirOf(k) + "/volumes/chunks";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec)) {
+    if (!e.is_regular_file()) continue;
+    auto bytes = ReadFileToString(e.path().string());
+    if (bytes.ok() && bytes->find(needle) != std::string::npos) return e.path().string();
+  }
+  return "";
+}
+
+void FlipByte(const std::string& path, size_t at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+
+TEST_F(ReplicationClusterTest, DamagedChunksAreRepairedFromTheOtherCopy) {
+  Roles r = Create("photos");
+  std::string data = RandomBytes(600 << 10, 7);
+  Write(Live(r.primary, "photos") + "/cat.jpg", data);
+  ASSERT_TRUE(WaitReplica(r.replica, "photos", "cat.jpg", data, 20000)) << Logs();
+  for (int damaged : {r.replica, r.primary}) {
+    SCOPED_TRACE(damaged == r.replica ? "damage on the replica" : "damage on the primary");
+    // Flip a byte in the stored chunk that holds the middle of the file.
+    std::string needle = data.substr(300 << 10, 48);
+    std::string chunk = ChunkHolding(damaged, needle);
+    ASSERT_FALSE(chunk.empty());
+    FlipByte(chunk, 4096);
+    auto s = StoreOf(damaged);
+    auto snaps = s->ListSnapshots("photos");
+    ASSERT_TRUE(snaps.ok() && !snaps->empty());
+    StringSink sink;
+    EXPECT_EQ(s->ReadFile("photos", snaps->back().name, "cat.jpg", sink).code(), Code::kCorrupt);
+    // `hc app scrub` asks every node that holds the app: the damaged copy is
+    // found and repaired from the other.
+    auto out = RunCommand({HC_HC_PATH, "app", "scrub", "photos", "--api", cluster_->ApiUrl(1)});
+    ASSERT_TRUE(out.ok());
+    EXPECT_EQ(out->exit_code, 0) << out->out << out->err;
+    EXPECT_NE(out->out.find("repaired"), std::string::npos) << out->out;
+    EXPECT_EQ(NewestContent(*StoreOf(damaged), "photos", "cat.jpg"), data);
+    auto v = StoreOf(damaged)->Verify("photos");
+    ASSERT_TRUE(v.ok());
+    EXPECT_TRUE(v->ok()) << (v->problems.empty() ? "" : v->problems[0]);
+  }
+  // Both repairs are events; the metrics count them.
+  auto [st, ev] = Call(1, "GET", "/v1/events?app=photos");
+  ASSERT_EQ(st, 200);
+  int repairs = 0;
+  for (const auto& e : ev["events"]) repairs += e.value("kind", "") == "repair";
+  EXPECT_EQ(repairs, 2) << ev.dump(2);
+  EXPECT_NE(Metrics(r.replica).find("hc_scrub_repaired_total 1"), std::string::npos);
 }
 
 TEST_F(ReplicationClusterTest, AKilledSenderResumesWhereTheStreamWasCut) {
