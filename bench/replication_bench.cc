@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
   o.hcd_path = HC_HCD_PATH;
   o.cgroup_prefix = "hc-repl-bench";
   o.replication_interval_seconds = interval;
+  o.reconcile_interval_ms = 5000;  // hcd's default (the devcluster's is 1 s)
   o.memory_capacity = "20G";
   o.log_level = "warn";
   o.progress = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
@@ -222,7 +223,7 @@ int main(int argc, char** argv) {
     a.writes.push_back({seq, WallNs()});
   }
   // Let the last writes land: interval + transfers.
-  std::this_thread::sleep_for(std::chrono::seconds(interval * 3 + 5));
+  std::this_thread::sleep_for(std::chrono::seconds(std::min(interval * 3 + 5, 30)));
 
   // Idle cost: no writes now.
   std::vector<double> cpu0(4);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "cli/api_client.h"
 #include "cli/cli_util.h"
@@ -116,6 +117,7 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   o.dns_zones = {"demo.test"};
   o.dns_port = geteuid() == 0 ? 53 : 10053;  // 53 needs root
   o.proxy_port = geteuid() == 0 ? 80 : 10080;
+  o.replication_interval_seconds = 2;  // snappy for a demo; production default 30
   o.progress = [](const std::string& line) {
     std::printf("   %s\n", line.c_str());
     std::fflush(stdout);
@@ -238,6 +240,20 @@ Status RunDemo(const std::string& dir, int nodes, const std::string& runtime_bac
   StringSink page;
   HC_RETURN_IF_ERROR(store->ReadFile("hello", "v1", "public/index.html", page));
   std::printf("   | %s\n", page.out.substr(0, page.out.find('\n')).c_str());
+
+  // Continuous replication: the replica node holds the snapshots too.
+  Step("the replica on another node already holds the newest snapshot (checked every 2 s)",
+       "hc app show hello" + (api_flag.empty() ? "" : " " + api_flag));
+  for (int i = 0; i < 100; ++i) {
+    auto rep = CallApi(f, "GET", "/v1/apps/hello/replication");
+    json j = rep.ok() ? json::parse(*rep, nullptr, false) : json();
+    if (j.is_object() && j["replicas"].is_array() && !j["replicas"].empty() &&
+        j["replicas"][0].value("state", "") == "in_sync" &&
+        j["replicas"][0].value("newest_snapshot", "") != s1.id)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  RunHc({"app", "show", "hello", "--api", api});
 
   std::string a = api_flag.empty() ? "" : " " + api_flag;
   std::string stop = "hc demo stop" + (dir == DefaultDemoDir() ? "" : " --dir " + dir);

@@ -381,6 +381,20 @@ TEST_F(ReplicationClusterTest, AKilledSenderResumesWhereTheStreamWasCut) {
   // Enough data that the initial send takes a while.
   std::string big = RandomBytes(120 << 20, 42);
   Write(Live(r.primary, "media") + "/video.bin", big);
+  // A long transfer shows its progress (asked on the replica's node).
+  json rep;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto [s, j] = Call(r.replica, "GET", "/v1/apps/media/replication");
+        rep = j;
+        if (s != 200 || !j["replicas"].is_array() || j["replicas"].empty()) return false;
+        const json& row = j["replicas"][0];
+        return row.value("state", "") == "transferring" && row.contains("transfer") &&
+               row["transfer"].value("progress_bytes", uint64_t{0}) > 0 &&
+               row["transfer"].value("expected_bytes", uint64_t{0}) >= (100u << 20);
+      },
+      60000))
+      << rep.dump(2);
   // Cut it: kill -9 the primary's hcd once the replica has spooled some.
   std::string spool = NodeDir(r.replica) + "/replication-spool/media.part";
   bool started = WaitFor(

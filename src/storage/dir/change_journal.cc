@@ -124,6 +124,15 @@ void ChangeJournal::DrainLocked() {
   }
 }
 
+bool ChangeJournal::Quiet(const std::string& volume, const std::string& live_dir) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (fd_ < 0) return false;
+  DrainLocked();
+  auto it = volumes_.find(volume);
+  return it != volumes_.end() && it->second.valid && it->second.root == live_dir &&
+         it->second.dirty.empty();
+}
+
 std::optional<std::set<std::string>> ChangeJournal::TakeChanges(const std::string& volume,
                                                                 const std::string& live_dir) {
   std::lock_guard<std::mutex> l(mu_);

@@ -39,6 +39,11 @@ class ChangeJournal {
   std::optional<std::set<std::string>> TakeChanges(const std::string& volume,
                                                    const std::string& live_dir);
 
+  // True when the journal vouches that nothing in `volume` changed since the
+  // last TakeChanges (watched, no overflow, no dirty directory). Consumes
+  // nothing: a cheap test before deciding to snapshot at all.
+  bool Quiet(const std::string& volume, const std::string& live_dir);
+
   // Stops watching (the live directory is replaced or the volume is gone).
   void Forget(const std::string& volume);
 

@@ -1025,6 +1025,21 @@ class DirStore final : public Store {
     if (PathExists(SnapPath(VolDir(v), name))) {
       return AlreadyExists("volume '" + v + "' already has a snapshot '" + name + "'");
     }
+    if (opts.skip_if_unchanged && !snaps.empty()) {
+      // The idle volume, checked every second: when the journal vouches that
+      // nothing changed since the last scan of this tree (and no periodic full
+      // scan is due), there is nothing to freeze, read or write.
+      ScanState st;
+      bool have = false;
+      {
+        std::lock_guard<std::mutex> l(scan_mu_);
+        if (auto it = scan_state_.find(v); it != scan_state_.end()) st = it->second, have = true;
+      }
+      if (have && st.root == snaps.back().rec.tree && st.multi_link_dirs.empty() &&
+          NowNs() - st.last_full_ns < kFullScanEveryNs && journal_.Quiet(v, LiveDir(v))) {
+        return snaps.back().Info();
+      }
+    }
     StatCache old = ReadCache(v);
     if (opts.freeze) HC_RETURN_IF_ERROR(opts.freeze().Annotate("freeze before snapshot"));
     int64_t created = NowNs();
