@@ -19,6 +19,7 @@
 #include "proxy/tls.h"
 #include "storage/stream_format.h"
 #include "storage/test_stores.h"
+#include "test_util.h"
 
 namespace hc::replication {
 namespace {
@@ -66,16 +67,7 @@ void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;
 }
 
-// Incompressible bytes, so a file of n bytes makes about n bytes of stream.
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::string out(n, '\0');
-  uint64_t x = seed | 1;
-  for (char& c : out) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    c = static_cast<char>(x);
-  }
-  return out;
-}
+using ::hc::testing::RandomBytes;
 
 std::vector<std::string> Ids(storage::Store& s, const std::string& volume) {
   std::vector<std::string> ids;

@@ -32,16 +32,7 @@ std::unique_ptr<storage::Store> OpenDirStore(const std::string& root) {
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-// Incompressible bytes.
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::string out(n, '\0');
-  uint64_t x = seed | 1;
-  for (char& c : out) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    c = static_cast<char>(x);
-  }
-  return out;
-}
+using ::hc::testing::RandomBytes;
 
 // The content of `path` in the newest snapshot of `app` on `store`, or "".
 std::string NewestContent(storage::Store& store, const std::string& app, const std::string& path) {

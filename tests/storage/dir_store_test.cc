@@ -13,6 +13,7 @@
 #include "storage/store.h"
 #include "storage/stream_format.h"
 #include "storage/test_stores.h"
+#include "test_util.h"
 #include "storage/tree_util.h"
 
 namespace hc::storage {
@@ -193,16 +194,7 @@ TEST_F(DirStoreTest, RefusesAStoreOfAnotherFormat) {
 
 // --- Scrub and repair between two copies of a volume. ---
 
-// Incompressible bytes: a file of n bytes makes about n bytes of chunks.
-std::string Noise(size_t n, uint64_t seed) {
-  std::string out(n, '\0');
-  uint64_t x = seed | 1;
-  for (char& c : out) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    c = static_cast<char>(x);
-  }
-  return out;
-}
+std::string Noise(size_t n, uint64_t seed) { return ::hc::testing::RandomBytes(n, seed); }
 
 std::string StoreRoot(const testing::TestStore& t) {
   return t.cleanup_dir + "/store";

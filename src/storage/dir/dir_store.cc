@@ -385,21 +385,8 @@ class DirStore final : public Store {
       HC_ASSIGN_OR_RETURN(StreamRecord r, reader.Next());
       if (r.type == kRecordEnd) break;
       if (r.type == kRecordChunk) {
-        Decoder d(r.payload);
-        Digest id;
-        auto idb = d.Bytes(32);
-        uint8_t kind = d.U8(), codec = d.U8();
-        uint32_t raw_len = d.U32();
-        if (!d.ok() || kind < 1 || kind > 2 || codec > 1 || raw_len > (16u << 20)) {
-          return Corrupt("stream has a malformed chunk record");
-        }
-        std::memcpy(id.data(), idb.data(), 32);
-        StoredChunk c;
-        c.kind = static_cast<ChunkKind>(kind);
-        c.codec = static_cast<dir::Codec>(codec);
-        c.raw_len = raw_len;
-        auto body = d.Bytes(d.remaining());
-        c.stored.assign(body.begin(), body.end());
+        HC_ASSIGN_OR_RETURN(auto parsed, ParseChunkRecord(r.payload));
+        auto& [id, c] = parsed;
         HC_RETURN_IF_ERROR(ChunkStore::Verify(id, c, nullptr).Annotate("stream"));
         if (verified.count(id) == 0) {
           // A copy already stored is only trusted once it checks out; a
