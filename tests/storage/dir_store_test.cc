@@ -61,6 +61,29 @@ class DirStoreTest : public ::testing::Test {
   std::string root_, live_;
 };
 
+// The idle check's shortcut (no lock, no listing) must still see snapshots
+// taken or destroyed by another process and a volume made read-only.
+TEST_F(DirStoreTest, QuietChecksNoticeSnapshotsMadeElsewhere) {
+  SnapshotOptions skip;
+  skip.skip_if_unchanged = true;
+  ASSERT_TRUE(store_->Snapshot("v", "a1", skip).ok());
+  auto same = store_->Snapshot("v", "a2", skip);  // the shortcut
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->name, "a1");
+  auto other = OpenStore({"dir", root_, "", false});  // another process, say `hc volume`
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->Snapshot("v", "by-hand", {}).ok());
+  auto after = store_->Snapshot("v", "a3", skip);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->name, "by-hand");  // the newest, not the remembered one
+  ASSERT_TRUE((*other)->DestroySnapshot("v", "by-hand").ok());
+  after = store_->Snapshot("v", "a4", skip);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->name, "a1");
+  ASSERT_TRUE((*other)->SetReadOnly("v", true).ok());
+  EXPECT_EQ(store_->Snapshot("v", "a5", skip).status().code(), Code::kPermissionDenied);
+}
+
 TEST_F(DirStoreTest, IdenticalContentIsStoredOnce) {
   std::string big(600000, 'z');
   WriteFile(live_ + "/a", big);

@@ -204,6 +204,7 @@ class DirStore final : public Store {
     HC_RETURN_IF_ERROR(MustExist(v));
     Meta m = ReadMeta(v);
     m.read_only = ro;
+    ForgetScanState(v);
     return WriteFileAtomic(VolDir(v) + "/meta", EncodeMeta(m), sync_);
   }
 
@@ -211,6 +212,9 @@ class DirStore final : public Store {
                                 const SnapshotOptions& opts) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", v));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", name));
+    if (opts.skip_if_unchanged) {
+      if (auto quiet = QuietNewest(v)) return *quiet;
+    }
     HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
     HC_RETURN_IF_ERROR(MustExist(v));
     if (ReadMeta(v).read_only) {
@@ -1075,6 +1079,7 @@ class DirStore final : public Store {
     if (opts.skip_if_unchanged && !snaps.empty() && scan->root == snaps.back().rec.tree) {
       state.root = scan->root;
       state.multi_link_dirs.merge(scan->multi_link_dirs);
+      NoteNewest(v, &state, snaps.back().Info());
       {
         std::lock_guard<std::mutex> l(scan_mu_);
         scan_state_[v] = std::move(state);
@@ -1106,11 +1111,13 @@ class DirStore final : public Store {
     }
     state.root = scan->root;
     state.multi_link_dirs.merge(scan->multi_link_dirs);
+    SnapshotInfo info = Snap{rec, dir::SnapshotId(rec)}.Info();
+    NoteNewest(v, &state, info);
     {
       std::lock_guard<std::mutex> l(scan_mu_);
       scan_state_[v] = std::move(state);
     }
-    return Snap{rec, dir::SnapshotId(rec)}.Info();
+    return info;
   }
 
   // Moves snapshots after index `ti` and the live data (by full checkout of
@@ -1244,7 +1251,41 @@ class DirStore final : public Store {
     Digest root{};
     int64_t last_full_ns = 0;
     std::set<std::string> multi_link_dirs;
+    // The newest snapshot when `root` was scanned (its tree is `root`), and
+    // the mtimes of the snapshots directory and the meta file then: while
+    // they are unchanged no snapshot came or went and the volume did not
+    // become read-only (QuietNewest).
+    std::optional<SnapshotInfo> newest;
+    int64_t snapdir_ns = 0, meta_ns = 0;
   };
+  static int64_t MtimeNs(const std::string& path) {
+    struct stat sb;
+    if (::stat(path.c_str(), &sb) != 0) return -1;
+    return int64_t{sb.st_mtim.tv_sec} * 1'000'000'000 + sb.st_mtim.tv_nsec;
+  }
+  void NoteNewest(const std::string& v, ScanState* state, const SnapshotInfo& newest) {
+    state->newest = newest;
+    state->snapdir_ns = MtimeNs(VolDir(v) + "/snapshots");
+    state->meta_ns = MtimeNs(VolDir(v) + "/meta");
+  }
+  // The idle volume's check without a lock, a listing or a scan: the newest
+  // snapshot, if the change journal vouches that nothing changed since the
+  // scan that found it and nothing else touched the volume's snapshots.
+  std::optional<SnapshotInfo> QuietNewest(const std::string& v) {
+    ScanState st;
+    {
+      std::lock_guard<std::mutex> l(scan_mu_);
+      auto it = scan_state_.find(v);
+      if (it == scan_state_.end() || !it->second.newest) return std::nullopt;
+      st = it->second;
+    }
+    if (!st.multi_link_dirs.empty() || NowNs() - st.last_full_ns >= kFullScanEveryNs ||
+        st.newest->id.empty() || MtimeNs(VolDir(v) + "/snapshots") != st.snapdir_ns ||
+        MtimeNs(VolDir(v) + "/meta") != st.meta_ns || !journal_.Quiet(v, LiveDir(v))) {
+      return std::nullopt;
+    }
+    return st.newest;
+  }
   void ForgetScanState(const std::string& v) {
     journal_.Forget(v);
     std::lock_guard<std::mutex> l(scan_mu_);
