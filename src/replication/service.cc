@@ -114,6 +114,8 @@ struct ReplicationService::Impl {
   Stats st;
   int64_t last_now = 0;
   std::atomic<bool> corrupt_next{false};
+  int64_t next_sweep_ms = 0;  // StartWork's sweep of probes and retention
+  bool sweep_now = true;      // a probe was asked for
   // Scrub (one at a time: periodic or asked for).
   std::mutex scrub_run_mu;
   std::map<std::string, int64_t> scrub_due;  // app -> when its next periodic scrub is due
@@ -276,6 +278,7 @@ struct ReplicationService::Impl {
         if (!s.ok()) LogWarn("replication: %s: %s", app.c_str(), s.ToString().c_str());
       }
       for (const auto& r : added) p.probe_at[r] = 0;
+      if (!added.empty()) sweep_now = true;
     }
   }
 
@@ -312,6 +315,7 @@ struct ReplicationService::Impl {
     sched.SetSnapshots(app, p.snaps);
     p.seeded = true;
     for (const auto& r : p.replicas) p.probe_at[r] = 0;
+    sweep_now = true;
   }
 
   // ---- Checks
@@ -337,6 +341,11 @@ struct ReplicationService::Impl {
     }
     auto snap = store->Snapshot(app, AutoSnapshotName(started), so);
     std::lock_guard l(mu);
+    FinishCheck(app, started, snap);
+  }
+
+  // REQUIRES: mu held.
+  void FinishCheck(const std::string& app, int64_t started, const Result<storage::SnapshotInfo>& snap) {
     int64_t now = Now();
     st.checks++;
     auto it = primaries.find(app);
@@ -431,6 +440,7 @@ struct ReplicationService::Impl {
       // The replica holds something else than we thought: ask it again.
       auto p = primaries.find(t.app);
       if (p != primaries.end()) p->second.probe_at[t.replica] = 0;
+      sweep_now = true;
     }
   }
 
@@ -659,6 +669,16 @@ struct ReplicationService::Impl {
   void StartWork(int64_t now) {
     for (Task& t : sched.Next(now)) {
       if (t.kind == Task::kCheck) {
+        // Most checks find an idle volume: the store can often tell at once
+        // (quick_only), here, without a trip through the pool.
+        storage::SnapshotOptions quick;
+        quick.skip_if_unchanged = true;
+        quick.quick_only = true;
+        auto q = store->Snapshot(t.app, AutoSnapshotName(now), quick);
+        if (q.ok()) {
+          FinishCheck(t.app, now, q);
+          continue;
+        }
         Post([this, app = t.app] { Check(app, store->backend() == "dir"); });
       } else {
         auto p = primaries.find(t.app);
@@ -666,6 +686,12 @@ struct ReplicationService::Impl {
         Post([this, t, epoch] { Transfer(t, epoch); });
       }
     }
+    // Probes and retention are timed in hundreds of milliseconds: sweep the
+    // apps twice a second (or at once when a probe was asked for), not on
+    // every completed check.
+    if (now < next_sweep_ms && !sweep_now) return;
+    next_sweep_ms = now + 500;
+    sweep_now = false;
     for (auto& [app, p] : primaries) {
       if (!p.seeded) continue;
       for (auto& [replica, at] : p.probe_at) {

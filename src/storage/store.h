@@ -98,6 +98,10 @@ struct SnapshotOptions {
   // id), so "unchanged" is `result.id == newest.id`. The replication loop's
   // check. A volume without snapshots is always snapshotted.
   bool skip_if_unchanged = false;
+  // With skip_if_unchanged: answer only if the backend can tell at once that
+  // nothing changed (dir: its change journal); otherwise kUnavailable and
+  // nothing done — the caller then takes the full path (freeze, scan).
+  bool quick_only = false;
 };
 
 struct RollbackOptions {

@@ -178,6 +178,18 @@ TEST_P(StoreConformance, SkipIfUnchangedTakesASnapshotOnlyAfterWrites) {
   auto again = store_->Snapshot("app", "c4", o);
   ASSERT_OK(again);
   EXPECT_EQ(again->id, changed->id);
+  // quick_only answers only when the backend can tell at once.
+  SnapshotOptions q = o;
+  q.quick_only = true;
+  auto quick = store_->Snapshot("app", "q1", q);
+  if (GetParam() == "dir") {
+    ASSERT_OK(quick);
+    EXPECT_EQ(quick->id, changed->id);
+  } else {
+    EXPECT_EQ(quick.status().code(), Code::kUnavailable);
+  }
+  WriteFile(Live("app") + "/f", "written again");
+  EXPECT_EQ(store_->Snapshot("app", "q2", q).status().code(), Code::kUnavailable);
   // A write after a skipped check is still caught by the next one.
   WriteFile(Live("app") + "/g", "more");
   auto later = store_->Snapshot("app", "c5", o);

@@ -215,6 +215,7 @@ class DirStore final : public Store {
     if (opts.skip_if_unchanged) {
       if (auto quiet = QuietNewest(v)) return *quiet;
     }
+    if (opts.quick_only) return Unavailable("volume '" + v + "' may have changed; scan it");
     HC_ASSIGN_OR_RETURN(auto locks, Lock(v));
     HC_RETURN_IF_ERROR(MustExist(v));
     if (ReadMeta(v).read_only) {

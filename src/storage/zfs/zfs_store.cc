@@ -170,6 +170,9 @@ class ZfsStore : public Store {
                                 const SnapshotOptions& options) override {
     HC_RETURN_IF_ERROR(ValidateName("volume", volume));
     HC_RETURN_IF_ERROR(ValidateName("snapshot", snapshot));
+    if (options.quick_only) {
+      return Unavailable("zfs cannot tell cheaply whether '" + volume + "' changed");
+    }
     HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
     HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume, std::string("readonly,") + kReadOnlyProp));
     if (Prop(l.props, "readonly") == "on" || Prop(l.props, kReadOnlyProp) == "on") {
