@@ -95,13 +95,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::atoi(argv[++i]) : 0; };
-    if (a == "--apps") apps = next();
-    else if (a == "--seconds") seconds = next();
-    else if (a == "--write-every") write_every = next();
-    else if (a == "--idle-seconds") idle_seconds = next();
-    else if (a == "--interval") interval = next();
-    else if (a == "--keep") keep = true;
-    else if (a == "--runtime" && i + 1 < argc) runtime = argv[++i];
+    if (a == "--apps")
+      apps = next();
+    else if (a == "--seconds")
+      seconds = next();
+    else if (a == "--write-every")
+      write_every = next();
+    else if (a == "--idle-seconds")
+      idle_seconds = next();
+    else if (a == "--interval")
+      interval = next();
+    else if (a == "--keep")
+      keep = true;
+    else if (a == "--runtime" && i + 1 < argc)
+      runtime = argv[++i];
     else {
       std::fprintf(stderr,
                    "usage: replication_bench [--apps N] [--seconds S] [--write-every S] "

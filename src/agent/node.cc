@@ -143,7 +143,7 @@ Status Node::Run() {
   identity_slot.Set(std::make_shared<const pki::NodeIdentity>(identity));
   // The proxy, once it runs, takes renewed certificates too.
   std::mutex renew_mu;
-  proxy::ProxyService* renew_proxy = nullptr;  // GUARDED_BY(renew_mu)
+  proxy::ProxyService* renew_proxy = nullptr;                    // GUARDED_BY(renew_mu)
   replication::ReplicationService* renew_replication = nullptr;  // GUARDED_BY(renew_mu)
   IdentityRenewer identity_renewer(
       identity_opts, identity,
@@ -152,8 +152,8 @@ Status Node::Run() {
         identity_slot.Set(std::make_shared<const pki::NodeIdentity>(renewed));
         std::lock_guard<std::mutex> l(renew_mu);
         if (renew_replication != nullptr) {
-          Status r = renew_replication->SetIdentity(
-              {renewed.ca_pem, renewed.cert_pem, renewed.key_pem});
+          Status r =
+              renew_replication->SetIdentity({renewed.ca_pem, renewed.cert_pem, renewed.key_pem});
           if (!r.ok()) LogWarn("replication keeps its old certificate: %s", r.ToString().c_str());
         }
         if (renew_proxy == nullptr) return;
@@ -255,8 +255,8 @@ Status Node::Run() {
     LogWarn("test hook: the next replication transfer sent gets one byte flipped");
     ro.corrupt_next_transfer_for_test = true;
   }
-  auto replication = std::make_unique<replication::ReplicationService>(&cs, volumes.get(),
-                                                                       rt.get(), ro);
+  auto replication =
+      std::make_unique<replication::ReplicationService>(&cs, volumes.get(), rt.get(), ro);
   HC_RETURN_IF_ERROR(replication->Start());
   {
     std::lock_guard<std::mutex> l(renew_mu);

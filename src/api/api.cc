@@ -299,9 +299,17 @@ net::HttpResponse Api::CreateApp(const net::HttpRequest& req) {
   if (!j.is_object())
     return ErrorResponse(
         InvalidArgument("the body must be a JSON object describing the app (see docs/api.md)"));
-  static const std::set<std::string> kFields = {"name",     "template", "command",  "env",
-                                                "domains",  "aliases",  "protocol", "tcp_ports",
-                                                "replicas", "limits",   "snapshot_interval_seconds",
+  static const std::set<std::string> kFields = {"name",
+                                                "template",
+                                                "command",
+                                                "env",
+                                                "domains",
+                                                "aliases",
+                                                "protocol",
+                                                "tcp_ports",
+                                                "replicas",
+                                                "limits",
+                                                "snapshot_interval_seconds",
                                                 "retention"};
   for (const auto& [k, v] : j.items())
     if (!kFields.count(k))
@@ -364,6 +372,23 @@ json ScrubJson(const replication::ScrubOutcome& o) {
           {"ok", o.ok()}};
 }
 
+// One request to another node's API for this node-local answer, with the
+// caller's token: the JSON object of a 200, else an error naming the answer.
+Result<json> AskNode(const cluster::NodeInfo& n, const std::string& method,
+                     const std::string& target, const net::HttpRequest& caller,
+                     std::chrono::milliseconds timeout) {
+  net::HttpClient client(net::HostPort{n.address, n.api_port}, {.request_timeout = timeout});
+  net::HttpRequest fwd;
+  fwd.method = method;
+  fwd.target = target;
+  if (auto auth = caller.headers.Get("Authorization"))
+    fwd.headers.Set("Authorization", std::string(*auth));
+  HC_ASSIGN_OR_RETURN(auto r, client.Do(fwd, timeout));
+  json j = Parse(r.body);
+  if (r.status != 200 || !j.is_object())
+    return Unavailable("HTTP " + std::to_string(r.status) + ": " + r.body.substr(0, 200));
+  return j;
+}
 
 json ReplicationJson(const replication::AppReplicationStatus& s, const std::string& node) {
   auto ms_to_s = [](int64_t ms) { return static_cast<double>(ms) / 1000.0; };
@@ -423,26 +448,17 @@ net::HttpResponse Api::Replication(const net::HttpRequest& req, const std::strin
     here["primary_error"] = "primary node '" + p->second.primary + "' is not live";
     return JsonResponse(200, here);
   }
-  net::HttpClient client(net::HostPort{n->second.address, n->second.api_port});
-  net::HttpRequest fwd;
-  fwd.method = "GET";
-  fwd.target = "/v1/apps/" + name + "/replication?local=1";
-  if (auto auth = req.headers.Get("Authorization"))
-    fwd.headers.Set("Authorization", std::string(*auth));
-  auto r = client.Do(fwd, std::chrono::milliseconds(3000));
-  if (r.ok() && r->status == 200) {
-    json j = Parse(r->body);
-    if (j.is_object()) {
-      // What this node holds too (a replica's own copy, diverged branches).
-      if (!local.role.empty()) j["asked_node"] = here;
-      return JsonResponse(200, j);
-    }
+  auto j = AskNode(n->second, "GET", "/v1/apps/" + name + "/replication?local=1", req,
+                   std::chrono::milliseconds(3000));
+  if (j.ok()) {
+    // What this node holds too (a replica's own copy, diverged branches).
+    if (!local.role.empty()) (*j)["asked_node"] = here;
+    return JsonResponse(200, *j);
   }
-  here["primary_error"] = "asking primary node '" + p->second.primary + "': " +
-                          (r.ok() ? "HTTP " + std::to_string(r->status) : r.status().message());
+  here["primary_error"] =
+      "asking primary node '" + p->second.primary + "': " + j.status().message();
   return JsonResponse(200, here);
 }
-
 
 // POST /v1/apps/{name}/scrub: every node holding the app scrubs its copy now
 // and repairs it from the others (?local=1: only this node). Synchronous.
@@ -473,23 +489,10 @@ net::HttpResponse Api::Scrub(const net::HttpRequest& req, const std::string& nam
       nodes.push_back({{"node", id}, {"ok", false}, {"error", "node is not live"}});
       continue;
     }
-    net::HttpClient client(net::HostPort{n->second.address, n->second.api_port},
-                           {.request_timeout = std::chrono::milliseconds(600000)});
-    net::HttpRequest fwd;
-    fwd.method = "POST";
-    fwd.target = "/v1/apps/" + name + "/scrub?local=1";
-    if (auto auth = req.headers.Get("Authorization"))
-      fwd.headers.Set("Authorization", std::string(*auth));
-    auto r = client.Do(fwd, std::chrono::milliseconds(600000));
-    json j = r.ok() ? Parse(r->body) : json();
-    if (r.ok() && r->status == 200 && j.is_object()) {
-      nodes.push_back(j);
-    } else {
-      nodes.push_back({{"node", id},
-                       {"ok", false},
-                       {"error", r.ok() ? "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200)
-                                        : r.status().message()}});
-    }
+    auto j = AskNode(n->second, "POST", "/v1/apps/" + name + "/scrub?local=1", req,
+                     std::chrono::milliseconds(600000));
+    nodes.push_back(j.ok() ? *j
+                           : json{{"node", id}, {"ok", false}, {"error", j.status().message()}});
   }
   return JsonResponse(200, {{"app", name}, {"nodes", nodes}});
 }

@@ -125,13 +125,16 @@ void PrintReplication(const json& r, const json& app) {
     std::printf("  no replica placed yet\n");
   }
   if (r.contains("diverged_branches") && !r["diverged_branches"].empty())
-    std::printf("  diverged copies kept as volumes: %s\n", Join(r["diverged_branches"], ", ").c_str());
-  if (!Str(r, "last_error").empty()) std::printf("  last problem: %s\n", Str(r, "last_error").c_str());
+    std::printf("  diverged copies kept as volumes: %s\n",
+                Join(r["diverged_branches"], ", ").c_str());
+  if (!Str(r, "last_error").empty())
+    std::printf("  last problem: %s\n", Str(r, "last_error").c_str());
   if (r.contains("last_scrub")) {
     const json& s = r["last_scrub"];
     std::printf("  last scrub on %s: %s, %s checked, %s repaired\n", Str(s, "node").c_str(),
                 s.value("ok", false) ? "intact" : "DAMAGE LEFT",
-                FormatBytes(s.value("bytes_checked", uint64_t{0})).c_str(), Str(s, "repaired").c_str());
+                FormatBytes(s.value("bytes_checked", uint64_t{0})).c_str(),
+                Str(s, "repaired").c_str());
   }
   if (r.contains("asked_node")) {
     const json& h = r["asked_node"];
@@ -372,16 +375,19 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         }
         std::printf("\n");
         PrintTable(rows);
-        if (rep.ok()) PrintReplication(*rep, a);
-        else std::printf("\nreplication: unknown (%s)\n", rep.status().message().c_str());
+        if (rep.ok())
+          PrintReplication(*rep, a);
+        else
+          std::printf("\nreplication: unknown (%s)\n", rep.status().message().c_str());
         return Status::Ok();
       });
     });
   }
   {
     auto* c = app->add_subcommand(
-        "scrub", "Re-read and check the app's data on every node now; repair damage from a "
-                 "healthy copy on another node");
+        "scrub",
+        "Re-read and check the app's data on every node now; repair damage from a "
+        "healthy copy on another node");
     static ApiFlags f;
     static std::string name;
     c->add_option("NAME", name, "App name")->required();
@@ -400,8 +406,9 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
         for (const auto& n : j["nodes"]) {
           bool ok = n.value("ok", false);
           all_ok = all_ok && ok;
-          std::string result = ok ? (n.value("repaired", 0) > 0 ? "repaired" : "intact")
-                                  : (Str(n, "error").empty() ? "DAMAGED" : "error: " + Str(n, "error"));
+          std::string result =
+              ok ? (n.value("repaired", 0) > 0 ? "repaired" : "intact")
+                 : (Str(n, "error").empty() ? "DAMAGED" : "error: " + Str(n, "error"));
           std::string left = n.contains("problems") && !n["problems"].empty()
                                  ? std::to_string(n["problems"].size()) + ": " +
                                        n["problems"][0].get<std::string>()
@@ -617,7 +624,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
           std::printf("no events%s\n", app_name.empty() ? "" : (" for " + app_name).c_str());
           return Status::Ok();
         }
-        std::vector<std::vector<std::string>> rows = {{"TIME (UTC)", "NODE", "APP", "KIND", "WHAT"}};
+        std::vector<std::vector<std::string>> rows = {
+            {"TIME (UTC)", "NODE", "APP", "KIND", "WHAT"}};
         for (const auto& e : j["events"]) {
           time_t t = static_cast<time_t>(e.value("time_ms", int64_t{0}) / 1000);
           struct tm tm;

@@ -133,7 +133,8 @@ Status ClusterStore::RecordEvent(const Event& e) {
   size_t excess = keys.kvs.size() - kMaxEvents;
   for (size_t i = 0; i < excess; i += 100) {
     std::vector<TxnOp> ops;
-    for (size_t j = i; j < std::min(excess, i + 100); ++j) ops.push_back(TxnOp::Delete(keys.kvs[j].key));
+    for (size_t j = i; j < std::min(excess, i + 100); ++j)
+      ops.push_back(TxnOp::Delete(keys.kvs[j].key));
     HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({}, ops));
     (void)t;
   }
@@ -149,7 +150,8 @@ Result<std::vector<Event>> ClusterStore::ListEvents(const std::string& app, size
     if (!app.empty() && e->app != app) continue;
     out.push_back(std::move(*e));
   }
-  if (limit != 0 && out.size() > limit) out.erase(out.begin(), out.end() - static_cast<long>(limit));
+  if (limit != 0 && out.size() > limit)
+    out.erase(out.begin(), out.end() - static_cast<long>(limit));
   return out;
 }
 

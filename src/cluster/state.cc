@@ -572,7 +572,8 @@ Status ValidateAppDef(const AppDef& a) {
   }
   if (!a.retention.empty()) {
     auto grid = replication::ParseRetention(a.retention);
-    if (!grid.ok()) return InvalidArgument("app '" + name + "': retention: " + grid.status().message());
+    if (!grid.ok())
+      return InvalidArgument("app '" + name + "': retention: " + grid.status().message());
   }
   HC_RETURN_IF_ERROR(
       CheckRange(name, "limits.memory", a.limits.memory_bytes, kMinMemory, kMaxMemory, &Bytes));

@@ -32,7 +32,7 @@ struct NodeInfo {
   // Addresses the world reaches this node at (DNS A/AAAA records); empty =
   // `address`.
   std::vector<std::string> public_addresses;
-  uint16_t proxy_port = 0;  // internal proxy other nodes forward to; 0 = no proxy
+  uint16_t proxy_port = 0;        // internal proxy other nodes forward to; 0 = no proxy
   uint16_t replication_port = 0;  // where replication streams are pushed; 0 = none
 };
 

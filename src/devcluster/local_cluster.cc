@@ -242,8 +242,9 @@ Status LocalCluster::WriteConfigs() const {
                        opts_.log_level + "\n";
     yaml += "replication_port: " + std::to_string(opts_.replication_port) + "\n";
     if (opts_.replication_interval_seconds > 0)
-      yaml += "replication_interval_seconds: " +
-              std::to_string(opts_.replication_interval_seconds) + "\n";
+      yaml +=
+          "replication_interval_seconds: " + std::to_string(opts_.replication_interval_seconds) +
+          "\n";
     if (opts_.proxy_port == 0) {
       yaml += "proxy: off\n";
     } else {

@@ -433,8 +433,8 @@ Receiver::Stats Receiver::stats() const {
     std::lock_guard lock(mu_);
     for (const Conn& c : conns_) active += c.done ? 0 : 1;
   }
-  return {received_.load(), already_.load(), refused_.load(), failed_.load(), active,
-          diverged_.load(), repairs_served_.load()};
+  return {received_.load(), already_.load(),  refused_.load(),       failed_.load(),
+          active,           diverged_.load(), repairs_served_.load()};
 }
 
 void Receiver::Serve(Conn& conn, std::string peer_cn) {

@@ -90,10 +90,10 @@ class Receiver {
   struct Stats {
     uint64_t received = 0;  // snapshots stored
     uint64_t already_present = 0;
-    uint64_t refused = 0;  // answered with a refusal, or over max_connections
-    uint64_t failed = 0;   // accepted, then failed (corrupt, cut, store error)
-    uint64_t active = 0;   // connections being served now
-    uint64_t diverged = 0;  // copies that diverged and were kept as branches
+    uint64_t refused = 0;         // answered with a refusal, or over max_connections
+    uint64_t failed = 0;          // accepted, then failed (corrupt, cut, store error)
+    uint64_t active = 0;          // connections being served now
+    uint64_t diverged = 0;        // copies that diverged and were kept as branches
     uint64_t repairs_served = 0;  // repair fetches answered with a repair stream
   };
   Stats stats() const;

@@ -81,9 +81,9 @@ struct ReplicationService::Impl {
     RetentionGrid grid;
     bool seeded = false;  // the scheduler knows it (after the first listing)
     bool seeding = false;
-    std::vector<KnownSnapshot> snaps;   // mirror of the scheduler's, oldest first
+    std::vector<KnownSnapshot> snaps;          // mirror of the scheduler's, oldest first
     std::map<std::string, int64_t> created_s;  // id -> creation (retention)
-    std::map<std::string, int64_t> probe_at;  // replica -> when to ask what it holds
+    std::map<std::string, int64_t> probe_at;   // replica -> when to ask what it holds
     std::set<std::string> probing;
     int64_t last_retention_ms = 0;
     bool retention_running = false;
@@ -107,7 +107,7 @@ struct ReplicationService::Impl {
   Scheduler sched;
   std::map<std::string, PrimaryApp> primaries;
   std::map<std::string, ReplicaApp> replicas_here;
-  std::map<std::string, net::HostPort> endpoints;  // node id -> replication endpoint
+  std::map<std::string, net::HostPort> endpoints;            // node id -> replication endpoint
   std::map<std::string, std::vector<std::string>> branches;  // app -> diverged branches kept
   std::map<std::string, std::string> app_errors;             // app -> last local error
   std::map<std::string, storage::SnapshotInfo> newest_here;  // app -> newest snapshot here
@@ -118,7 +118,7 @@ struct ReplicationService::Impl {
   bool sweep_now = true;      // a probe was asked for
   // Scrub (one at a time: periodic or asked for).
   std::mutex scrub_run_mu;
-  std::map<std::string, int64_t> scrub_due;  // app -> when its next periodic scrub is due
+  std::map<std::string, int64_t> scrub_due;      // app -> when its next periodic scrub is due
   std::map<std::string, ScrubOutcome> scrubbed;  // app -> last outcome here
   std::thread scrubber;
 
@@ -203,8 +203,8 @@ struct ReplicationService::Impl {
       for (const auto& [app, p] : v.placements) {
         auto def = v.apps.find(app);
         if (def == v.apps.end()) continue;
-        bool replica = std::find(p.replicas.begin(), p.replicas.end(), opts.node_id) !=
-                       p.replicas.end();
+        bool replica =
+            std::find(p.replicas.begin(), p.replicas.end(), opts.node_id) != p.replicas.end();
         if (p.primary != opts.node_id && !replica) continue;
         Desired d;
         d.primary = p.primary == opts.node_id;
@@ -213,7 +213,8 @@ struct ReplicationService::Impl {
         d.interval_ms = def->second.snapshot_interval_seconds != 0
                             ? int64_t{def->second.snapshot_interval_seconds} * 1000
                             : opts.default_interval_ms;
-        d.retention = def->second.retention.empty() ? opts.default_retention : def->second.retention;
+        d.retention =
+            def->second.retention.empty() ? opts.default_retention : def->second.retention;
         out[app] = std::move(d);
       }
       return out;
@@ -257,8 +258,8 @@ struct ReplicationService::Impl {
         continue;
       }
       auto& p = primaries[app];
-      bool changed = p.replicas != d.replicas || p.interval_ms != d.interval_ms ||
-                     p.epoch != d.epoch;
+      bool changed =
+          p.replicas != d.replicas || p.interval_ms != d.interval_ms || p.epoch != d.epoch;
       std::set<std::string> added;
       for (const auto& r : d.replicas)
         if (std::find(p.replicas.begin(), p.replicas.end(), r) == p.replicas.end()) added.insert(r);
@@ -345,7 +346,8 @@ struct ReplicationService::Impl {
   }
 
   // REQUIRES: mu held.
-  void FinishCheck(const std::string& app, int64_t started, const Result<storage::SnapshotInfo>& snap) {
+  void FinishCheck(const std::string& app, int64_t started,
+                   const Result<storage::SnapshotInfo>& snap) {
     int64_t now = Now();
     st.checks++;
     auto it = primaries.find(app);
@@ -572,15 +574,16 @@ struct ReplicationService::Impl {
     so.scrub.max_bytes_per_sec = bytes_per_sec;
     so.io_timeout_ms = opts.io_timeout_ms;
     // The app's other nodes, primary first.
-    std::vector<std::string> peers = follower->Read([&](const cluster::ClusterView& v, const auto&) {
-      std::vector<std::string> out;
-      auto p = v.placements.find(app);
-      if (p == v.placements.end()) return out;
-      if (p->second.primary != opts.node_id) out.push_back(p->second.primary);
-      for (const auto& r : p->second.replicas)
-        if (r != opts.node_id) out.push_back(r);
-      return out;
-    });
+    std::vector<std::string> peers =
+        follower->Read([&](const cluster::ClusterView& v, const auto&) {
+          std::vector<std::string> out;
+          auto p = v.placements.find(app);
+          if (p == v.placements.end()) return out;
+          if (p->second.primary != opts.node_id) out.push_back(p->second.primary);
+          for (const auto& r : p->second.replicas)
+            if (r != opts.node_id) out.push_back(r);
+          return out;
+        });
     for (const auto& peer : peers)
       so.peers.push_back({peer, [this, peer] { return Connect(peer); }});
     auto r = ScrubAndRepair(*store, so);
@@ -648,7 +651,8 @@ struct ReplicationService::Impl {
         if (scrub_due.count(app)) return;
         // Spread first scrubs over the interval instead of all at start.
         uint64_t h = std::hash<std::string>{}(app);
-        scrub_due[app] = now + static_cast<int64_t>(h % static_cast<uint64_t>(opts.scrub_interval_ms));
+        scrub_due[app] =
+            now + static_cast<int64_t>(h % static_cast<uint64_t>(opts.scrub_interval_ms));
       };
       for (const auto& [app, p] : primaries) add(app);
       for (const auto& [app, r] : replicas_here) add(app);
@@ -707,7 +711,7 @@ struct ReplicationService::Impl {
       }
       for (auto it = p.probe_at.begin(); it != p.probe_at.end();)
         it = it->second == INT64_MAX && !p.probing.count(it->first) ? p.probe_at.erase(it)
-                                                                     : std::next(it);
+                                                                    : std::next(it);
       if (!p.retention_running && p.snaps.size() > 1 &&
           now - p.last_retention_ms >= opts.retention_every_ms) {
         p.retention_running = true;
@@ -757,22 +761,24 @@ ReplicationService::ReplicationService(cluster::ClusterStore* cs, storage::Store
                                        runtime::Runtime* rt, ServiceOptions opts)
     : impl_(std::make_unique<Impl>(cs, store, rt, std::move(opts))) {}
 
-ReplicationService::~ReplicationService() { Stop(); }
+ReplicationService::~ReplicationService() {
+  Stop();
+}
 
 Status ReplicationService::Start() {
   Impl& m = *impl_;
   m.follower = std::make_unique<cluster::ViewFollower>(
-      m.cs, cluster::ViewFollower::Options{.name = "replication",
-                                           .prefixes = {m.cs->NodesPrefix(), m.cs->AppsPrefix(),
-                                                         m.cs->PlacementsPrefix()},
-                                           .extra_prefixes = {},
-                                           .rebuild =
-                                               [&m] {
-                                                 std::lock_guard l(m.mu);
-                                                 m.view_dirty = true;
-                                                 m.cv.notify_all();
-                                               },
-                                           .delay = [] { return std::chrono::milliseconds(20); }});
+      m.cs, cluster::ViewFollower::Options{
+                .name = "replication",
+                .prefixes = {m.cs->NodesPrefix(), m.cs->AppsPrefix(), m.cs->PlacementsPrefix()},
+                .extra_prefixes = {},
+                .rebuild =
+                    [&m] {
+                      std::lock_guard l(m.mu);
+                      m.view_dirty = true;
+                      m.cv.notify_all();
+                    },
+                .delay = [] { return std::chrono::milliseconds(20); }});
   ReceiverOptions ro;
   ro.node_id = m.opts.node_id;
   ro.is_primary = [&m](const std::string& app, const std::string& node, uint64_t epoch) {
@@ -790,8 +796,8 @@ Status ReplicationService::Start() {
       });
   auto certs = proxy::CertTable::Build(
       {},
-      proxy::CertSpec{m.opts.node_id, {m.opts.node_id}, m.opts.identity.cert_pem,
-                      m.opts.identity.key_pem},
+      proxy::CertSpec{
+          m.opts.node_id, {m.opts.node_id}, m.opts.identity.cert_pem, m.opts.identity.key_pem},
       proxy::TlsServerPolicy{.client_ca_pem = m.opts.identity.ca_pem,
                              .alpn = {std::string(kReplicationAlpn)}});
   HC_RETURN_IF_ERROR(certs.status().Annotate("replication: node certificate"));
@@ -928,14 +934,18 @@ std::string ReplicationService::MetricsText() const {
     std::lock_guard l(m.mu);
     rows = m.sched.Lag(m.Now());
   }
-  std::string lag = "# HELP hc_replication_lag_seconds Age of the oldest snapshot a replica lacks.\n"
-                    "# TYPE hc_replication_lag_seconds gauge\n";
-  std::string bytes = "# HELP hc_replication_lag_bytes Changed bytes a replica lacks.\n"
-                      "# TYPE hc_replication_lag_bytes gauge\n";
-  std::string rpo = "# HELP hc_replication_rpo_seconds Writes older than this are on the replica.\n"
-                    "# TYPE hc_replication_rpo_seconds gauge\n";
-  std::string state = "# HELP hc_replication_replica_state 1 for the replica's current state.\n"
-                      "# TYPE hc_replication_replica_state gauge\n";
+  std::string lag =
+      "# HELP hc_replication_lag_seconds Age of the oldest snapshot a replica lacks.\n"
+      "# TYPE hc_replication_lag_seconds gauge\n";
+  std::string bytes =
+      "# HELP hc_replication_lag_bytes Changed bytes a replica lacks.\n"
+      "# TYPE hc_replication_lag_bytes gauge\n";
+  std::string rpo =
+      "# HELP hc_replication_rpo_seconds Writes older than this are on the replica.\n"
+      "# TYPE hc_replication_rpo_seconds gauge\n";
+  std::string state =
+      "# HELP hc_replication_replica_state 1 for the replica's current state.\n"
+      "# TYPE hc_replication_replica_state gauge\n";
   char buf[64];
   for (const auto& r : rows) {
     if (r.replica.empty()) continue;

@@ -55,9 +55,9 @@ struct ServiceOptions {
   int64_t default_interval_ms = kDefaultIntervalMs;
   std::string default_retention = std::string(kDefaultRetention);
   ScheduleLimits limits;
-  int io_timeout_ms = 30000;           // a transfer with no progress this long fails
-  int64_t retention_every_ms = 60000;  // retention runs at most this often per app
-  int64_t probe_retry_ms = 5000;       // an unreachable replica is asked again after this
+  int io_timeout_ms = 30000;              // a transfer with no progress this long fails
+  int64_t retention_every_ms = 60000;     // retention runs at most this often per app
+  int64_t probe_retry_ms = 5000;          // an unreachable replica is asked again after this
   std::string tunnel_host = "127.0.0.1";  // local end of the TLS tunnels to other nodes
   // Test hook (hcd: environment HC_TEST_CORRUPT_NEXT_TRANSFER=1): flips a
   // byte in the first data frame of the next transfer, once.

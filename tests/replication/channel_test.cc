@@ -4,7 +4,6 @@
 #include "replication/channel.h"
 
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 
 #include <algorithm>

@@ -24,7 +24,9 @@ using namespace std::chrono_literals;
 
 constexpr uint16_t kReplicationPort = 7490;
 
-int NodeOf(const std::string& id) { return std::atoi(id.c_str() + 4); }
+int NodeOf(const std::string& id) {
+  return std::atoi(id.c_str() + 4);
+}
 
 std::unique_ptr<storage::Store> OpenDirStore(const std::string& root) {
   auto s = storage::OpenStore({.backend = "dir", .root = root});
@@ -151,7 +153,8 @@ TEST_F(ReplicationClusterTest, AWriteOnThePrimaryAppearsInTheReplicasNewestSnaps
     auto start = testing::Clock::now();
     Write(Live(r.primary, "blog") + "/post.txt", text);
     ASSERT_TRUE(WaitReplica(r.replica, "blog", "post.txt", text, 20000)) << Logs();
-    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(testing::Clock::now() - start);
+    auto took =
+        std::chrono::duration_cast<std::chrono::milliseconds>(testing::Clock::now() - start);
     std::printf("write -> replica snapshot: %lld ms\n", static_cast<long long>(took.count()));
     if (round > 0) {
       EXPECT_LT(took.count(), 5000) << "interval 1 s + transfer";

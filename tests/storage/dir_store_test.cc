@@ -13,8 +13,8 @@
 #include "storage/store.h"
 #include "storage/stream_format.h"
 #include "storage/test_stores.h"
-#include "test_util.h"
 #include "storage/tree_util.h"
+#include "test_util.h"
 
 namespace hc::storage {
 namespace {
@@ -217,7 +217,9 @@ TEST_F(DirStoreTest, RefusesAStoreOfAnotherFormat) {
 
 // --- Scrub and repair between two copies of a volume. ---
 
-std::string Noise(size_t n, uint64_t seed) { return ::hc::testing::RandomBytes(n, seed); }
+std::string Noise(size_t n, uint64_t seed) {
+  return ::hc::testing::RandomBytes(n, seed);
+}
 
 std::string StoreRoot(const testing::TestStore& t) {
   return t.cleanup_dir + "/store";

@@ -682,17 +682,17 @@ class DirStore final : public Store {
       HC_ASSIGN_OR_RETURN(auto snaps, LoadSnaps(v));
       DigestSet seen;
       for (const auto& s : snaps) {
-        HC_RETURN_IF_ERROR(dir::WalkObjects(
-            reader_, s.rec.tree, &seen,
-            [&](const Digest& id, ChunkKind kind, const std::string&) -> Status {
-              if (kind == ChunkKind::kData) {
-                data.push_back(id);
-                return Status::Ok();
-              }
-              ++report.objects_checked;
-              CheckObject(id, kind, &report.bytes_checked, &bad);
-              return Status::Ok();
-            }));
+        HC_RETURN_IF_ERROR(
+            dir::WalkObjects(reader_, s.rec.tree, &seen,
+                             [&](const Digest& id, ChunkKind kind, const std::string&) -> Status {
+                               if (kind == ChunkKind::kData) {
+                                 data.push_back(id);
+                                 return Status::Ok();
+                               }
+                               ++report.objects_checked;
+                               CheckObject(id, kind, &report.bytes_checked, &bad);
+                               return Status::Ok();
+                             }));
       }
     }
     // Chunks are immutable and content addressed, so nothing needs the
@@ -717,8 +717,8 @@ class DirStore final : public Store {
         }
       }
       if (opts.max_bytes_per_sec > 0) {
-        auto due = start + std::chrono::microseconds(data_bytes * 1'000'000 /
-                                                     opts.max_bytes_per_sec);
+        auto due =
+            start + std::chrono::microseconds(data_bytes * 1'000'000 / opts.max_bytes_per_sec);
         std::this_thread::sleep_until(due);
       }
     }
@@ -752,8 +752,9 @@ class DirStore final : public Store {
             return Status::Ok();
           }));
     }
-    std::sort(report.problems.begin(), report.problems.end(),
-              [](const ScrubProblem& a, const ScrubProblem& b) { return a.object_id < b.object_id; });
+    std::sort(
+        report.problems.begin(), report.problems.end(),
+        [](const ScrubProblem& a, const ScrubProblem& b) { return a.object_id < b.object_id; });
     return report;
   }
 
@@ -805,7 +806,8 @@ class DirStore final : public Store {
         Encoder e;
         e.Str(hex.substr(0, 128));
         e.Str(why);
-        HC_RETURN_IF_ERROR(w.Write(static_cast<RecordType>(kRecordRepairMissing), AsBytes(e.out())));
+        HC_RETURN_IF_ERROR(
+            w.Write(static_cast<RecordType>(kRecordRepairMissing), AsBytes(e.out())));
       }
     }
     return w.Finish();
