@@ -166,10 +166,20 @@ struct ScrubReport {
   // One entry per damaged or missing object (each id once), sorted by id.
   std::vector<ScrubProblem> problems;
   bool ok() const { return problems.empty(); }
-  // The ids of `problems`: what to ask another node's ExportRepair for.
+  // What a repair request must carry besides the damaged ids (zfs:
+  // "base:<id>" for each snapshot verified intact here that is older than
+  // the damage, newest first: the peer re-sends from the newest it also has).
+  std::vector<std::string> repair_hints;
+  // The ids of `problems`.
   std::vector<std::string> DamagedIds() const {
     std::vector<std::string> ids;
     for (const auto& p : problems) ids.push_back(p.object_id);
+    return ids;
+  }
+  // What to ask another node's ExportRepair for: DamagedIds + repair_hints.
+  std::vector<std::string> RepairRequestIds() const {
+    std::vector<std::string> ids = DamagedIds();
+    ids.insert(ids.end(), repair_hints.begin(), repair_hints.end());
     return ids;
   }
 };
@@ -183,6 +193,9 @@ struct RepairResult {
   // part of the volume there), with the peer's reason.
   std::vector<std::string> peer_missing;
   std::vector<std::string> peer_missing_reasons;
+  // zfs: the damaged copy held snapshots or writes the peer did not have;
+  // it was kept as this volume (browsable, restorable) instead of dropped.
+  std::string kept_branch;
 };
 
 // Repair streams carry at most this many objects.
@@ -275,6 +288,11 @@ class Store {
   // receives and garbage collection proceed meanwhile. An object that was
   // collected while the scrub ran is not reported. A damaged tree object
   // hides what lies below it: scrub again after repairing it.
+  // zfs: the objects are snapshots. Each snapshot's new blocks are read once
+  // (`zfs send -i previous`), so ZFS checks their checksums; the first that
+  // cannot be read is the damaged object, and the snapshots read before it
+  // go in repair_hints. Blocks written since the newest snapshot are not
+  // read (no other node has them).
   virtual Result<ScrubReport> Scrub(const std::string& volume, const ScrubOptions& options) {
     (void)volume;
     (void)options;
@@ -288,6 +306,10 @@ class Store {
   // not exported but listed as missing with the reason, so the caller asks
   // another node. A damaged copy is never exported. Errors: kNotFound (no
   // such volume), kInvalidArgument (more than kMaxRepairObjects ids).
+  // zfs: the stream re-sends this node's snapshots from the newest base the
+  // requester named (or in full) up to this node's newest; every block sent
+  // is checked by ZFS on the way out, so a damaged copy here cuts the
+  // stream and the requester keeps what it had.
   virtual Status ExportRepair(const std::string& volume, const std::vector<std::string>& object_ids,
                               ByteSink& out) {
     (void)volume;
@@ -302,6 +324,12 @@ class Store {
   // again. Objects intact here, and objects `volume` does not refer to, are
   // left alone. Errors: kCorrupt (damaged stream; objects before the damage
   // that verified are kept, they are correct), kNotFound (no such volume).
+  // zfs: the volume is re-received from the stream's base into a new
+  // dataset that then takes the volume's place; on any failure the volume
+  // is left as it was. Snapshots or writes only the damaged copy had are
+  // kept as volume `<volume>-damaged-<unix time>` (RepairResult::kept_branch).
+  // The live directory is replaced: nothing may use it meanwhile (the node
+  // stops the app around a repair of its primary copy).
   virtual Result<RepairResult> ApplyRepair(const std::string& volume, ByteSource& in) {
     (void)volume;
     (void)in;

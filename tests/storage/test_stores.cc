@@ -2,7 +2,10 @@
 
 #include <stdlib.h>
 
+#include <cstdio>
+
 #include "common/fs.h"
+#include "common/subprocess.h"
 
 namespace hc::storage::testing {
 
@@ -34,6 +37,13 @@ Result<std::unique_ptr<Store>> ReopenForFullScan(const TestStore& t) {
 
 TestStore::~TestStore() {
   store.reset();
+  if (!zfs_pool.empty()) {
+    auto r = RunCommand({"zpool", "destroy", "-f", zfs_pool});
+    if (!r.ok() || !r->ok()) {
+      std::fprintf(stderr, "warning: test pool %s not destroyed: %s\n", zfs_pool.c_str(),
+                   r.ok() ? r->err.c_str() : r.status().ToString().c_str());
+    }
+  }
   if (!cleanup_dir.empty()) (void)RemoveTree(cleanup_dir);
 }
 

@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "storage/test_stores.h"
 #include "storage/zfs/zfs_util.h"
+#include "test_util.h"
 
 namespace hc::storage {
 namespace {
@@ -20,6 +21,7 @@ using zfs::BrowseStat;
 using zfs::DiffTrees;
 using zfs::ParseGetOutput;
 using zfs::ParseU64;
+using ::hc::testing::RandomBytes;
 
 void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path) << data;
@@ -194,6 +196,196 @@ TEST_F(ZfsPoolTest, BrowsingLeavesNoTemporaryDatasets) {
   // A leftover browse clone would make the snapshot undeletable.
   EXPECT_TRUE(s.DestroySnapshot("v", "s1").ok());
   EXPECT_EQ(s.ListVolumes()->size(), 1u);
+}
+
+
+// Scrub and repair against real damage: two stores on pools of their own
+// (two nodes), bytes of a file's block flipped in one pool's vdev.
+class ZfsRepairTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = testing::MakeZfsTestStoreOnOwnPool();
+    if (!a_.skip_reason.empty()) GTEST_SKIP() << a_.skip_reason;
+    b_ = testing::MakeZfsTestStoreOnOwnPool();
+    if (!b_.skip_reason.empty()) GTEST_SKIP() << b_.skip_reason;
+  }
+
+  // `from` sends every snapshot of "v" that `to` lacks, as replication does.
+  static void Replicate(Store& from, Store& to) {
+    auto snaps = from.ListSnapshots("v").value();
+    auto have = to.ListSnapshots("v");
+    std::optional<std::string> base;
+    size_t i = 0;
+    if (have.ok() && !have->empty()) {
+      while (i < snaps.size() && snaps[i].id != have->back().id) ++i;
+      ASSERT_LT(i, snaps.size());
+      base = snaps[i++].name;
+    }
+    for (; i < snaps.size(); ++i) {
+      StringSink out;
+      ASSERT_TRUE(from.Send("v", base, snaps[i].name, out).ok());
+      StringSource in(out.out);
+      auto r = to.Receive("v", in, {});
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      base = snaps[i].name;
+    }
+  }
+
+  static std::string Live(Store& s, const std::string& file) {
+    auto text = ReadFileToString(s.LivePath("v").value() + "/" + file);
+    return text.ok() ? *text : "<unreadable>";
+  }
+
+  static std::vector<std::string> Ids(Store& s, const std::string& volume = "v") {
+    std::vector<std::string> out;
+    auto snaps = s.ListSnapshots(volume).value();
+    for (const auto& x : snaps) out.push_back(x.id);
+    return out;
+  }
+
+  // Runs what a repair fetch does: `healthy` exports, `damaged` applies.
+  static Result<RepairResult> Repair(Store& damaged, Store& healthy, const ScrubReport& scrub) {
+    StringSink stream;
+    Status exported = healthy.ExportRepair("v", scrub.RepairRequestIds(), stream);
+    StringSource in(stream.out);
+    auto applied = damaged.ApplyRepair("v", in);
+    if (!exported.ok() && applied.ok()) return Internal("export failed but apply succeeded");
+    return applied;
+  }
+
+  testing::TestStore a_, b_;
+};
+
+TEST_F(ZfsRepairTest, DamagedReplicaIsReReceivedFromTheNewestCommonSnapshot) {
+  Store& primary = *b_.store;
+  Store& replica = *a_.store;
+  const std::string old_data = RandomBytes(128 << 10, 1), data = RandomBytes(128 << 10, 2);
+  ASSERT_TRUE(primary.CreateVolume("v").ok());
+  WriteFile(primary.LivePath("v").value() + "/old", old_data);
+  ASSERT_TRUE(primary.Snapshot("v", "s1", {}).ok());
+  WriteFile(primary.LivePath("v").value() + "/data", data);
+  ASSERT_TRUE(primary.Snapshot("v", "s2", {}).ok());
+  WriteFile(primary.LivePath("v").value() + "/small", "3");
+  ASSERT_TRUE(primary.Snapshot("v", "s3", {}).ok());
+  Replicate(primary, replica);
+  ASSERT_TRUE(replica.Scrub("v", {}).value().ok());
+
+  // A block born in s2 goes bad on the replica's disk.
+  ASSERT_EQ(testing::DamageInZfsPool(a_, data).value(), 1);
+  EXPECT_EQ(Live(replica, "data"), "<unreadable>");
+  auto scrub = replica.Scrub("v", {});
+  ASSERT_TRUE(scrub.ok()) << scrub.status().ToString();
+  ASSERT_EQ(scrub->problems.size(), 1u);
+  EXPECT_EQ(scrub->problems[0].object_id, Ids(primary)[1]);
+  EXPECT_NE(scrub->problems[0].text.find("'s2'"), std::string::npos) << scrub->problems[0].text;
+  EXPECT_EQ(scrub->repair_hints, std::vector<std::string>{"base:" + Ids(primary)[0]});
+
+  auto r = Repair(replica, primary, *scrub);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repaired, 2u);  // s2 and s3, from s1
+  EXPECT_EQ(r->kept_branch, "");
+  EXPECT_EQ(Live(replica, "data"), data);
+  EXPECT_EQ(Live(replica, "old"), old_data);
+  EXPECT_EQ(Ids(replica), Ids(primary));
+  EXPECT_TRUE(replica.GetVolume("v")->read_only);
+  EXPECT_TRUE(replica.Scrub("v", {}).value().ok());
+  EXPECT_EQ(replica.ListVolumes()->size(), 1u);  // no temporary datasets left
+  // Replication goes on from the repaired copy.
+  WriteFile(primary.LivePath("v").value() + "/small", "4");
+  ASSERT_TRUE(primary.Snapshot("v", "s4", {}).ok());
+  Replicate(primary, replica);
+  EXPECT_EQ(Live(replica, "small"), "4");
+}
+
+TEST_F(ZfsRepairTest, DamagedPrimaryIsRebuiltAndKeepsWhatOnlyItHad) {
+  Store& primary = *a_.store;
+  Store& replica = *b_.store;
+  const std::string data = RandomBytes(128 << 10, 3);
+  ASSERT_TRUE(primary.CreateVolume("v").ok());
+  WriteFile(primary.LivePath("v").value() + "/data", data);
+  ASSERT_TRUE(primary.Snapshot("v", "s1", {}).ok());
+  WriteFile(primary.LivePath("v").value() + "/small", "2");
+  ASSERT_TRUE(primary.Snapshot("v", "s2", {}).ok());
+  Replicate(primary, replica);
+  // Written after the last replicated snapshot: only the primary has it.
+  WriteFile(primary.LivePath("v").value() + "/unreplicated", "only here");
+
+  ASSERT_EQ(testing::DamageInZfsPool(a_, data).value(), 1);
+  auto scrub = primary.Scrub("v", {});
+  ASSERT_TRUE(scrub.ok()) << scrub.status().ToString();
+  ASSERT_EQ(scrub->problems.size(), 1u);
+  EXPECT_EQ(scrub->problems[0].object_id, Ids(replica)[0]);
+  EXPECT_TRUE(scrub->repair_hints.empty());  // damaged from the first snapshot on
+
+  auto r = Repair(primary, replica, *scrub);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repaired, 2u);
+  EXPECT_EQ(Live(primary, "data"), data);
+  EXPECT_EQ(Ids(primary), Ids(replica));
+  EXPECT_FALSE(primary.GetVolume("v")->read_only);
+  EXPECT_TRUE(primary.Scrub("v", {}).value().ok());
+  // The write no other node had is kept, browsable, in the branch.
+  ASSERT_TRUE(r->kept_branch.starts_with("v-damaged-")) << r->kept_branch;
+  EXPECT_EQ(ReadFileToString(primary.LivePath(r->kept_branch).value() + "/unreplicated").value(),
+            "only here");
+  EXPECT_EQ(Live(primary, "unreplicated"), "<unreadable>");  // not in the repaired copy
+  // The primary takes snapshots again.
+  WriteFile(primary.LivePath("v").value() + "/small", "3");
+  EXPECT_TRUE(primary.Snapshot("v", "s3", {}).ok());
+}
+
+TEST_F(ZfsRepairTest, ACopyDamagedOnBothNodesIsNeverUsed) {
+  Store& primary = *a_.store;
+  Store& replica = *b_.store;
+  const std::string data = RandomBytes(128 << 10, 4);
+  ASSERT_TRUE(primary.CreateVolume("v").ok());
+  WriteFile(primary.LivePath("v").value() + "/f", "1");
+  ASSERT_TRUE(primary.Snapshot("v", "s1", {}).ok());
+  WriteFile(primary.LivePath("v").value() + "/data", data);
+  ASSERT_TRUE(primary.Snapshot("v", "s2", {}).ok());
+  Replicate(primary, replica);
+  ASSERT_EQ(testing::DamageInZfsPool(a_, data).value(), 1);
+  ASSERT_EQ(testing::DamageInZfsPool(b_, data).value(), 1);
+  auto scrub = primary.Scrub("v", {});
+  ASSERT_TRUE(scrub.ok()) << scrub.status().ToString();
+  ASSERT_EQ(scrub->problems.size(), 1u);
+  const auto before = Ids(primary);
+
+  // The replica's send fails on its own damaged block: the stream is cut,
+  // and the primary keeps exactly what it had.
+  StringSink stream;
+  EXPECT_FALSE(replica.ExportRepair("v", scrub->RepairRequestIds(), stream).ok());
+  StringSource in(stream.out);
+  auto r = primary.ApplyRepair("v", in);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("abandoned"), std::string::npos) << r.status().ToString();
+  EXPECT_EQ(Ids(primary), before);
+  EXPECT_EQ(Live(primary, "f"), "1");
+  EXPECT_EQ(primary.ListVolumes()->size(), 1u);
+  EXPECT_FALSE(primary.Scrub("v", {}).value().ok());
+}
+
+TEST_F(ZfsRepairTest, APeerWithoutTheDamagedSnapshotSaysSo) {
+  Store& primary = *a_.store;
+  Store& replica = *b_.store;
+  const std::string data = RandomBytes(128 << 10, 5);
+  ASSERT_TRUE(primary.CreateVolume("v").ok());
+  WriteFile(primary.LivePath("v").value() + "/f", "1");
+  ASSERT_TRUE(primary.Snapshot("v", "s1", {}).ok());
+  Replicate(primary, replica);
+  // s2 was never replicated: no other node can give it back.
+  WriteFile(primary.LivePath("v").value() + "/data", data);
+  ASSERT_TRUE(primary.Snapshot("v", "s2", {}).ok());
+  ASSERT_EQ(testing::DamageInZfsPool(a_, data).value(), 1);
+  auto scrub = primary.Scrub("v", {});
+  ASSERT_TRUE(scrub.ok());
+  ASSERT_EQ(scrub->problems.size(), 1u);
+  auto r = Repair(primary, replica, *scrub);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repaired, 0u);
+  ASSERT_EQ(r->peer_missing, std::vector<std::string>{scrub->problems[0].object_id});
+  EXPECT_NE(r->peer_missing_reasons[0].find("no snapshot with identity"), std::string::npos);
+  EXPECT_EQ(Ids(primary).size(), 2u);
 }
 
 }  // namespace

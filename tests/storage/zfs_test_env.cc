@@ -93,6 +93,23 @@ class ZfsTestEnv {
     return ds;
   }
 
+  // A pool of its own under this process's directory: <dir>/<name>/pool.img.
+  Result<std::pair<std::string, std::string>> NewPool() {
+    std::lock_guard<std::mutex> g(mu_);
+    std::string name = pool_ + "x" + std::to_string(next_pool_++);
+    std::string dir = dir_ + "/" + name;
+    HC_RETURN_IF_ERROR(MakeDirs(dir + "/mnt"));
+    std::string img = dir + "/pool.img";
+    {
+      HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(img, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    }
+    if (::truncate(img.c_str(), 256LL << 20) != 0) return IoError("cannot size " + img);
+    auto r = RunCommand({"zpool", "create", "-o", "cachefile=none", "-m", dir + "/mnt", name, img});
+    if (!r.ok()) return r.status();
+    if (!r->ok()) return IoError(DescribeFailure({"zpool", "create", name}, *r));
+    return std::make_pair(name, dir);
+  }
+
   Result<std::string> NewScratch() {
     std::lock_guard<std::mutex> g(mu_);
     std::string d = dir_ + "/scratch" + std::to_string(next_scratch_++);
@@ -156,9 +173,62 @@ class ZfsTestEnv {
   std::string pool_;
   int next_ = 0;
   int next_scratch_ = 0;
+  int next_pool_ = 0;
 };
 
 }  // namespace
+
+TestStore MakeZfsTestStoreOnOwnPool() {
+  TestStore t;
+  ZfsTestEnv& env = ZfsTestEnv::Get();
+  t.skip_reason = env.Ready();
+  if (!t.skip_reason.empty()) return t;
+  auto pool = env.NewPool();
+  auto scratch = pool.ok() ? env.NewScratch() : Result<std::string>(pool.status());
+  if (!scratch.ok()) {
+    t.skip_reason = "cannot create a test pool: " + scratch.status().ToString();
+    return t;
+  }
+  t.zfs_pool = pool->first;
+  t.zfs_pool_dir = pool->second;
+  StoreConfig config;
+  config.backend = "zfs";
+  config.dataset = t.zfs_pool + "/hc";
+  auto r = RunCommand({"zfs", "create", config.dataset});
+  auto store = r.ok() && r->ok() ? OpenZfsStore(config)
+                                 : Result<std::unique_ptr<Store>>(IoError("zfs create failed"));
+  if (!store.ok()) {
+    t.skip_reason = "cannot open the zfs store: " + store.status().ToString();
+    return t;
+  }
+  t.store = std::move(*store);
+  t.scratch_dir = *scratch;
+  t.cleanup_dir = *scratch;
+  return t;
+}
+
+Result<int> DamageInZfsPool(const TestStore& t, const std::string& block) {
+  if (t.zfs_pool.empty() || block.size() < 512) {
+    return InvalidArgument("needs a store from MakeZfsTestStoreOnOwnPool and >= 512 bytes");
+  }
+  std::string img = t.zfs_pool_dir + "/pool.img";
+  auto sync = RunCommand({"zpool", "export", t.zfs_pool});
+  if (!sync.ok() || !sync->ok()) return IoError("zpool export " + t.zfs_pool + " failed");
+  HC_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(img));
+  int damaged = 0;
+  const std::string needle = block.substr(0, 512);
+  HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(img, O_WRONLY));
+  for (size_t at = bytes.find(needle); at != std::string::npos; at = bytes.find(needle, at + 1)) {
+    char flipped = static_cast<char>(bytes[at + 100] ^ 0x5a);
+    if (::pwrite(fd.get(), &flipped, 1, static_cast<off_t>(at + 100)) != 1) {
+      return IoError("cannot write " + img);
+    }
+    ++damaged;
+  }
+  auto r = RunCommand({"zpool", "import", "-d", t.zfs_pool_dir, t.zfs_pool});
+  if (!r.ok() || !r->ok()) return IoError("zpool import " + t.zfs_pool + " failed");
+  return damaged;
+}
 
 TestStore MakeZfsTestStore() {
   TestStore t;

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "common/fs.h"
@@ -33,9 +35,18 @@ constexpr auto kBusyDelay = std::chrono::milliseconds(100);
 // (volume names start with a letter or digit), so ListVolumes skips them.
 constexpr char kBrowsePrefix[] = ".hc-browse-";
 constexpr char kRollbackPrefix[] = ".hc-rollback-";
+constexpr char kRepairPrefix[] = ".hc-repair-";
 constexpr char kProbePrefix[] = "hc-probe-";
 constexpr char kRuntimeDir[] = "/run/hc-zfs";
 constexpr char kReadOnlyProp[] = "hc:readonly";
+// Repair streams: the plan envelope's header names this target; 'M' names
+// a requested id this node cannot serve (str id, str reason), 'P' is the
+// plan (u32 segments, u32 n, n x str covered id). Request ids that start
+// with kBaseHint name a snapshot the requester holds intact.
+constexpr char kRepairMarker[] = "repair";
+constexpr uint8_t kRecordRepairMissing = 'M';
+constexpr uint8_t kRecordRepairPlan = 'P';
+constexpr char kBaseHint[] = "base:";
 
 // What the installed ZFS can do beyond zfs-fuse (pool v23); see
 // docs/zfs-backend.md. One code path per flag.
@@ -71,6 +82,25 @@ struct Listing {
   std::map<std::string, std::string> props;  // requested extra properties
   std::vector<SnapRow> snaps;                // oldest first
 };
+
+const SnapRow* RowById(const std::vector<SnapRow>& snaps, const std::string& id) {
+  for (const auto& s : snaps) {
+    if (s.info.id == id) return &s;
+  }
+  return nullptr;
+}
+
+bool HasId(const std::vector<SnapRow>& snaps, const std::string& id) {
+  return RowById(snaps, id) != nullptr;
+}
+
+Status CheckRepairSegment(const StreamHeader& h) {
+  if (h.backend != "zfs") {
+    return InvalidArgument("a repair stream of the zfs backend carries a '" + h.backend +
+                           "' stream");
+  }
+  return ValidateName("snapshot", h.to_name);
+}
 
 const std::string& Prop(const std::map<std::string, std::string>& props, const std::string& name) {
   static const std::string kNone;
@@ -327,9 +357,9 @@ class ZfsStore : public Store {
         return ModifiedConflict(volume, snaps.back().info.name);
       }
     }
-    HC_ASSIGN_OR_RETURN(
-        uint64_t bytes,
-        ReceiveCommand(volume, reader, h, snaps.empty() ? "" : snaps.back().info.name));
+    HC_ASSIGN_OR_RETURN(uint64_t bytes,
+                        ReceiveCommand(volume, Ds(volume) + "@" + h.to_name, reader, h,
+                                       snaps.empty() ? "" : snaps.back().info.name));
     result.stream_bytes = bytes;
     const std::string ds = Ds(volume);
     // zfs-fuse: an existing volume is remounted to drop the FUSE cache.
@@ -410,13 +440,7 @@ class ZfsStore : public Store {
     }
     std::string branch = options.branch_name;
     if (branch.empty()) {
-      std::string base = volume + "-branch-" + std::to_string(::time(nullptr));
-      branch = base;
-      for (int i = 2;; ++i) {
-        HC_ASSIGN_OR_RETURN(bool taken, Exists(Ds(branch)));
-        if (!taken) break;
-        branch = base + "-" + std::to_string(i);
-      }
+      HC_ASSIGN_OR_RETURN(branch, FreeName(volume + "-branch-" + std::to_string(::time(nullptr))));
     } else {
       HC_ASSIGN_OR_RETURN(bool taken, Exists(Ds(branch)));
       if (taken) {
@@ -507,21 +531,266 @@ class ZfsStore : public Store {
     return report;
   }
 
-  // Scrub and repair by object id are `dir` features for now. ZFS checks
-  // its own blocks: `Verify` (zfs send of every snapshot) and `zpool scrub`;
-  // a damaged zfs replica is re-sent in full.
-  Result<ScrubReport> Scrub(const std::string& volume, const ScrubOptions&) override {
-    return Unavailable("scrub with repair is not implemented for the zfs backend yet (volume '" +
-                       volume + "'); use Verify or `zpool scrub`");
+  // ---- Scrub and repair (docs/design.md, "Storage: scrub and repair").
+
+  Result<ScrubReport> Scrub(const std::string& volume, const ScrubOptions& options) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", volume));
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    ScrubReport report;
+    std::vector<SnapRow> todo = std::move(l.snaps);
+    std::vector<SnapRow> intact;  // read without error, oldest first
+    std::optional<SnapRow> prev;  // the newest of them, base of the next read
+    int relists = 0;
+    for (size_t i = 0; i < todo.size();) {
+      const SnapRow s = todo[i];
+      // Only the blocks born since `prev`: each block is read once.
+      std::vector<std::string> argv = {"zfs", "send"};
+      if (prev) argv.insert(argv.end(), {"-i", "@" + prev->info.name});
+      argv.push_back(Ds(volume) + "@" + s.info.name);
+      StreamHeader h;
+      h.backend = "zfs";
+      h.to_id = s.info.id;
+      auto bytes = SendCommand(argv, h, nullptr, options.max_bytes_per_sec);
+      if (bytes.ok()) {
+        ++report.objects_checked;
+        report.bytes_checked += *bytes;
+        intact.push_back(s);
+        prev = s;
+        ++i;
+        continue;
+      }
+      // Retention may have destroyed one of the two meanwhile: list again
+      // and go on after the last snapshot read.
+      HC_ASSIGN_OR_RETURN(Listing again, ListExisting(volume));
+      bool gone = !HasId(again.snaps, s.info.id) || (prev && !HasId(again.snaps, prev->info.id));
+      if (gone && relists++ < 8) {
+        uint64_t after = prev ? prev->createtxg : 0;
+        if (prev && !HasId(again.snaps, prev->info.id)) prev.reset();  // read the next in full
+        todo.clear();
+        for (auto& r : again.snaps) {
+          if (r.createtxg > after) todo.push_back(std::move(r));
+        }
+        std::erase_if(intact, [&](const SnapRow& r) { return !HasId(again.snaps, r.info.id); });
+        i = 0;
+        continue;
+      }
+      ++report.objects_checked;
+      std::string newer = i + 1 < todo.size() ? "; the " + std::to_string(todo.size() - i - 1) +
+                                                    " newer snapshot(s) are re-received with it"
+                                              : "";
+      report.problems.push_back(
+          {s.info.id, false,
+           "snapshot '" + s.info.name + "' of volume '" + volume + "' is damaged (" +
+               (prev ? "blocks written after '" + prev->info.name + "'" : "read in full") +
+               "): " + bytes.status().message() + newer});
+      for (auto it = intact.rbegin(); it != intact.rend() && report.repair_hints.size() < 32; ++it)
+        report.repair_hints.push_back(std::string(kBaseHint) + it->info.id);
+      break;
+    }
+    return report;
   }
-  Status ExportRepair(const std::string& volume, const std::vector<std::string>&,
-                      ByteSink&) override {
-    return Unavailable("repair is not implemented for the zfs backend yet (volume '" + volume +
-                       "')");
+
+  // The repair stream: a plan envelope (header to_id "repair"; records 'M'
+  // per requested id this node cannot serve, or one 'P': segment count and
+  // the requested ids it covers), then that many ordinary zfs streams:
+  // `-I base newest`, or a full stream of the oldest snapshot and
+  // `-I oldest newest`.
+  Status ExportRepair(const std::string& volume, const std::vector<std::string>& ids,
+                      ByteSink& out) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", volume));
+    if (ids.size() > kMaxRepairObjects) {
+      return InvalidArgument("a repair asks for " + std::to_string(ids.size()) +
+                             " objects; at most " + std::to_string(kMaxRepairObjects) +
+                             " per request");
+    }
+    HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
+    HC_ASSIGN_OR_RETURN(Listing l, ListExisting(volume));
+    std::vector<std::string> damaged;
+    std::set<std::string> bases;
+    for (const auto& id : ids) {
+      if (id.starts_with(kBaseHint)) {
+        bases.insert(id.substr(std::strlen(kBaseHint)));
+      } else {
+        damaged.push_back(id);
+      }
+    }
+    // Re-sent from the newest base we share that is older than all damage.
+    std::string why;
+    uint64_t oldest_damage = UINT64_MAX;
+    for (const auto& id : damaged) {
+      const SnapRow* r = RowById(l.snaps, id);
+      if (!r) {
+        why = "node has no snapshot with identity " + id + " of volume '" + volume + "'";
+        break;
+      }
+      oldest_damage = std::min(oldest_damage, r->createtxg);
+    }
+    if (damaged.empty()) why = "the request names no damaged snapshot";
+    const SnapRow* base = nullptr;
+    for (const auto& r : l.snaps) {
+      if (bases.count(r.info.id) && r.createtxg < oldest_damage) base = &r;
+    }
+    StreamHeader h;
+    h.backend = "zfs";
+    h.volume = volume;
+    h.to_id = kRepairMarker;
+    h.to_name = kRepairMarker;
+    StreamWriter w(out);
+    HC_RETURN_IF_ERROR(w.Begin(h));
+    if (!why.empty()) {
+      for (const auto& id : damaged) {
+        Encoder e;
+        e.Str(id.substr(0, 128));
+        e.Str(why);
+        HC_RETURN_IF_ERROR(w.Write(static_cast<RecordType>(kRecordRepairMissing), AsBytes(e.out())));
+      }
+      return w.Finish();
+    }
+    const SnapRow& newest = l.snaps.back();
+    const SnapRow& first = base ? *base : l.snaps.front();
+    const uint32_t segments = base ? 1 : (&first == &newest ? 1 : 2);
+    Encoder plan;
+    plan.U32(segments);
+    plan.U32(static_cast<uint32_t>(ids.size()));
+    for (const auto& id : ids) plan.Str(id.substr(0, 128));
+    HC_RETURN_IF_ERROR(w.Write(static_cast<RecordType>(kRecordRepairPlan), AsBytes(plan.out())));
+    HC_RETURN_IF_ERROR(w.Finish());
+    // ZFS checks every block it sends: a damaged copy here fails the send,
+    // and the requester, seeing no end record, keeps what it had.
+    if (!base) HC_RETURN_IF_ERROR(SendRows(volume, nullptr, first, out));
+    if (base || &first != &newest) HC_RETURN_IF_ERROR(SendRows(volume, &first, newest, out));
+    return Status::Ok();
   }
-  Result<RepairResult> ApplyRepair(const std::string& volume, ByteSource&) override {
-    return Unavailable("repair is not implemented for the zfs backend yet (volume '" + volume +
-                       "')");
+
+  Result<RepairResult> ApplyRepair(const std::string& volume, ByteSource& in) override {
+    HC_RETURN_IF_ERROR(ValidateName("volume", volume));
+    StreamReader plan_reader(in);
+    HC_ASSIGN_OR_RETURN(StreamHeader ph, plan_reader.Begin());
+    if (ph.backend != "zfs" || ph.to_id != kRepairMarker) {
+      return InvalidArgument("not a repair stream of the zfs backend (a '" + ph.backend +
+                             "' stream of snapshot '" + ph.to_name + "')");
+    }
+    RepairResult result;
+    uint32_t segments = 0;
+    std::vector<std::string> covered;
+    for (;;) {
+      HC_ASSIGN_OR_RETURN(StreamRecord r, plan_reader.Next());
+      if (r.type == kRecordEnd) break;
+      Decoder d(r.payload);
+      if (r.type == kRecordRepairMissing) {
+        result.peer_missing.push_back(d.Str(128));
+        result.peer_missing_reasons.push_back(d.Str(4096));
+      } else if (r.type == kRecordRepairPlan && segments == 0) {
+        segments = d.U32();
+        uint32_t n = d.U32();
+        if (!d.ok() || segments < 1 || segments > 2 || n > kMaxRepairObjects) {
+          return Corrupt("repair stream has a malformed plan");
+        }
+        for (uint32_t i = 0; i < n && d.ok(); ++i) covered.push_back(d.Str(128));
+      } else {
+        return Corrupt("repair stream has a record of unexpected type " + std::to_string(r.type));
+      }
+      if (!d.done()) return Corrupt("repair stream has a malformed record");
+    }
+    if (segments == 0) return result;  // the peer could not help
+
+    HC_ASSIGN_OR_RETURN(FileLock lock, Lock(volume));
+    HC_ASSIGN_OR_RETURN(Listing before,
+                        ListExisting(volume, std::string("readonly,") + kReadOnlyProp));
+    const bool read_only =
+        Prop(before.props, "readonly") == "on" || Prop(before.props, kReadOnlyProp) == "on";
+    StreamReader first(in);
+    HC_ASSIGN_OR_RETURN(StreamHeader h1, first.Begin());
+    HC_RETURN_IF_ERROR(CheckRepairSegment(h1));
+    const SnapRow* base = h1.from_id.empty() ? nullptr : RowById(before.snaps, h1.from_id);
+    if (!h1.from_id.empty() && !base) {
+      return Conflict("volume '" + volume + "' has no snapshot with identity " + h1.from_id +
+                      " (the repair's base '" + h1.from_name + "')");
+    }
+    if (base && segments != 1) return Corrupt("repair stream has a base and two segments");
+    // A fresh copy is built next to the volume: from the base by clone and
+    // promote (the clone takes the snapshots up to the base, the volume keeps
+    // the newer, damaged ones), or from nothing.
+    const std::string ds = Ds(volume);
+    const std::string tmp = TempName(kRepairPrefix);
+    if (base) {
+      HC_RETURN_IF_ERROR(
+          Run({"clone", "-o", "mountpoint=none", ds + "@" + base->info.name, tmp}));
+      Status promoted = Run({"promote", tmp});
+      if (!promoted.ok()) {
+        DestroyTemp(tmp);
+        return promoted;
+      }
+    }
+    auto undo = [&](Status why) {
+      if (base) (void)Run({"promote", ds});
+      auto exists = Exists(tmp);
+      if (exists.ok() && *exists) {
+        Status d = Run({"destroy", "-r", tmp}, true);
+        if (!d.ok()) {
+          std::fprintf(stderr, "warning: temporary dataset %s was not removed: %s\n",
+                       tmp.c_str(), d.ToString().c_str());
+        }
+      }
+      (void)EnsureMounted(ds);
+      return why.Annotate("repair of volume '" + volume + "' abandoned; the volume is as it was");
+    };
+    const std::string newest_before = before.snaps.empty() ? "" : before.snaps.back().info.name;
+    auto received = ReceiveCommand(volume, base ? tmp : tmp + "@" + h1.to_name, first, h1,
+                                   newest_before);
+    std::string final_id = h1.to_id;
+    if (received.ok() && segments == 2) {
+      StreamReader second(in);
+      auto h2 = second.Begin();
+      Status ok = h2.ok() ? CheckRepairSegment(*h2) : h2.status();
+      if (ok.ok() && h2->from_id != h1.to_id) ok = Corrupt("repair stream segments do not chain");
+      received = ok.ok() ? ReceiveCommand(volume, tmp, second, *h2, newest_before)
+                         : Result<uint64_t>(ok);
+      if (h2.ok()) final_id = h2->to_id;
+    }
+    if (!received.ok()) return undo(received.status());
+    auto fresh = ListDs(tmp);
+    if (!fresh.ok()) return undo(fresh.status());
+    if (!RowById(fresh->snaps, final_id)) {
+      return undo(Corrupt("the repair stream did not recreate snapshot " + final_id));
+    }
+    // What only the damaged copy has: snapshots the peer lacks, and (on a
+    // writable copy) writes since its newest snapshot. Kept, never dropped.
+    std::vector<std::string> only_here;
+    for (const auto& s : before.snaps) {
+      if (!RowById(fresh->snaps, s.info.id)) only_here.push_back(s.info.name);
+    }
+    bool dirty = false;
+    if (!read_only && !newest_before.empty() && only_here.empty()) {
+      auto d = LiveDiffersFrom(volume, newest_before);
+      dirty = !d.ok() || *d;  // unreadable (damaged) files: keep, to be safe
+    }
+    std::string branch;
+    Status moved;
+    if (!only_here.empty() || dirty) {
+      HC_ASSIGN_OR_RETURN(branch, FreeName(volume + "-damaged-" + std::to_string(::time(nullptr))));
+      moved = Rename(ds, Ds(branch));
+    } else {
+      moved = DestroyDataset(ds, /*recursive=*/true);
+    }
+    if (!moved.ok()) return undo(moved);
+    Status s = Rename(tmp, ds);
+    if (!s.ok()) {
+      return s.Annotate("repair of volume '" + volume + "' interrupted: the repaired copy is " +
+                        tmp + (branch.empty() ? "" : ", the damaged one volume '" + branch + "'"));
+    }
+    (void)Run({"inherit", "mountpoint", ds});
+    std::vector<std::vector<std::string>> sets = {{"set", "atime=off", ds}};
+    for (auto& set : ReadOnlySets(ds, read_only, nullptr)) sets.push_back(std::move(set));
+    HC_RETURN_IF_ERROR(RunConcurrently(sets));
+    HC_RETURN_IF_ERROR(EnsureMounted(ds));
+    if (!branch.empty()) HC_RETURN_IF_ERROR(EnsureMounted(Ds(branch)));
+    result.kept_branch = branch;
+    for (const auto& r : fresh->snaps) {
+      if (!base || r.createtxg > base->createtxg) ++result.repaired;
+    }
+    result.intact_ids = covered;
+    return result;
   }
 
   Result<SpaceUsage> Space(const std::string& volume) override {
@@ -676,14 +945,19 @@ class ZfsStore : public Store {
   // creation times have whole seconds only), and the `extra` properties
   // (comma-separated, may be empty) of its dataset, in one command.
   Result<Listing> List(const std::string& volume, const std::string& extra = "") {
+    return ListDs(Ds(volume), extra);
+  }
+
+  // List for any dataset (temporary ones too).
+  Result<Listing> ListDs(const std::string& ds, const std::string& extra = "") {
     std::string props = "guid,creation,referenced,createtxg";
     if (!extra.empty()) props += "," + extra;
-    HC_ASSIGN_OR_RETURN(auto t, GetPropsIfExists({"-r"}, props, Ds(volume)));
+    HC_ASSIGN_OR_RETURN(auto t, GetPropsIfExists({"-r"}, props, ds));
     Listing l;
     if (!t) return l;
     l.exists = true;
-    l.props = std::move((*t)[Ds(volume)]);
-    const std::string prefix = Ds(volume) + "@";
+    l.props = std::move((*t)[ds]);
+    const std::string prefix = ds + "@";
     for (auto& [name, p] : *t) {
       if (name.rfind(prefix, 0) != 0) continue;
       SnapRow r;
@@ -877,6 +1151,36 @@ class ZfsStore : public Store {
     return lock;
   }
 
+  // `base`, or `base-2`, `base-3`... whichever no volume has yet.
+  Result<std::string> FreeName(const std::string& base) {
+    std::string name = base;
+    for (int i = 2;; ++i) {
+      HC_ASSIGN_OR_RETURN(bool taken, Exists(Ds(name)));
+      if (!taken) return name;
+      name = base + "-" + std::to_string(i);
+    }
+  }
+
+  // Sends one ordinary zfs stream: snapshot `to` in full (`from` null) or
+  // every snapshot after `from` up to `to` (`zfs send -I`).
+  Status SendRows(const std::string& volume, const SnapRow* from, const SnapRow& to,
+                  ByteSink& out) {
+    StreamHeader h;
+    h.backend = "zfs";
+    h.volume = volume;
+    h.to_id = to.info.id;
+    h.to_name = to.info.name;
+    h.to_created_unix_ns = to.info.created_unix_ns;
+    std::vector<std::string> argv = {"zfs", "send"};
+    if (from) {
+      h.from_id = from->info.id;
+      h.from_name = from->info.name;
+      argv.insert(argv.end(), {"-I", "@" + from->info.name});
+    }
+    argv.push_back(Ds(volume) + "@" + to.info.name);
+    return SendCommand(argv, h, &out).status();
+  }
+
   std::string TempName(const char* prefix) {
     return parent_ + "/" + prefix + std::to_string(::getpid()) + "-" +
            std::to_string(counter_.fetch_add(1));
@@ -999,12 +1303,14 @@ class ZfsStore : public Store {
                     "receiving");
   }
 
-  // Feeds verified 'D' records to `zfs receive`; on any stream error kills
+  // Feeds verified 'D' records to `zfs receive <target>` (a snapshot, or
+  // a dataset for a stream of several snapshots); on any stream error kills
   // it before it has seen the end of the ZFS stream, so ZFS discards the
   // partial receive.
-  Result<uint64_t> ReceiveCommand(const std::string& volume, StreamReader& reader,
-                                  const StreamHeader& h, const std::string& newest) {
-    std::vector<std::string> argv = {"zfs", "receive", Ds(volume) + "@" + h.to_name};
+  Result<uint64_t> ReceiveCommand(const std::string& volume, const std::string& target,
+                                  StreamReader& reader, const StreamHeader& h,
+                                  const std::string& newest) {
+    std::vector<std::string> argv = {"zfs", "receive", target};
     HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, true, false, kStreamPipeBytes));
     FdSink to_zfs(p.stdin_fd());
     Status stream_status;
@@ -1069,9 +1375,11 @@ class ZfsStore : public Store {
   }
 
   // Runs `zfs send` and wraps its output; with no sink it only counts the
-  // bytes (Verify). Returns the raw ZFS stream size.
+  // bytes (Verify, Scrub), reading at most `max_bytes_per_sec` (0 = no
+  // limit). Returns the raw ZFS stream size.
   Result<uint64_t> SendCommand(const std::vector<std::string>& argv, const StreamHeader& h,
-                               ByteSink* out) {
+                               ByteSink* out, uint64_t max_bytes_per_sec = 0) {
+    const auto started = std::chrono::steady_clock::now();
     HC_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, false, true, kStreamPipeBytes));
     std::optional<StreamWriter> writer;
     if (out) {
@@ -1098,6 +1406,10 @@ class ZfsStore : public Store {
       }
       if (got == 0) break;
       total += got;
+      if (max_bytes_per_sec > 0) {
+        auto due = started + std::chrono::microseconds(total * 1000000 / max_bytes_per_sec);
+        std::this_thread::sleep_until(due);
+      }
       if (writer) {
         Status s = writer->Write(kRecordZfsData, std::span(buf.data(), got));
         if (!s.ok()) {
