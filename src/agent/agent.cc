@@ -204,13 +204,44 @@ cluster::AppObserved Agent::ObservePrimary(const cluster::Assignment& a,
   return o;
 }
 
+Status Agent::WithAppStopped(const std::string& app, const std::function<Status()>& work) {
+  Status stopped = Status::Ok();
+  {
+    // Between reconciles: none is starting the app right now.
+    std::lock_guard<std::mutex> busy(reconcile_mu_);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!held_.insert(app).second) {
+        return Conflict("app '" + app + "' is already stopped for maintenance here");
+      }
+    }
+    auto st = rt_->GetStatus(app);
+    if (st.ok() && st->state != runtime::AppState::kStopped) {
+      LogInfo("agent: stopping %s for maintenance of its volume", app.c_str());
+      stopped = rt_->Stop(app);
+      ready_.erase(app);
+    }
+  }
+  Status done = stopped.ok() ? work() : stopped.Annotate("cannot stop '" + app + "'");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    held_.erase(app);
+  }
+  LogInfo("agent: maintenance of %s done; starting it again", app.c_str());
+  Kick();
+  return done;
+}
+
 void Agent::ReconcileOnce(bool full_report) {
+  std::lock_guard<std::mutex> busy(reconcile_mu_);
   std::map<std::string, cluster::Assignment> assigned;
   std::set<std::string> released;
+  std::set<std::string> held;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!synced_) return;
     assigned = assigned_;
+    held = held_;
     released.swap(released_);
     stats_.reconciles++;
   }
@@ -240,6 +271,7 @@ void Agent::ReconcileOnce(bool full_report) {
       replica_volumes_.erase(name);
       bool needs_start =
           !st || st->state == runtime::AppState::kStopped || st->state == runtime::AppState::kLost;
+      if (held.count(name)) needs_start = false;  // WithAppStopped
       Status s = vs;
       if (s.ok() && needs_start) {
         s = StartApp(a.app, st, path);
@@ -250,6 +282,7 @@ void Agent::ReconcileOnce(bool full_report) {
         ready_.erase(name);
       }
       o = ObservePrimary(a, st);
+      if (held.count(name)) o.message = "stopped here for maintenance of its volume";
       if (!s.ok()) {
         o.state = "error";
         o.message = s.message();

@@ -56,6 +56,11 @@ class Agent {
   void Stop();
   // Wake the loop now; `full_report` re-sends every status (new lease).
   void Kick(bool full_report = false);
+  // Runs `work` with `app` stopped on this node (if it runs here), and lets
+  // the loop start it again afterwards; meanwhile the loop leaves it
+  // stopped. For maintenance on the live volume (a zfs repair). Errors:
+  // kConflict (already held), the stop's error (work not run), work's.
+  Status WithAppStopped(const std::string& app, const std::function<Status()>& work);
   AgentStats stats() const;
 
  private:
@@ -78,13 +83,15 @@ class Agent {
   std::condition_variable cv_;
   std::map<std::string, cluster::Assignment> assigned_;  // by app
   std::set<std::string> released_;  // assignments removed since the last reconcile
+  std::set<std::string> held_;      // kept stopped by WithAppStopped
+  std::mutex reconcile_mu_;         // held through ReconcileOnce
   bool synced_ = false;
   bool kicked_ = false;
   bool full_report_pending_ = true;
   AgentStats stats_;
   std::atomic<bool> stop_{false};
 
-  // Loop-thread only.
+  // Loop-thread only (WithAppStopped: under reconcile_mu_, as ReconcileOnce).
   std::map<std::string, cluster::AppObserved> reported_;
   std::set<std::string> ready_;
   std::map<std::string, std::string> volume_paths_;  // volumes known to exist here

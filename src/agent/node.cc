@@ -255,6 +255,16 @@ Status Node::Run() {
     LogWarn("test hook: the next replication transfer sent gets one byte flipped");
     ro.corrupt_next_transfer_for_test = true;
   }
+  // The session's thread and the replication service look at these; they
+  // are set after the agent and the leader start.
+  std::atomic<Agent*> agent_ptr{nullptr};
+  std::atomic<Leader*> leader_ptr{nullptr};
+  ro.with_app_stopped = [&agent_ptr](const std::string& app,
+                                     const std::function<Status()>& work) -> Status {
+    Agent* a = agent_ptr.load();
+    if (!a) return Unavailable("the agent is not running yet");
+    return a->WithAppStopped(app, work);
+  };
   auto replication =
       std::make_unique<replication::ReplicationService>(&cs, volumes.get(), rt.get(), ro);
   HC_RETURN_IF_ERROR(replication->Start());
@@ -281,9 +291,6 @@ Status Node::Run() {
 
   std::unique_ptr<Agent> agent;
   std::unique_ptr<Leader> leader;
-  // The session's thread looks at these; they are set after it starts.
-  std::atomic<Agent*> agent_ptr{nullptr};
-  std::atomic<Leader*> leader_ptr{nullptr};
   std::atomic<int64_t> lease{0};
   cluster::LeaseSession session(
       &etcd, cfg.lease_ttl_seconds,

@@ -368,6 +368,7 @@ json ScrubJson(const replication::ScrubOutcome& o) {
           {"rounds", o.rounds},
           {"problems", o.problems},
           {"peer_errors", o.peer_errors},
+          {"kept_branches", o.kept_branches},
           {"error", o.error},
           {"ok", o.ok()}};
 }

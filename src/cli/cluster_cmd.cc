@@ -125,7 +125,7 @@ void PrintReplication(const json& r, const json& app) {
     std::printf("  no replica placed yet\n");
   }
   if (r.contains("diverged_branches") && !r["diverged_branches"].empty())
-    std::printf("  diverged copies kept as volumes: %s\n",
+    std::printf("  copies kept as volumes (diverged or damaged): %s\n",
                 Join(r["diverged_branches"], ", ").c_str());
   if (!Str(r, "last_error").empty())
     std::printf("  last problem: %s\n", Str(r, "last_error").c_str());
@@ -139,7 +139,7 @@ void PrintReplication(const json& r, const json& app) {
   if (r.contains("asked_node")) {
     const json& h = r["asked_node"];
     if (!h["diverged_branches"].empty())
-      std::printf("  diverged copies kept on %s: %s\n", Str(h, "node").c_str(),
+      std::printf("  copies kept on %s: %s\n", Str(h, "node").c_str(),
                   Join(h["diverged_branches"], ", ").c_str());
   }
 }

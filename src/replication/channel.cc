@@ -773,7 +773,7 @@ Result<ScrubAndRepairResult> ScrubAndRepair(storage::Store& store,
     HC_ASSIGN_OR_RETURN(result.last, store.Scrub(opts.app, opts.scrub));
     ++result.rounds;
     if (result.last.ok()) break;
-    std::vector<std::string> remaining = result.last.DamagedIds();
+    std::vector<std::string> remaining = result.last.RepairRequestIds();
     uint64_t before = result.repaired;
     for (const auto& [peer, connect] : opts.peers) {
       std::vector<std::string> still;
@@ -781,14 +781,30 @@ Result<ScrubAndRepairResult> ScrubAndRepair(storage::Store& store,
         size_t end = std::min(remaining.size(), i + kMaxRepairObjectIds);
         std::vector<std::string> batch(remaining.begin() + i, remaining.begin() + end);
         Result<FetchRepairResult> got = Unavailable("not connected");
-        if (auto fd = connect(); fd.ok()) {
-          got = FetchRepair(store, fd->get(),
-                            {.app = opts.app,
-                             .requester_node = opts.node_id,
-                             .object_ids = batch,
-                             .io_timeout_ms = opts.io_timeout_ms});
+        bool ran = false;
+        auto fetch = [&]() -> Status {
+          ran = true;
+          auto fd = connect();
+          if (!fd.ok()) {
+            got = fd.status();
+          } else {
+            got = FetchRepair(store, fd->get(),
+                              {.app = opts.app,
+                               .requester_node = opts.node_id,
+                               .object_ids = batch,
+                               .io_timeout_ms = opts.io_timeout_ms});
+          }
+          return got.status();
+        };
+        if (opts.around_repair) {
+          Status around = opts.around_repair(fetch);
+          // E.g. the app could not be stopped (nothing ran) or restarted.
+          if ((!ran || got.ok()) && !around.ok()) got = around;
         } else {
-          got = fd.status();
+          (void)fetch();
+        }
+        if (got.ok() && !got->repair.kept_branch.empty()) {
+          result.kept_branches.push_back(got->repair.kept_branch);
         }
         if (!got.ok()) {
           result.peer_errors.push_back(peer + ": " + got.status().ToString());

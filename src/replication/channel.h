@@ -198,6 +198,9 @@ struct ScrubAndRepairOptions {
   // A damaged tree hides what is below it, so each round can reveal more
   // damage; a round that repairs nothing ends the run.
   int max_rounds = 8;
+  // Runs each fetch-and-apply (only when the scrub found damage); e.g. with
+  // the app stopped, for a zfs repair that replaces the live directory.
+  std::function<Status(const std::function<Status()>&)> around_repair;
 };
 
 struct ScrubAndRepairResult {
@@ -207,6 +210,8 @@ struct ScrubAndRepairResult {
   // could provide a healthy copy of.
   storage::ScrubReport last;
   std::vector<std::string> peer_errors;  // "node-b: <why the fetch failed>"
+  // zfs: volumes keeping what only the damaged copy had (RepairResult).
+  std::vector<std::string> kept_branches;
 };
 
 // Scrubs `app` in `store` and fetches healthy copies of whatever is damaged

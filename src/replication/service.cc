@@ -586,6 +586,20 @@ struct ReplicationService::Impl {
         });
     for (const auto& peer : peers)
       so.peers.push_back({peer, [this, peer] { return Connect(peer); }});
+    // A zfs repair replaces the live directory: the app must not run on it.
+    bool primary_here = follower->Read([&](const cluster::ClusterView& v, const auto&) {
+      auto p = v.placements.find(app);
+      return p != v.placements.end() && p->second.primary == opts.node_id;
+    });
+    if (primary_here && store->backend() == "zfs") {
+      so.around_repair = [this, &app](const std::function<Status()>& work) {
+        if (!opts.with_app_stopped) {
+          return Unavailable("this node cannot stop '" + app + "' for the repair");
+        }
+        LogWarn("replication: %s: stopping the app to repair its volume", app.c_str());
+        return opts.with_app_stopped(app, work);
+      };
+    }
     auto r = ScrubAndRepair(*store, so);
     ScrubOutcome out;
     out.app = app;
@@ -601,6 +615,7 @@ struct ReplicationService::Impl {
       out.rounds = r->rounds;
       for (const auto& p : r->last.problems) out.problems.push_back(p.text);
       out.peer_errors = r->peer_errors;
+      out.kept_branches = r->kept_branches;
     }
     std::lock_guard l(mu);
     st.scrubs++;
@@ -612,9 +627,15 @@ struct ReplicationService::Impl {
       std::string from = peers.empty() ? "" : " (asked " + peers.front() + " first)";
       LogWarn("replication: %s: scrub repaired %llu damaged object(s) from other nodes%s",
               app.c_str(), static_cast<unsigned long long>(out.repaired), from.c_str());
+      std::string kept;
+      for (const auto& b : out.kept_branches) {
+        kept += (kept.empty() ? "; what only the damaged copy had is kept as volume '"
+                              : "', '") + b;
+      }
+      if (!kept.empty()) kept += "'";
       Record("repair", app,
              "scrub found damage; " + std::to_string(out.repaired) +
-                 " object(s) rewritten from a verified copy on another node" + from);
+                 " object(s) rewritten from a verified copy on another node" + from + kept);
     }
     if (!out.problems.empty()) {
       std::string what = out.problems.front();
@@ -868,17 +889,20 @@ AppReplicationStatus ReplicationService::Describe(const std::string& app) const 
     out.newest_snapshot_name = n->second.name;
     out.newest_created_ns = n->second.created_unix_ns;
   }
-  // Diverged copies kept here are volumes named <app>-diverged-<time>; they
-  // outlive restarts, so the store is the record.
+  if (auto e = m.app_errors.find(app); e != m.app_errors.end()) out.last_error = e->second;
+  if (auto s = m.scrubbed.find(app); s != m.scrubbed.end()) out.last_scrub = s->second;
+  // Copies kept here are volumes named <app>-diverged-<time> (divergence)
+  // or <app>-damaged-<time> (a zfs repair); they outlive restarts, so the
+  // store is the record.
   l.unlock();
   if (!out.role.empty()) {
     if (auto vols = m.store->ListVolumes(); vols.ok()) {
-      for (const auto& v : *vols)
-        if (v.name.starts_with(app + "-diverged-")) out.diverged_branches.push_back(v.name);
+      for (const auto& v : *vols) {
+        if (v.name.starts_with(app + "-diverged-") || v.name.starts_with(app + "-damaged-"))
+          out.diverged_branches.push_back(v.name);
+      }
     }
   }
-  if (auto e = m.app_errors.find(app); e != m.app_errors.end()) out.last_error = e->second;
-  if (auto s = m.scrubbed.find(app); s != m.scrubbed.end()) out.last_scrub = s->second;
   return out;
 }
 

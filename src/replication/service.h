@@ -67,6 +67,11 @@ struct ServiceOptions {
   // repaired from the app's other nodes (primary first).
   int64_t scrub_interval_ms = 7LL * 24 * 3600 * 1000;
   uint64_t scrub_bytes_per_sec = 64ull << 20;
+  // Runs `work` with the app stopped here and starts it again after (hcd:
+  // the agent). Needed to repair the primary copy on zfs, where the repair
+  // replaces the live directory; without it such a repair is refused.
+  std::function<Status(const std::string& app, const std::function<Status()>& work)>
+      with_app_stopped;
 };
 
 // One scrub of one volume on this node (and the repairs it made).
@@ -79,7 +84,9 @@ struct ScrubOutcome {
   int rounds = 0;
   std::vector<std::string> problems;     // damage left (no healthy copy anywhere)
   std::vector<std::string> peer_errors;  // peers that could not help
-  std::string error;                     // the scrub itself failed
+  // zfs: what only the damaged copy had, kept as these volumes.
+  std::vector<std::string> kept_branches;
+  std::string error;  // the scrub itself failed
   bool ok() const { return error.empty() && problems.empty(); }
 };
 

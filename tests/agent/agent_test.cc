@@ -182,6 +182,29 @@ TEST_F(AgentTest, RestartsAnAppThatStoppedBehindItsBack) {
   EXPECT_EQ(rt_.starts(), 2);
 }
 
+TEST_F(AgentTest, KeepsAnAppStoppedWhileItsVolumeIsMaintained) {
+  StartAgent();
+  Place("fixme", "me", {"other"}, 1);
+  ASSERT_TRUE(WaitFor([&] { return Running("fixme"); }));
+  bool ran_stopped = false;
+  Status s = agent_->WithAppStopped("fixme", [&] {
+    // Several reconciles pass meanwhile; none starts it again.
+    std::this_thread::sleep_for(milliseconds(800));
+    ran_stopped = !Running("fixme");
+    EXPECT_EQ(agent_->WithAppStopped("fixme", [] { return Status::Ok(); }).code(),
+              Code::kConflict);
+    return Status::Ok();
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(ran_stopped);
+  EXPECT_TRUE(WaitFor([&] { return Running("fixme"); }));
+  EXPECT_EQ(rt_.starts(), 2);
+  // The work's error is the caller's; the app starts again all the same.
+  s = agent_->WithAppStopped("fixme", [] { return IoError("repair failed"); });
+  EXPECT_EQ(s.code(), Code::kIo);
+  EXPECT_TRUE(WaitFor([&] { return Running("fixme"); }));
+}
+
 TEST_F(AgentTest, TouchesNothingUntilItHasReadItsAssignments) {
   // An app left running by an earlier hcd, no longer assigned here.
   runtime::AppSpec stray;

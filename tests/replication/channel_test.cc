@@ -78,9 +78,14 @@ std::vector<std::string> Ids(storage::Store& s, const std::string& volume) {
 
 class ChannelTest : public ::testing::Test {
  protected:
+  // Each node's store; a test class may use another backend.
+  virtual storage::testing::TestStore NewStore() { return storage::testing::MakeTestStore("dir"); }
+
   void SetUp() override {
-    a_ = storage::testing::MakeTestStore("dir");
-    b_ = storage::testing::MakeTestStore("dir");
+    a_ = NewStore();
+    if (!a_.skip_reason.empty()) GTEST_SKIP() << "skipped: " << a_.skip_reason;
+    b_ = NewStore();
+    if (!b_.skip_reason.empty()) GTEST_SKIP() << "skipped: " << b_.skip_reason;
     ASSERT_TRUE(a_.store && b_.store);
     const Pki& p = TestPki();
     rx_ = std::make_unique<Receiver>(
@@ -654,6 +659,45 @@ TEST_F(ChannelRepairTest, ScrubAndRepairStopsWhenNoPeerHasAHealthyCopy) {
   EXPECT_EQ(r->repaired, 0u);
   EXPECT_EQ(r->rounds, 1);
   EXPECT_EQ(r->last.DamagedIds(), std::vector<std::string>{id});
+}
+
+
+// zfs: a damaged block in the primary's pool; the volume is re-received
+// from the replica over the channel, with the app "stopped" around it.
+class ChannelZfsRepairTest : public ChannelTest {
+ protected:
+  storage::testing::TestStore NewStore() override {
+    return storage::testing::MakeZfsTestStoreOnOwnPool();
+  }
+};
+
+TEST_F(ChannelZfsRepairTest, DamagedPrimaryIsReReceivedFromTheReplica) {
+  const std::string data = RandomBytes(256 * 1024, 21);
+  WriteFile(live_ + "/index.html", "hello");
+  auto s1 = Snap("s1");
+  ASSERT_TRUE(PushOnce("", s1.id).ok());
+  WriteFile(live_ + "/data.bin", data);
+  auto s2 = Snap("s2");
+  ASSERT_TRUE(PushOnce(s1.id, s2.id).ok());
+  ASSERT_EQ(storage::testing::DamageInZfsPool(a_, data).value(), 1);
+
+  int stopped = 0;
+  ScrubAndRepairOptions opts{.app = "shop", .node_id = "node-a", .io_timeout_ms = 10000};
+  opts.peers.emplace_back("node-b", [&]() -> Result<UniqueFd> { return Connect(); });
+  opts.around_repair = [&](const std::function<Status()>& work) {
+    ++stopped;
+    return work();
+  };
+  auto r = ScrubAndRepair(*a_.store, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->last.ok()) << r->last.problems[0].text;
+  EXPECT_EQ(r->rounds, 2);
+  EXPECT_EQ(r->repaired, 1u);  // s2, from s1
+  EXPECT_EQ(stopped, 1);
+  EXPECT_TRUE(r->kept_branches.empty()) << r->kept_branches[0];
+  EXPECT_EQ(*ReadFileToString(*a_.store->LivePath("shop") + "/data.bin"), data);
+  EXPECT_EQ(a_.store->ListSnapshots("shop")->back().id, s2.id);
+  EXPECT_TRUE(Eventually([&] { return rx_->stats().repairs_served == 1; }));
 }
 
 }  // namespace
