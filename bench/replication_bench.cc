@@ -232,8 +232,28 @@ int main(int argc, char** argv) {
     }
     a.writes.push_back({seq, WallNs()});
   }
-  // Let the last writes land: interval + transfers.
-  std::this_thread::sleep_for(std::chrono::seconds(std::min(interval * 3 + 5, 30)));
+  // Let the last writes land (interval + transfers, or the backlog of a
+  // cluster that fell behind), so the idle window below measures idling.
+  auto drained = [&] {
+    for (App& a : list) {
+      if (a.writes.empty()) continue;
+      auto snaps = stores[a.replica]->ListSnapshots(a.name);
+      StringSink out;
+      if (!snaps.ok() || snaps->empty() ||
+          !stores[a.replica]->ReadFile(a.name, snaps->back().name, "tick.txt", out).ok() ||
+          std::atoi(out.out.c_str()) < a.writes.back().first) {
+        return false;
+      }
+    }
+    return true;
+  };
+  auto drain_start = Clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(interval * 2 + 1));
+  while (!drained() && Clock::now() - drain_start < std::chrono::seconds(300))
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  std::fprintf(stderr, "all writes replicated %.1f s after the last one\n",
+               std::chrono::duration<double>(Clock::now() - drain_start).count());
+  std::this_thread::sleep_for(std::chrono::seconds(3));
 
   // Idle cost: no writes now.
   std::vector<double> cpu0(4);

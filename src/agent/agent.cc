@@ -288,7 +288,8 @@ void Agent::ReconcileOnce(bool full_report) {
         o.message = s.message();
       } else if (st && st->state == runtime::AppState::kRunning) {
         bool was_ready = ready_.count(name) > 0;
-        if (!was_ready || usage_due) {
+        if (!was_ready || now - probed_at_[name] >= opts_.ready_recheck_seconds) {
+          probed_at_[name] = now;
           bool ready = rt_->WaitReady(name, was_ready ? 1000 : opts_.ready_probe_ms).ok();
           if (ready)
             ready_.insert(name);
@@ -319,6 +320,7 @@ void Agent::ReconcileOnce(bool full_report) {
       }
       if (st) (void)rt_->Remove(name);
       ready_.erase(name);
+      probed_at_.erase(name);
       volume_paths_.erase(name);
       if (replica_volumes_.insert(name).second) {
         // Became a replica (or hcd started): its copy takes only streams.
@@ -360,6 +362,7 @@ void Agent::ReconcileOnce(bool full_report) {
     }
     (void)rt_->Remove(name);
     ready_.erase(name);
+    probed_at_.erase(name);
   }
   // Volumes of apps that were deleted (not merely moved elsewhere).
   for (const auto& name : released) {

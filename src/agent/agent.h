@@ -37,6 +37,10 @@ struct AgentOptions {
   int status_interval_seconds = 10;
   int reconcile_interval_ms = 5000;
   int ready_probe_ms = 300;  // per probe of a not-yet-ready app
+  // A ready app is probed again this often (a probe is a request the app
+  // serves: a fork for some servers, so with a thousand apps per node it
+  // adds up). A crash is seen at once through the supervisor regardless.
+  int ready_recheck_seconds = 30;
 };
 
 struct AgentStats {
@@ -94,6 +98,7 @@ class Agent {
   // Loop-thread only (WithAppStopped: under reconcile_mu_, as ReconcileOnce).
   std::map<std::string, cluster::AppObserved> reported_;
   std::set<std::string> ready_;
+  std::map<std::string, int64_t> probed_at_;  // app -> last readiness probe (unix s)
   std::map<std::string, std::string> volume_paths_;  // volumes known to exist here
   std::set<std::string> replica_volumes_;            // replicas here, made read-only
   int64_t last_usage_report_ = 0;
