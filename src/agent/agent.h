@@ -98,7 +98,7 @@ class Agent {
   // Loop-thread only (WithAppStopped: under reconcile_mu_, as ReconcileOnce).
   std::map<std::string, cluster::AppObserved> reported_;
   std::set<std::string> ready_;
-  std::map<std::string, int64_t> probed_at_;  // app -> last readiness probe (unix s)
+  std::map<std::string, int64_t> probed_at_;         // app -> last readiness probe (unix s)
   std::map<std::string, std::string> volume_paths_;  // volumes known to exist here
   std::set<std::string> replica_volumes_;            // replicas here, made read-only
   int64_t last_usage_report_ = 0;

@@ -629,8 +629,8 @@ struct ReplicationService::Impl {
               app.c_str(), static_cast<unsigned long long>(out.repaired), from.c_str());
       std::string kept;
       for (const auto& b : out.kept_branches) {
-        kept += (kept.empty() ? "; what only the damaged copy had is kept as volume '"
-                              : "', '") + b;
+        kept +=
+            (kept.empty() ? "; what only the damaged copy had is kept as volume '" : "', '") + b;
       }
       if (!kept.empty()) kept += "'";
       Record("repair", app,

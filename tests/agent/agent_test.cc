@@ -191,8 +191,7 @@ TEST_F(AgentTest, KeepsAnAppStoppedWhileItsVolumeIsMaintained) {
     // Several reconciles pass meanwhile; none starts it again.
     std::this_thread::sleep_for(milliseconds(800));
     ran_stopped = !Running("fixme");
-    EXPECT_EQ(agent_->WithAppStopped("fixme", [] { return Status::Ok(); }).code(),
-              Code::kConflict);
+    EXPECT_EQ(agent_->WithAppStopped("fixme", [] { return Status::Ok(); }).code(), Code::kConflict);
     return Status::Ok();
   });
   EXPECT_TRUE(s.ok()) << s.ToString();

@@ -661,7 +661,6 @@ TEST_F(ChannelRepairTest, ScrubAndRepairStopsWhenNoPeerHasAHealthyCopy) {
   EXPECT_EQ(r->last.DamagedIds(), std::vector<std::string>{id});
 }
 
-
 // zfs: a damaged block in the primary's pool; the volume is re-received
 // from the replica over the channel, with the app "stopped" around it.
 class ChannelZfsRepairTest : public ChannelTest {

@@ -15,13 +15,13 @@
 namespace hc::storage {
 namespace {
 
+using ::hc::testing::RandomBytes;
 using zfs::BrowseListDir;
 using zfs::BrowseReadFile;
 using zfs::BrowseStat;
 using zfs::DiffTrees;
 using zfs::ParseGetOutput;
 using zfs::ParseU64;
-using ::hc::testing::RandomBytes;
 
 void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path) << data;
@@ -197,7 +197,6 @@ TEST_F(ZfsPoolTest, BrowsingLeavesNoTemporaryDatasets) {
   EXPECT_TRUE(s.DestroySnapshot("v", "s1").ok());
   EXPECT_EQ(s.ListVolumes()->size(), 1u);
 }
-
 
 // Scrub and repair against real damage: two stores on pools of their own
 // (two nodes), bytes of a file's block flipped in one pool's vdev.

@@ -100,9 +100,7 @@ class ZfsTestEnv {
     std::string dir = dir_ + "/" + name;
     HC_RETURN_IF_ERROR(MakeDirs(dir + "/mnt"));
     std::string img = dir + "/pool.img";
-    {
-      HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(img, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-    }
+    { HC_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(img, O_WRONLY | O_CREAT | O_TRUNC, 0600)); }
     if (::truncate(img.c_str(), 256LL << 20) != 0) return IoError("cannot size " + img);
     auto r = RunCommand({"zpool", "create", "-o", "cachefile=none", "-m", dir + "/mnt", name, img});
     if (!r.ok()) return r.status();
@@ -176,6 +174,21 @@ class ZfsTestEnv {
   int next_pool_ = 0;
 };
 
+// Opens the zfs store on `dataset` into `t` (or sets why it cannot).
+void OpenInto(TestStore& t, const std::string& dataset, const std::string& scratch) {
+  StoreConfig config;
+  config.backend = "zfs";
+  config.dataset = dataset;
+  auto store = OpenZfsStore(config);
+  if (!store.ok()) {
+    t.skip_reason = "cannot open the zfs store: " + store.status().ToString();
+    return;
+  }
+  t.store = std::move(*store);
+  t.scratch_dir = scratch;
+  t.cleanup_dir = scratch;
+}
+
 }  // namespace
 
 TestStore MakeZfsTestStoreOnOwnPool() {
@@ -191,19 +204,12 @@ TestStore MakeZfsTestStoreOnOwnPool() {
   }
   t.zfs_pool = pool->first;
   t.zfs_pool_dir = pool->second;
-  StoreConfig config;
-  config.backend = "zfs";
-  config.dataset = t.zfs_pool + "/hc";
-  auto r = RunCommand({"zfs", "create", config.dataset});
-  auto store = r.ok() && r->ok() ? OpenZfsStore(config)
-                                 : Result<std::unique_ptr<Store>>(IoError("zfs create failed"));
-  if (!store.ok()) {
-    t.skip_reason = "cannot open the zfs store: " + store.status().ToString();
+  auto r = RunCommand({"zfs", "create", t.zfs_pool + "/hc"});
+  if (!r.ok() || !r->ok()) {
+    t.skip_reason = "cannot create " + t.zfs_pool + "/hc";
     return t;
   }
-  t.store = std::move(*store);
-  t.scratch_dir = *scratch;
-  t.cleanup_dir = *scratch;
+  OpenInto(t, t.zfs_pool + "/hc", *scratch);
   return t;
 }
 
@@ -245,17 +251,7 @@ TestStore MakeZfsTestStore() {
     t.skip_reason = scratch.status().ToString();
     return t;
   }
-  StoreConfig config;
-  config.backend = "zfs";
-  config.dataset = *parent;
-  auto store = OpenZfsStore(config);
-  if (!store.ok()) {
-    t.skip_reason = "cannot open the zfs store: " + store.status().ToString();
-    return t;
-  }
-  t.store = std::move(*store);
-  t.scratch_dir = *scratch;
-  t.cleanup_dir = *scratch;
+  OpenInto(t, *parent, *scratch);
   return t;
 }
 

@@ -642,7 +642,8 @@ class ZfsStore : public Store {
         Encoder e;
         e.Str(id.substr(0, 128));
         e.Str(why);
-        HC_RETURN_IF_ERROR(w.Write(static_cast<RecordType>(kRecordRepairMissing), AsBytes(e.out())));
+        HC_RETURN_IF_ERROR(
+            w.Write(static_cast<RecordType>(kRecordRepairMissing), AsBytes(e.out())));
       }
       return w.Finish();
     }
@@ -714,8 +715,7 @@ class ZfsStore : public Store {
     const std::string ds = Ds(volume);
     const std::string tmp = TempName(kRepairPrefix);
     if (base) {
-      HC_RETURN_IF_ERROR(
-          Run({"clone", "-o", "mountpoint=none", ds + "@" + base->info.name, tmp}));
+      HC_RETURN_IF_ERROR(Run({"clone", "-o", "mountpoint=none", ds + "@" + base->info.name, tmp}));
       Status promoted = Run({"promote", tmp});
       if (!promoted.ok()) {
         DestroyTemp(tmp);
@@ -728,24 +728,24 @@ class ZfsStore : public Store {
       if (exists.ok() && *exists) {
         Status d = Run({"destroy", "-r", tmp}, true);
         if (!d.ok()) {
-          std::fprintf(stderr, "warning: temporary dataset %s was not removed: %s\n",
-                       tmp.c_str(), d.ToString().c_str());
+          std::fprintf(stderr, "warning: temporary dataset %s was not removed: %s\n", tmp.c_str(),
+                       d.ToString().c_str());
         }
       }
       (void)EnsureMounted(ds);
       return why.Annotate("repair of volume '" + volume + "' abandoned; the volume is as it was");
     };
     const std::string newest_before = before.snaps.empty() ? "" : before.snaps.back().info.name;
-    auto received = ReceiveCommand(volume, base ? tmp : tmp + "@" + h1.to_name, first, h1,
-                                   newest_before);
+    auto received =
+        ReceiveCommand(volume, base ? tmp : tmp + "@" + h1.to_name, first, h1, newest_before);
     std::string final_id = h1.to_id;
     if (received.ok() && segments == 2) {
       StreamReader second(in);
       auto h2 = second.Begin();
       Status ok = h2.ok() ? CheckRepairSegment(*h2) : h2.status();
       if (ok.ok() && h2->from_id != h1.to_id) ok = Corrupt("repair stream segments do not chain");
-      received = ok.ok() ? ReceiveCommand(volume, tmp, second, *h2, newest_before)
-                         : Result<uint64_t>(ok);
+      received =
+          ok.ok() ? ReceiveCommand(volume, tmp, second, *h2, newest_before) : Result<uint64_t>(ok);
       if (h2.ok()) final_id = h2->to_id;
     }
     if (!received.ok()) return undo(received.status());
@@ -1242,8 +1242,8 @@ class ZfsStore : public Store {
     HC_RETURN_IF_ERROR(Run({"snapshot", Ds(volume) + "@" + probe}));
     StreamHeader h;
     h.backend = "zfs";
-    auto bytes = SendCommand({"zfs", "send", "-i", "@" + snapshot, Ds(volume) + "@" + probe}, h,
-                             nullptr);
+    auto bytes =
+        SendCommand({"zfs", "send", "-i", "@" + snapshot, Ds(volume) + "@" + probe}, h, nullptr);
     Status destroyed = Run({"destroy", Ds(volume) + "@" + probe}, true);
     HC_RETURN_IF_ERROR(bytes.status());
     HC_RETURN_IF_ERROR(destroyed);
