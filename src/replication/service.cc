@@ -532,6 +532,9 @@ struct ReplicationService::Impl {
         hc::Status s = store->DestroySnapshot(app, names[id]);
         if (s.ok() || s.code() == Code::kNotFound) {
           removed.push_back(id);
+        } else if (s.code() == Code::kConflict) {
+          // A kept branch (zfs clone) depends on it: keep it, thin the rest.
+          err = s;
         } else {
           err = s;
           break;
