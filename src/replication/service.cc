@@ -325,14 +325,22 @@ struct ReplicationService::Impl {
     storage::SnapshotOptions so;
     so.skip_if_unchanged = true;
     if (freeze_app) {
-      // Only a running app is frozen; one that is not running writes nothing.
-      so.freeze = [this, app] {
-        hc::Status s = rt->Freeze(app);
-        return s.code() == Code::kNotFound ? hc::Status::Ok() : s;
+      // Only a running app is frozen; one that is not running (unknown
+      // here, stopped, crashed, backing off between restarts) writes
+      // nothing, and its data must still be snapshotted and replicated.
+      auto not_running = [this, app](const hc::Status& s) {
+        if (s.ok() || s.code() == Code::kNotFound) return true;
+        auto st = rt->GetStatus(app);
+        return st.ok() && st->state != runtime::AppState::kRunning &&
+               st->state != runtime::AppState::kStarting;
       };
-      so.thaw = [this, app] {
+      so.freeze = [this, app, not_running] {
+        hc::Status s = rt->Freeze(app);
+        return not_running(s) ? hc::Status::Ok() : s;
+      };
+      so.thaw = [this, app, not_running] {
         hc::Status s = rt->Thaw(app);
-        return s.code() == Code::kNotFound ? hc::Status::Ok() : s;
+        return not_running(s) ? hc::Status::Ok() : s;
       };
     }
     int64_t started;

@@ -176,6 +176,35 @@ TEST_F(ReplicationClusterTest, AWriteOnThePrimaryAppearsInTheReplicasNewestSnaps
   EXPECT_FALSE(rejected.empty()) << "no node saw the damaged stream";
 }
 
+TEST_F(ReplicationClusterTest, ACrashLoopingAppIsStillReplicated) {
+  // The app exits at once and is restarted with back-off: mostly not
+  // running, so it cannot be frozen; its data is snapshotted all the same.
+  json body = {{"name", "crashy"},
+               {"template", "command"},
+               {"command", "exit 1"},
+               {"replicas", 1},
+               {"snapshot_interval_seconds", 1},
+               {"limits", {{"memory_bytes", 64 << 20}}}};
+  auto [st, created] = Call(1, "POST", "/v1/apps", body.dump());
+  ASSERT_EQ(st, 201) << created.dump();
+  json app;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto [s, a] = Call(1, "GET", "/v1/apps/crashy");
+        app = a;
+        return s == 200 && !a["placement"]["replicas"].empty() &&
+               a.value("summary", "") == "crash-looping";
+      },
+      30000))
+      << app.dump(2);
+  int primary = NodeOf(app["placement"].value("primary", "node0"));
+  int replica = NodeOf(app["placement"]["replicas"][0].get<std::string>());
+  Write(Live(primary, "crashy") + "/data.txt", "kept while crashing");
+  EXPECT_TRUE(WaitReplica(replica, "crashy", "data.txt", "kept while crashing", 20000)) << Logs();
+  auto [ds, deleted] = Call(1, "DELETE", "/v1/apps/crashy");
+  EXPECT_EQ(ds, 200) << deleted.dump();
+}
+
 TEST_F(ReplicationClusterTest, LagIsVisibleInTheApiHcAppShowAndMetrics) {
   Roles r = Create("shop");
   Write(Live(r.primary, "shop") + "/order.txt", "order 1\n");
