@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <string>
 #include <utility>
@@ -80,9 +81,14 @@ class LogWriterTest : public ::testing::Test {
 TEST_F(LogWriterTest, PrefixesEachLineWithUtcTimeAndStream) {
   LogWriter w(path_, 0, 3);
   ASSERT_TRUE(w.Open().ok());
-  time_t before = ::time(nullptr);
+  // The writer reads system_clock; ::time() may use a coarse clock that lags it by a tick, which
+  // across a second boundary would put the stamp "after" the end of the window.
+  auto seconds_now = [] {
+    return std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  };
+  time_t before = seconds_now();
   ASSERT_TRUE(w.Append("out", "listening on 8080\n").ok());
-  time_t after = ::time(nullptr);
+  time_t after = seconds_now();
 
   std::string content = Read(path_);
   ASSERT_GE(content.size(), 24u);
