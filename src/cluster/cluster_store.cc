@@ -118,6 +118,54 @@ Status ClusterStore::ReleaseHold(const std::string& app) {
   return Status::Ok();
 }
 
+Status ClusterStore::RequestMove(const MoveRecord& m) {
+  HC_ASSIGN_OR_RETURN(auto old, GetMove(m.app));
+  Compare c = Compare::Absent(MoveKey(m.app));
+  if (old) {
+    if (!old->first.finished())
+      return Conflict("app '" + m.app + "' is already moving to '" + old->first.target + "' (" +
+                      old->first.state + (old->first.message.empty() ? "" : ": ") +
+                      old->first.message + "); wait for it to end (hc app move-status " + m.app +
+                      ")");
+    c = Compare::ModRevision(MoveKey(m.app), Compare::kEqual, old->second);
+  }
+  HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({c}, {TxnOp::Put(MoveKey(m.app), ToJson(m))}, {}));
+  if (!t.succeeded) return Conflict("another move of '" + m.app + "' was requested just now");
+  return Status::Ok();
+}
+
+Result<std::optional<std::pair<MoveRecord, int64_t>>> ClusterStore::GetMove(
+    const std::string& app) {
+  HC_ASSIGN_OR_RETURN(auto r, etcd_->Get(MoveKey(app)));
+  for (const auto& kv : r.kvs) {
+    HC_ASSIGN_OR_RETURN(auto m, MoveRecordFromJson(kv.value));
+    return std::optional<std::pair<MoveRecord, int64_t>>(std::make_pair(m, kv.mod_revision));
+  }
+  return std::optional<std::pair<MoveRecord, int64_t>>();
+}
+
+Status ClusterStore::UpdateMove(const MoveRecord& m, const Compare& guard) {
+  HC_ASSIGN_OR_RETURN(auto t, etcd_->Txn({guard}, {TxnOp::Put(MoveKey(m.app), ToJson(m))}, {}));
+  if (!t.succeeded) return Conflict("not the leader any more");
+  return Status::Ok();
+}
+
+Status ClusterStore::SetDrain(const std::string& node, bool drained, const std::string& by) {
+  if (!drained) {
+    HC_ASSIGN_OR_RETURN(auto rev, etcd_->Delete(DrainKey(node)));
+    (void)rev;
+    return Status::Ok();
+  }
+  nlohmann::json j = {{"node", node},
+                      {"by", by},
+                      {"since_unix", std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count()}};
+  HC_ASSIGN_OR_RETURN(auto rev, etcd_->Put(DrainKey(node), j.dump()));
+  (void)rev;
+  return Status::Ok();
+}
+
 Status ClusterStore::RecordEvent(const Event& e) {
   static std::atomic<uint64_t> seq{0};
   char key[64];
@@ -192,7 +240,24 @@ void ClusterStore::ApplyEvents(const std::vector<WatchEvent>& events, ClusterVie
       if (del) {
         view->nodes.erase(id);
       } else if (auto n = NodeInfoFromJson(e.kv.value); n.ok()) {
+        n->drained = n->drained || view->drained.count(id) > 0;
         view->nodes[id] = std::move(*n);
+      }
+    } else if (k.starts_with(DrainPrefix())) {
+      std::string id = k.substr(DrainPrefix().size());
+      if (del)
+        view->drained.erase(id);
+      else
+        view->drained.insert(id);
+      if (auto n = view->nodes.find(id); n != view->nodes.end()) n->second.drained = !del;
+    } else if (k.starts_with(MovesPrefix())) {
+      std::string app = k.substr(MovesPrefix().size());
+      if (del) {
+        view->moves.erase(app);
+        view->move_mod_revision.erase(app);
+      } else if (auto m = MoveRecordFromJson(e.kv.value); m.ok()) {
+        view->moves[app] = std::move(*m);
+        view->move_mod_revision[app] = e.kv.mod_revision;
       }
     } else if (k.starts_with(AppsPrefix())) {
       std::string name = k.substr(AppsPrefix().size());
@@ -221,13 +286,23 @@ void ClusterStore::ApplyEvents(const std::vector<WatchEvent>& events, ClusterVie
 Result<ClusterView> ClusterStore::LoadView() {
   HC_ASSIGN_OR_RETURN(
       auto t, etcd_->Txn({}, {TxnOp::GetPrefix(NodesPrefix()), TxnOp::GetPrefix(AppsPrefix()),
-                              TxnOp::GetPrefix(PlacementsPrefix()), TxnOp::Get(LeaderKey())}));
-  if (t.ranges.size() != 4) return Internal("etcd: read transaction returned too few results");
+                              TxnOp::GetPrefix(PlacementsPrefix()), TxnOp::Get(LeaderKey()),
+                              TxnOp::GetPrefix(DrainPrefix()), TxnOp::GetPrefix(MovesPrefix())}));
+  if (t.ranges.size() != 6) return Internal("etcd: read transaction returned too few results");
   ClusterView v;
   v.revision = t.revision;
+  for (const auto& kv : t.ranges[4].kvs) v.drained.insert(kv.key.substr(DrainPrefix().size()));
+  for (const auto& kv : t.ranges[5].kvs) {
+    auto m = MoveRecordFromJson(kv.value);
+    if (!m.ok()) continue;
+    v.move_mod_revision[m->app] = kv.mod_revision;
+    v.moves[m->app] = std::move(*m);
+  }
   for (const auto& kv : t.ranges[0].kvs) {
     auto n = NodeInfoFromJson(kv.value);
-    if (n.ok()) v.nodes[n->id] = std::move(*n);
+    if (!n.ok()) continue;
+    n->drained = n->drained || v.drained.count(n->id) > 0;
+    v.nodes[n->id] = std::move(*n);
   }
   for (const auto& kv : t.ranges[1].kvs) {
     auto a = AppDefFromJson(kv.value);

@@ -59,6 +59,10 @@ class ClusterStore {
   std::string StatusPrefix() const { return prefix_ + "status/"; }
   std::string HoldsPrefix() const { return prefix_ + "holds/"; }
   std::string CertsPrefix() const { return prefix_ + "certs/"; }
+  std::string MovesPrefix() const { return prefix_ + "moves/"; }
+  std::string DrainPrefix() const { return prefix_ + "drain/"; }
+  std::string MoveKey(const std::string& app) const { return MovesPrefix() + app; }
+  std::string DrainKey(const std::string& node) const { return DrainPrefix() + node; }
   std::string LeaderKey() const { return prefix_ + "leader"; }
   std::string NodeKey(const std::string& id) const { return NodesPrefix() + id; }
   std::string AppKey(const std::string& name) const { return AppsPrefix() + name; }
@@ -110,6 +114,18 @@ class ClusterStore {
   Status RecordEvent(const Event& e);
   Result<std::vector<Event>> ListEvents(const std::string& app, size_t limit);
 
+  // --- moves (moves/<app>) and drains (drain/<node>)
+  // A new move request: stored unless a move of the app is under way
+  // (Conflict naming its state). A finished record is replaced.
+  Status RequestMove(const MoveRecord& m);
+  // The app's move record (nullopt: never moved) and its mod revision.
+  Result<std::optional<std::pair<MoveRecord, int64_t>>> GetMove(const std::string& app);
+  // The leader's progress updates, guarded by its leadership.
+  Status UpdateMove(const MoveRecord& m, const Compare& guard);
+  // drain/<node> present = the node takes no new primaries and the leader
+  // moves its primaries away (it survives restarts of the node).
+  Status SetDrain(const std::string& node, bool drained, const std::string& by);
+
   Status PutCertificate(const AppCertificate& c);
   Status DeleteCertificate(const std::string& app);  // NotFound if none
   Result<std::optional<AppCertificate>> GetCertificate(const std::string& app);
@@ -117,7 +133,7 @@ class ClusterStore {
 
   // --- the whole picture at one revision (one read transaction).
   Result<ClusterView> LoadView();
-  // Applies watch events on nodes/, apps/ and placement/ to a view (other
+  // Applies watch events on nodes/, apps/, placement/, drain/ and moves/ to a view (other
   // keys are ignored; a placement event older than the view's is skipped;
   // values that do not parse are skipped as a watch cannot refuse them).
   void ApplyEvents(const std::vector<WatchEvent>& events, ClusterView* view) const;

@@ -473,6 +473,48 @@ Result<Placement> PlacementFromJson(std::string_view text) {
   return p;
 }
 
+std::string ToJson(const MoveRecord& m) {
+  json j = {{"app", m.app},
+            {"target", m.target},
+            {"source", m.source},
+            {"reason", m.reason},
+            {"state", m.state},
+            {"message", m.message},
+            {"by", m.by},
+            {"requested_ms", m.requested_ms},
+            {"updated_ms", m.updated_ms},
+            {"pause_ms", m.pause_ms},
+            {"precopy_bytes", m.precopy_bytes},
+            {"final_bytes", m.final_bytes},
+            {"epoch", m.epoch}};
+  return Dump(j);
+}
+
+Result<MoveRecord> MoveRecordFromJson(std::string_view text) {
+  HC_ASSIGN_OR_RETURN(json j, ParseObject(text, "move"));
+  Fields f(j, "move");
+  MoveRecord m;
+  HC_RETURN_IF_ERROR(f.RequiredStr("app", &m.app));
+  HC_RETURN_IF_ERROR(f.RequiredStr("target", &m.target));
+  HC_RETURN_IF_ERROR(f.Str("source", &m.source));
+  HC_RETURN_IF_ERROR(f.Str("reason", &m.reason));
+  HC_RETURN_IF_ERROR(f.RequiredStr("state", &m.state));
+  HC_RETURN_IF_ERROR(f.Str("message", &m.message));
+  HC_RETURN_IF_ERROR(f.Str("by", &m.by));
+  HC_RETURN_IF_ERROR(f.Int("requested_ms", &m.requested_ms));
+  HC_RETURN_IF_ERROR(f.Int("updated_ms", &m.updated_ms));
+  HC_RETURN_IF_ERROR(f.Int("pause_ms", &m.pause_ms));
+  HC_RETURN_IF_ERROR(f.Int("precopy_bytes", &m.precopy_bytes));
+  HC_RETURN_IF_ERROR(f.Int("final_bytes", &m.final_bytes));
+  HC_RETURN_IF_ERROR(f.Int("epoch", &m.epoch));
+  static const char* kStates[] = {"pending", "copying",  "handing-off", "switching",
+                                  "starting", "done", "failed"};
+  if (std::find(std::begin(kStates), std::end(kStates), m.state) == std::end(kStates))
+    return InvalidArgument("move: unknown state '" + m.state.substr(0, 40) + "'");
+  HC_RETURN_IF_ERROR(ValidateNodeId(m.target).Annotate("move: target"));
+  return m;
+}
+
 std::string ToJson(const JoinTokenRecord& t) {
   json j = {{"id", t.id},
             {"public_key", t.public_key},

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -100,6 +101,28 @@ struct AppObserved {
   int64_t updated_unix = 0;
 };
 
+// A live migration of one app (moves/<app>): requested by the API (state
+// "pending"), carried out and updated step by step by the leader, kept after
+// it ends (state "done" or "failed") until the app's next move.
+struct MoveRecord {
+  std::string app;
+  std::string target;  // node id
+  std::string source;  // the primary when the move began ("" while pending)
+  std::string reason;  // "user" (hc app move) or "drain"
+  std::string state;   // pending, copying, handing-off, switching, starting, done, failed
+  std::string message;  // progress, or why it failed
+  std::string by;       // who asked ("api", "drain of <node>")
+  int64_t requested_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t pause_ms = 0;          // hold -> release (done)
+  uint64_t precopy_bytes = 0;    // sent while the app ran
+  uint64_t final_bytes = 0;      // sent while it was stopped
+  uint64_t epoch = 0;            // the placement epoch after the switch
+  bool finished() const { return state == "done" || state == "failed"; }
+};
+std::string ToJson(const MoveRecord& m);
+Result<MoveRecord> MoveRecordFromJson(std::string_view json);
+
 // An app's TLS certificate (certs/<app>), for the proxies' TLS termination.
 struct AppCertificate {
   std::string app;
@@ -162,6 +185,9 @@ struct ClusterView {
   std::map<std::string, Placement> placements;            // by app name
   std::map<std::string, int64_t> placement_mod_revision;  // for compare-and-swap
   std::string leader;                                     // node id, "" when none
+  std::set<std::string> drained;                          // drain/<node> (live or not)
+  std::map<std::string, MoveRecord> moves;                // moves/<app>, by app
+  std::map<std::string, int64_t> move_mod_revision;       // for compare-and-swap
 };
 
 }  // namespace hc::cluster

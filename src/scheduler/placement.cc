@@ -40,7 +40,7 @@ uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
 
 class Planner {
  public:
-  explicit Planner(const ClusterView& view) : view_(view) {
+  Planner(const ClusterView& view, const PlanOptions& opts) : view_(view), opts_(opts) {
     std::map<std::string_view, int> dcs;
     slots_.reserve(view.nodes.size());
     // view.nodes is ordered by id, so a lower slot index is a lower id.
@@ -59,7 +59,8 @@ class Planner {
     }
   }
 
-  std::vector<PlacementChange> Plan(const PlanOptions& opts) {
+  std::vector<PlacementChange> Plan() {
+    const PlanOptions& opts = opts_;
     std::vector<PlacementChange> out;
     auto full = [&] { return opts.max_changes != 0 && out.size() >= opts.max_changes; };
     // Deletions first: under max_changes they are the cheapest progress and
@@ -76,9 +77,13 @@ class Planner {
     for (const auto& [name, def] : view_.apps) {
       if (full()) return out;
       auto existing = view_.placements.find(name);
-      std::optional<PlacementChange> c = existing == view_.placements.end()
-                                             ? PlaceNew(name, def)
-                                             : AdjustReplicas(name, def, existing->second);
+      std::optional<PlacementChange> c;
+      if (existing == view_.placements.end())
+        c = PlaceNew(name, def);
+      else if (Find(existing->second.primary) == kNotLive)
+        c = Failover(name, def, existing->second);
+      if (!c && existing != view_.placements.end())
+        c = AdjustReplicas(name, def, existing->second);
       if (c) out.push_back(std::move(*c));
     }
     return out;
@@ -88,6 +93,110 @@ class Planner {
   int Find(const std::string& id) const {
     auto it = index_.find(id);
     return it == index_.end() ? kNotLive : it->second;
+  }
+
+  int64_t DepartedMs(const std::string& id) const {
+    if (opts_.departed_ms) {
+      auto it = opts_.departed_ms->find(id);
+      if (it != opts_.departed_ms->end()) return it->second;
+    }
+    return opts_.now_ms;
+  }
+  // A replica on a node that is gone but may come back soon.
+  bool Graced(const std::string& id) const {
+    return Find(id) == kNotLive && opts_.now_ms - DepartedMs(id) < opts_.replica_grace_ms;
+  }
+  bool Forgotten(const std::string& id) const {
+    return Find(id) == kNotLive && opts_.now_ms - DepartedMs(id) >= opts_.forget_departed_ms;
+  }
+
+  // The live replica that takes over from a primary whose node is gone.
+  std::optional<PlacementChange> Failover(const std::string& name, const AppDef& def,
+                                          const Placement& p) {
+    std::vector<std::string> held = Normalized(p);
+    std::string dead_dc;
+    if (opts_.departed_dc) {
+      if (auto d = opts_.departed_dc->find(p.primary); d != opts_.departed_dc->end())
+        dead_dc = d->second;
+    }
+    const std::map<std::string, int64_t>* newest = nullptr;
+    if (opts_.newest_snapshot_ns) {
+      if (auto n = opts_.newest_snapshot_ns->find(name); n != opts_.newest_snapshot_ns->end())
+        newest = &n->second;
+    }
+    auto newest_of = [&](const std::string& id) -> int64_t {
+      if (!newest) return -1;
+      auto it = newest->find(id);
+      return it == newest->end() ? -1 : it->second;
+    };
+    int best = kNotLive;
+    std::string best_id;
+    for (const std::string& r : held) {
+      int i = Find(r);
+      if (i == kNotLive) continue;
+      if (best == kNotLive) {
+        best = i;
+        best_id = r;
+        continue;
+      }
+      const Slot& a = slots_[i];
+      const Slot& b = slots_[best];
+      bool better;
+      bool sa = !dead_dc.empty() && view_.nodes.at(r).datacenter == dead_dc;
+      bool sb = !dead_dc.empty() && view_.nodes.at(best_id).datacenter == dead_dc;
+      if (sa != sb) {
+        better = sa;
+      } else if (newest_of(r) != newest_of(best_id)) {
+        better = newest_of(r) > newest_of(best_id);
+      } else if (a.drained != b.drained) {
+        better = !a.drained;
+      } else {
+        better = LessLoaded(i, best, def.limits.memory_bytes);
+      }
+      if (better) {
+        best = i;
+        best_id = r;
+      }
+    }
+    if (best == kNotLive) return std::nullopt;  // nothing to promote
+    AddPrimary(best, def.limits.memory_bytes);
+    --slots_[best].replicas;
+    PlacementChange c;
+    c.kind = PlacementChange::kUpdate;
+    c.failover = true;
+    c.failed_primary = p.primary;
+    c.placement = p;
+    c.placement.app = name;
+    c.placement.primary = best_id;
+    c.placement.epoch = p.epoch + 1;
+    c.placement.state = cluster::PlacementState::kRunning;
+    std::vector<std::string> replicas = {p.primary};
+    size_t counted = 0;
+    std::vector<int> taken = {best};
+    std::vector<int> used_dcs = {slots_[best].dc};
+    for (const std::string& r : held) {
+      if (r == best_id) continue;
+      replicas.push_back(r);
+      int i = Find(r);
+      taken.push_back(i);
+      if (i != kNotLive) {
+        used_dcs.push_back(slots_[i].dc);
+        ++counted;
+      } else if (Graced(r)) {
+        ++counted;
+      }
+    }
+    std::vector<std::string> added;
+    if (counted < def.replicas) added = AddReplicas(def.replicas - counted, taken, used_dcs);
+    replicas.insert(replicas.end(), added.begin(), added.end());
+    c.placement.replicas = std::move(replicas);
+    int64_t ns = newest_of(best_id);
+    c.reason = "failover of '" + name + "': node '" + p.primary + "' is gone; promoted '" +
+               best_id + "'" +
+               (ns > 0 ? " (newest snapshot " + std::to_string(ns / 1'000'000) + " ms)" : "") +
+               ", epoch " + std::to_string(c.placement.epoch);
+    if (!added.empty()) c.reason += "; new replicas on " + List(added);
+    return c;
   }
 
   void AddPrimary(int i, uint64_t memory) {
@@ -196,41 +305,66 @@ class Planner {
     if (held.size() != p.replicas.size()) reason = "dropped duplicate or primary replica entries";
     auto note = [&](const std::string& s) { reason += (reason.empty() ? "" : "; ") + s; };
 
+    // Replicas on nodes gone for very long are forgotten.
+    std::vector<std::string> forgotten;
+    for (auto it = held.begin(); it != held.end();) {
+      if (Forgotten(*it)) {
+        forgotten.push_back(*it);
+        it = held.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!forgotten.empty()) note("forgot replicas on nodes gone for long: " + List(forgotten));
+
     int primary = Find(p.primary);
     std::vector<int> used_dcs;
     if (primary != kNotLive) used_dcs.push_back(slots_[primary].dc);
+    size_t live = 0, counted = 0;
+    for (const std::string& r : held) {
+      if (Find(r) != kNotLive) {
+        ++live;
+        ++counted;
+      } else if (Graced(r)) {
+        ++counted;
+      }
+    }
 
-    if (held.size() < want) {
+    if (counted < want) {
       std::vector<int> taken = {primary};
       for (const std::string& r : held) {
         int i = Find(r);
         taken.push_back(i);
         if (i != kNotLive) used_dcs.push_back(slots_[i].dc);
       }
-      std::vector<std::string> added = AddReplicas(want - held.size(), taken, used_dcs);
+      std::vector<std::string> added = AddReplicas(want - counted, taken, used_dcs);
       if (!added.empty()) {
-        note("replicas " + std::to_string(held.size()) + " -> " +
-             std::to_string(held.size() + added.size()) + ": added " + List(added) +
-             Shortfall(held.size() + added.size(), want));
+        note("replicas " + std::to_string(counted) + " -> " +
+             std::to_string(counted + added.size()) + ": added " + List(added) +
+             Shortfall(counted + added.size(), want));
         held.insert(held.end(), added.begin(), added.end());
       }
-    } else if (held.size() > want) {
-      // Keep the replicas placement would have chosen: live ones first, then
-      // data centre spread, then the least busy nodes. The rest go.
-      std::vector<int> candidates;
-      candidates.reserve(held.size());
-      for (const std::string& r : held) candidates.push_back(Find(r));
-      std::vector<bool> keep(held.size(), false);
+    } else if (live > want) {
+      // Keep the live replicas placement would have chosen: data centre
+      // spread, then the least busy nodes. Replicas on nodes that are gone
+      // stay listed (see Forgotten).
+      std::vector<size_t> live_pos;
+      std::vector<int> candidates(held.size(), kNotLive);
+      for (size_t h = 0; h < held.size(); ++h) {
+        candidates[h] = Find(held[h]);
+        if (candidates[h] != kNotLive) live_pos.push_back(h);
+      }
+      std::vector<bool> keep(held.size(), true);
+      for (size_t h : live_pos) keep[h] = false;
       for (size_t k = 0; k < want; ++k) {
         size_t best = held.size();
-        for (size_t h = 0; h < held.size(); ++h) {
+        for (size_t h : live_pos) {
           if (keep[h]) continue;
-          if (best == held.size() || BetterReplica(candidates[h], candidates[best], used_dcs)) {
+          if (best == held.size() || BetterReplica(candidates[h], candidates[best], used_dcs))
             best = h;
-          }
         }
         keep[best] = true;
-        if (candidates[best] != kNotLive) used_dcs.push_back(slots_[candidates[best]].dc);
+        used_dcs.push_back(slots_[candidates[best]].dc);
       }
       std::vector<std::string> kept, removed;
       for (size_t h = 0; h < held.size(); ++h) {
@@ -238,11 +372,11 @@ class Planner {
           kept.push_back(held[h]);
         } else {
           removed.push_back(held[h]);
-          if (candidates[h] != kNotLive) --slots_[candidates[h]].replicas;
+          --slots_[candidates[h]].replicas;
         }
       }
-      note("replicas " + std::to_string(held.size()) + " -> " + std::to_string(want) +
-           ": removed " + List(removed));
+      note("replicas " + std::to_string(live) + " -> " + std::to_string(want) + ": removed " +
+           List(removed));
       held = std::move(kept);
     }
     if (reason.empty()) return std::nullopt;
@@ -256,6 +390,7 @@ class Planner {
   }
 
   const ClusterView& view_;
+  const PlanOptions& opts_;
   std::vector<Slot> slots_;  // live nodes, by id
   std::unordered_map<std::string_view, int> index_;
 };
@@ -263,7 +398,19 @@ class Planner {
 }  // namespace
 
 std::vector<PlacementChange> PlanPlacements(const ClusterView& view, const PlanOptions& opts) {
-  return Planner(view).Plan(opts);
+  return Planner(view, opts).Plan();
+}
+
+std::map<std::string, std::vector<std::string>> FailoverCandidates(const ClusterView& view) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [app, p] : view.placements) {
+    if (view.nodes.count(p.primary) || !view.apps.count(app)) continue;
+    std::vector<std::string> live;
+    for (const std::string& r : p.replicas)
+      if (r != p.primary && view.nodes.count(r)) live.push_back(r);
+    if (!live.empty()) out[app] = std::move(live);
+  }
+  return out;
 }
 
 }  // namespace hc::scheduler

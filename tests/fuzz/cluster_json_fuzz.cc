@@ -33,6 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<hc::cluster::AppObserved>(in, hc::cluster::AppObservedFromJson);
   RoundTrip<hc::cluster::AppDef>(in, hc::cluster::AppDefFromJson);
   RoundTrip<hc::cluster::JoinTokenRecord>(in, hc::cluster::JoinTokenRecordFromJson);
+  RoundTrip<hc::cluster::MoveRecord>(in, hc::cluster::MoveRecordFromJson);
   if (auto node = hc::cluster::NodeInfoFromJson(in); node.ok()) {
     (void)hc::cluster::ValidateNodeId(node->id);
   }

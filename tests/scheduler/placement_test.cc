@@ -282,15 +282,99 @@ TEST(PlanPlacements, TrimWhenReplicasAreLowered) {
   EXPECT_TRUE(plan[0].placement.replicas.empty());
 }
 
-TEST(PlanPlacements, TrimDropsReplicasOnNodesThatAreNotLiveFirst) {
+TEST(PlanPlacements, TrimKeepsReplicasOnNodesThatAreGone) {
   ClusterView v;
   AddNode(v, "n1");
   AddNode(v, "n3");
+  AddNode(v, "n4");
   AddApp(v, "shop", 1);
-  AddPlacement(v, "shop", "n1", {"down", "n3"});
+  AddPlacement(v, "shop", "n1", {"down", "n3", "n4"});
+  auto plan = PlanPlacements(v);
+  ASSERT_EQ(plan.size(), 1u) << Dump(plan);
+  EXPECT_EQ(plan[0].placement.replicas, (std::vector<std::string>{"down", "n3"}))
+      << "a live extra goes; the copy on a node that is gone stays listed";
+}
+
+TEST(PlanPlacements, ReplicaOnANodeGoneLongerThanTheGraceIsReplacedThenForgotten) {
+  ClusterView v;
+  AddNode(v, "n1");
+  AddNode(v, "n2");
+  AddApp(v, "shop", 1);
+  AddPlacement(v, "shop", "n1", {"gone"});
+  std::map<std::string, int64_t> departed = {{"gone", 1'000}};
+  PlanOptions o;
+  o.departed_ms = &departed;
+  o.now_ms = 1'000 + o.replica_grace_ms - 1;
+  EXPECT_TRUE(PlanPlacements(v, o).empty()) << "inside the grace it counts as held";
+  o.now_ms = 1'000 + o.replica_grace_ms;
+  auto plan = PlanPlacements(v, o);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].placement.replicas, (std::vector<std::string>{"gone", "n2"}));
+  Apply(v, plan);
+  EXPECT_TRUE(PlanPlacements(v, o).empty()) << Dump(PlanPlacements(v, o));
+  o.now_ms = 1'000 + o.forget_departed_ms;
+  plan = PlanPlacements(v, o);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].placement.replicas, (std::vector<std::string>{"n2"}));
+  EXPECT_NE(plan[0].reason.find("forgot"), std::string::npos) << plan[0].reason;
+}
+
+TEST(PlanPlacements, FailoverPromotesTheReplicaWithTheNewestSnapshot) {
+  ClusterView v;
+  AddNode(v, "n2");
+  AddNode(v, "n3");
+  AddNode(v, "n4");
+  AddApp(v, "shop", 2);
+  AddPlacement(v, "shop", "n1", {"n2", "n3"}, 7);
+  EXPECT_EQ(FailoverCandidates(v)["shop"], (std::vector<std::string>{"n2", "n3"}));
+  std::map<std::string, std::map<std::string, int64_t>> newest = {
+      {"shop", {{"n2", 100}, {"n3", 200}}}};
+  PlanOptions o;
+  o.newest_snapshot_ns = &newest;
+  auto plan = PlanPlacements(v, o);
+  ASSERT_EQ(plan.size(), 1u) << Dump(plan);
+  const PlacementChange& c = plan[0];
+  EXPECT_TRUE(c.failover);
+  EXPECT_EQ(c.failed_primary, "n1");
+  EXPECT_EQ(c.placement.primary, "n3");
+  EXPECT_EQ(c.placement.epoch, 8u);
+  EXPECT_EQ(c.placement.replicas, (std::vector<std::string>{"n1", "n2", "n4"}))
+      << "the old primary stays listed first (it does not count), and a new replica is made";
+  Apply(v, plan);
+  EXPECT_TRUE(PlanPlacements(v, o).empty()) << Dump(PlanPlacements(v, o));
+  EXPECT_TRUE(FailoverCandidates(v).empty());
+}
+
+TEST(PlanPlacements, FailoverStaysInTheDataCentreWhileItCan) {
+  ClusterView v;
+  AddNode(v, "n2", "dc2");
+  AddNode(v, "n3", "dc1");
+  AddApp(v, "shop", 2);
+  AddPlacement(v, "shop", "n1", {"n2", "n3"});
+  std::map<std::string, std::map<std::string, int64_t>> newest = {
+      {"shop", {{"n2", 300}, {"n3", 200}}}};
+  std::map<std::string, std::string> dcs = {{"n1", "dc1"}};
+  PlanOptions o;
+  o.newest_snapshot_ns = &newest;
+  o.departed_dc = &dcs;
+  auto plan = PlanPlacements(v, o);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].placement.primary, "n3") << "same data centre first";
+  v.nodes.erase("n3");
+  plan = PlanPlacements(v, o);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].placement.primary, "n2") << "another one only if none is left";
+}
+
+TEST(PlanPlacements, FailoverWithUnknownSnapshotsPrefersAnUndrainedLessLoadedNode) {
+  ClusterView v;
+  AddNode(v, "n2", "dc1", 16 * kGiB, /*drained=*/true);
+  AddNode(v, "n3");
+  AddApp(v, "shop", 2);
+  AddPlacement(v, "shop", "n1", {"n2", "n3"});
   auto plan = PlanPlacements(v);
   ASSERT_EQ(plan.size(), 1u);
-  EXPECT_EQ(plan[0].placement.replicas, (std::vector<std::string>{"n3"}));
+  EXPECT_EQ(plan[0].placement.primary, "n3");
 }
 
 TEST(PlanPlacements, ReplicaOnADeadNodeCountsAsHeld) {
