@@ -232,16 +232,68 @@ Status Agent::WithAppStopped(const std::string& app, const std::function<Status(
   return done;
 }
 
+Status Agent::HoldForHandoff(const std::string& app, int64_t max_ms) {
+  std::lock_guard<std::mutex> busy(reconcile_mu_);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto a = assigned_.find(app);
+    if (a == assigned_.end() || !a->second.primary_here)
+      return Conflict("node '" + opts_.node_id + "' is not the primary of '" + app + "'");
+    if (held_.count(app))
+      return Conflict("app '" + app + "' is stopped for maintenance of its volume here");
+    handoff_[app] = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
+  }
+  auto st = rt_->GetStatus(app);
+  if (!st.ok() || st->state == runtime::AppState::kStopped) return Status::Ok();
+  LogInfo("agent: stopping %s: it is moving to another node", app.c_str());
+  Status s = rt_->Stop(app);
+  ready_.erase(app);
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    handoff_.erase(app);
+    kicked_ = true;
+    cv_.notify_all();
+    return s.Annotate("cannot stop '" + app + "'");
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.stops++;
+  return Status::Ok();
+}
+
+void Agent::ReleaseHandoff(const std::string& app) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (handoff_.erase(app)) {
+    LogInfo("agent: %s stays here (the move did not switch); starting it again", app.c_str());
+    kicked_ = true;
+    cv_.notify_all();
+  }
+}
+
 void Agent::ReconcileOnce(bool full_report) {
   std::lock_guard<std::mutex> busy(reconcile_mu_);
   std::map<std::string, cluster::Assignment> assigned;
   std::set<std::string> released;
   std::set<std::string> held;
+  std::set<std::string> handing_off;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!synced_) return;
     assigned = assigned_;
     held = held_;
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = handoff_.begin(); it != handoff_.end();) {
+      auto a = assigned_.find(it->first);
+      if (a == assigned_.end() || !a->second.primary_here) {
+        it = handoff_.erase(it);  // switched: a replica here now (or gone)
+      } else if (now >= it->second) {
+        LogWarn("agent: the move of %s did not finish in time; starting it here again",
+                it->first.c_str());
+        it = handoff_.erase(it);
+      } else {
+        handing_off.insert(it->first);
+        ++it;
+      }
+    }
     released.swap(released_);
     stats_.reconciles++;
   }
@@ -271,7 +323,7 @@ void Agent::ReconcileOnce(bool full_report) {
       replica_volumes_.erase(name);
       bool needs_start =
           !st || st->state == runtime::AppState::kStopped || st->state == runtime::AppState::kLost;
-      if (held.count(name)) needs_start = false;  // WithAppStopped
+      if (held.count(name) || handing_off.count(name)) needs_start = false;
       Status s = vs;
       if (s.ok() && needs_start) {
         s = StartApp(a.app, st, path);
@@ -283,6 +335,7 @@ void Agent::ReconcileOnce(bool full_report) {
       }
       o = ObservePrimary(a, st);
       if (held.count(name)) o.message = "stopped here for maintenance of its volume";
+      if (handing_off.count(name)) o.message = "stopped here: moving to another node";
       if (!s.ok()) {
         o.state = "error";
         o.message = s.message();

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -65,6 +66,13 @@ class Agent {
   // stopped. For maintenance on the live volume (a zfs repair). Errors:
   // kConflict (already held), the stop's error (work not run), work's.
   Status WithAppStopped(const std::string& app, const std::function<Status()>& work);
+  // For a move away from this node: stops `app` (the primary here) and keeps
+  // it stopped until ReleaseHandoff, until this node is no longer its
+  // primary (the move switched), or for at most `max_ms` (a move whose
+  // leader died must not leave the app down). Errors: kConflict (not the
+  // primary here, or held for maintenance), the stop's.
+  Status HoldForHandoff(const std::string& app, int64_t max_ms);
+  void ReleaseHandoff(const std::string& app);
   AgentStats stats() const;
 
  private:
@@ -88,6 +96,7 @@ class Agent {
   std::map<std::string, cluster::Assignment> assigned_;  // by app
   std::set<std::string> released_;  // assignments removed since the last reconcile
   std::set<std::string> held_;      // kept stopped by WithAppStopped
+  std::map<std::string, std::chrono::steady_clock::time_point> handoff_;  // app -> until
   std::mutex reconcile_mu_;         // held through ReconcileOnce
   bool synced_ = false;
   bool kicked_ = false;

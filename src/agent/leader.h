@@ -8,7 +8,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <chrono>
 #include <functional>
+#include <map>
+#include <vector>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,6 +20,13 @@
 
 namespace hc::agent {
 
+struct LeaderOptions {
+  std::string api_token;        // for the calls to other nodes' APIs ("" = none)
+  int max_moves = 3;            // live migrations at once
+  int max_drain_moves = 2;      // of which started by drains
+  int64_t replica_grace_ms = 60'000;  // scheduler::PlanOptions
+};
+
 struct LeaderStats {
   bool leading = false;
   int64_t terms = 0;        // times elected
@@ -24,11 +34,14 @@ struct LeaderStats {
   int64_t writes = 0;       // placement writes applied
   int64_t conflicts = 0;    // CAS failures (re-read and re-planned)
   int64_t placed_apps = 0;  // placements in the view
+  int64_t failovers = 0;    // apps given a new primary because theirs was gone
+  int64_t moves = 0;        // moves run to their end (done or failed)
 };
 
 class Leader {
  public:
-  Leader(cluster::ClusterStore* cs, std::string node_id, std::function<int64_t()> lease);
+  Leader(cluster::ClusterStore* cs, std::string node_id, std::function<int64_t()> lease,
+         LeaderOptions opts = {});
   ~Leader();  // Stop()
   void Start();
   // Stops campaigning/leading and resigns (the key goes at once).
@@ -40,10 +53,19 @@ class Leader {
  private:
   void Run();
   void Lead(cluster::Election* election);
+  // Newest snapshot (ns) of each candidate app on each of its live
+  // replicas, asked from those nodes (a node that does not answer is
+  // simply unknown).
+  std::map<std::string, std::map<std::string, int64_t>> AskNewest(
+      const std::map<std::string, std::vector<std::string>>& candidates,
+      const std::map<std::string, cluster::NodeInfo>& nodes);
+  Result<std::string> CallNode(const cluster::NodeInfo& n, const std::string& path,
+                               const std::string& body, std::chrono::milliseconds timeout);
 
   cluster::ClusterStore* cs_;
   std::string node_id_;
   std::function<int64_t()> lease_;
+  LeaderOptions opts_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> step_down_{false};
   mutable std::mutex mu_;

@@ -276,6 +276,28 @@ Status Node::Run() {
   api::ApiOptions ao{.node_id = node_id, .version = kVersion, .token = token};
   ao.replication = [&replication](const std::string& app) { return replication->Describe(app); };
   ao.scrub = [&replication](const std::string& app) { return replication->ScrubNow(app); };
+  // Moves and failovers: what the leader asks of this node.
+  ao.newest_snapshots = [&replication](const std::vector<std::string>& apps) {
+    return replication->NewestSnapshots(apps);
+  };
+  ao.sync = [&replication](const std::string& app, const std::string& peer) {
+    return replication->SyncTo(app, peer, /*app_stopped=*/false);
+  };
+  ao.handoff = [&replication, &agent_ptr](const std::string& app, const std::string& peer,
+                                          int64_t max_ms) -> Result<replication::SyncResult> {
+    Agent* a = agent_ptr.load();
+    if (!a) return Unavailable("the agent is not running yet");
+    HC_RETURN_IF_ERROR(a->HoldForHandoff(app, max_ms));
+    auto r = replication->SyncTo(app, peer, /*app_stopped=*/true);
+    if (!r.ok()) a->ReleaseHandoff(app);  // the app runs here again
+    return r;
+  };
+  ao.resume = [&agent_ptr](const std::string& app) -> Status {
+    Agent* a = agent_ptr.load();
+    if (!a) return Unavailable("the agent is not running yet");
+    a->ReleaseHandoff(app);
+    return Status::Ok();
+  };
   ao.cluster_ca = [pki_dir] { return pki::PkiDir(pki_dir).LoadCa(); };
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
   ao.metrics = [&dns, &http_proxy, &replication] {
@@ -335,7 +357,8 @@ Status Node::Run() {
                               &cs, volumes.get(), rt.get(), [&lease] { return lease.load(); });
   HC_RETURN_IF_ERROR(agent->Start());
   agent_ptr.store(agent.get());
-  leader = std::make_unique<Leader>(&cs, node_id, [&lease] { return lease.load(); });
+  leader = std::make_unique<Leader>(&cs, node_id, [&lease] { return lease.load(); },
+                                    LeaderOptions{.api_token = token});
   leader->Start();
   leader_ptr.store(leader.get());
   LogInfo("node %s joined the cluster", node_id.c_str());

@@ -150,6 +150,23 @@ net::HttpResponse Api::Route(const net::HttpRequest& req) {
     if (req.method != "GET") return method_not_allowed("GET");
     return ListNodes();
   }
+  const std::string nodes = "/v1/nodes/";
+  if (path.rfind(nodes, 0) == 0) {
+    std::string rest = path.substr(nodes.size());
+    size_t slash = rest.find('/');
+    std::string what = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    std::string id = rest.substr(0, slash);
+    if (!cluster::ValidateNodeId(id).ok() || (what != "drain" && what != "undrain"))
+      return ErrorResponse(NotFound("no such API path: " + path.substr(0, 200) +
+                                    " (nodes have /drain and /undrain; see docs/api.md)"));
+    if (req.method != "POST") return method_not_allowed("POST");
+    return Drain(id, what == "drain");
+  }
+  const std::string node_calls = "/v1/node/";
+  if (path.rfind(node_calls, 0) == 0) {
+    if (req.method != "POST") return method_not_allowed("POST");
+    return NodeCall(req, path.substr(node_calls.size()));
+  }
   if (path == "/v1/events") {
     if (req.method != "GET") return method_not_allowed("GET");
     std::string app = req.QueryParam("app").value_or("");
@@ -516,6 +533,10 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
     if (req.method != "POST") return method_not_allowed("POST");
     return Scrub(req, name);
   }
+  if (what == "move") {
+    if (req.method != "POST" && req.method != "GET") return method_not_allowed("GET, POST");
+    return Move(req, name);
+  }
   if (what != "hold" && what != "certificate")
     return ErrorResponse(NotFound("no such API path: /v1/apps/" + name + "/" + what.substr(0, 80) +
                                   " (see docs/api.md)"));
@@ -587,6 +608,154 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
   if (!s.ok()) return ErrorResponse(s);
   LogInfo("api: certificate of app %s stored", name.c_str());
   return JsonResponse(200, {{"app", name}, {"updated_unix", c.updated_unix}});
+}
+
+namespace {
+
+json MoveJson(const cluster::MoveRecord& m) { return Parse(cluster::ToJson(m)); }
+
+// The body of a node call: a JSON object with exactly these string fields
+// (and optionally the integer ones).
+Result<json> NodeCallBody(const net::HttpRequest& req, std::initializer_list<const char*> strings,
+                          std::initializer_list<const char*> ints = {}) {
+  if (req.body.size() > (1 << 20)) return InvalidArgument("request body is too large");
+  json j = Parse(req.body);
+  if (!j.is_object()) return InvalidArgument("the body must be a JSON object");
+  for (const char* k : strings) {
+    if (!j.contains(k) || !j[k].is_string())
+      return InvalidArgument(std::string("field '") + k + "' (a string) is required");
+  }
+  for (const char* k : ints) {
+    if (j.contains(k) && !j[k].is_number_integer())
+      return InvalidArgument(std::string("field '") + k + "' must be an integer");
+  }
+  return j;
+}
+
+json SyncJson(const replication::SyncResult& r) {
+  return {{"snapshot", r.snapshot_id}, {"bytes", r.bytes}, {"full", r.full}};
+}
+
+}  // namespace
+
+// POST /v1/node/<what>: what the leader asks of one node (docs/api.md).
+net::HttpResponse Api::NodeCall(const net::HttpRequest& req, const std::string& what) {
+  if (what == "newest-snapshots") {
+    if (!opts_.newest_snapshots) return ErrorResponse(Unavailable("replication is not running"));
+    if (req.body.size() > (4 << 20)) return ErrorResponse(InvalidArgument("body too large"));
+    json j = Parse(req.body);
+    if (!j.is_object() || !j["apps"].is_array())
+      return ErrorResponse(InvalidArgument("the body must be {\"apps\": [\"name\", ...]}"));
+    std::vector<std::string> apps;
+    for (const auto& a : j["apps"]) {
+      if (!a.is_string() || !ValidAppName(a.get<std::string>()))
+        return ErrorResponse(InvalidArgument("apps must be a list of app names"));
+      apps.push_back(a.get<std::string>());
+    }
+    json out = json::object();
+    for (const auto& [app, ns] : opts_.newest_snapshots(apps)) out[app] = ns;
+    return JsonResponse(200, {{"node", opts_.node_id}, {"newest", out}});
+  }
+  if (what == "sync" || what == "handoff" || what == "resume") {
+    if (!opts_.sync || !opts_.handoff || !opts_.resume)
+      return ErrorResponse(Unavailable("moves are not possible on this node"));
+    auto j = what == "resume" ? NodeCallBody(req, {"app"})
+                              : NodeCallBody(req, {"app", "peer"}, {"max_ms"});
+    if (!j.ok()) return ErrorResponse(j.status());
+    std::string app = (*j)["app"].get<std::string>();
+    if (!ValidAppName(app)) return ErrorResponse(InvalidArgument("invalid app name"));
+    if (what == "resume") {
+      Status s = opts_.resume(app);
+      if (!s.ok()) return ErrorResponse(s);
+      return JsonResponse(200, {{"app", app}, {"resumed", true}});
+    }
+    std::string peer = (*j)["peer"].get<std::string>();
+    if (!cluster::ValidateNodeId(peer).ok())
+      return ErrorResponse(InvalidArgument("invalid node id '" + peer.substr(0, 64) + "'"));
+    if (what == "sync") {
+      auto r = opts_.sync(app, peer);
+      if (!r.ok()) return ErrorResponse(r.status());
+      return JsonResponse(200, SyncJson(*r));
+    }
+    int64_t max_ms = j->value("max_ms", int64_t{120000});
+    if (max_ms < 1000 || max_ms > 3600000)
+      return ErrorResponse(InvalidArgument("max_ms must be from 1000 to 3600000"));
+    auto r = opts_.handoff(app, peer, max_ms);
+    if (!r.ok()) return ErrorResponse(r.status());
+    return JsonResponse(200, SyncJson(*r));
+  }
+  return ErrorResponse(NotFound("no such node call: " + what.substr(0, 80)));
+}
+
+// POST /v1/apps/{name}/move {"node": id}: asks the leader to move the app
+// (202 and the pending record); GET: the app's last move and its progress.
+net::HttpResponse Api::Move(const net::HttpRequest& req, const std::string& name) {
+  if (req.method == "GET") {
+    auto m = cs_->GetMove(name);
+    if (!m.ok()) return ErrorResponse(m.status());
+    if (!*m) return ErrorResponse(NotFound("app '" + name + "' has never been moved"));
+    return JsonResponse(200, MoveJson((*m)->first));
+  }
+  auto j = NodeCallBody(req, {"node"});
+  if (!j.ok())
+    return ErrorResponse(InvalidArgument(j.status().message() + " (body: {\"node\": \"<id>\"})"));
+  std::string target = (*j)["node"].get<std::string>();
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  if (!view->apps.count(name)) return ErrorResponse(NotFound("no app named '" + name + "'"));
+  auto p = view->placements.find(name);
+  if (p == view->placements.end())
+    return ErrorResponse(Unavailable("app '" + name + "' is not placed yet; try again shortly"));
+  auto n = view->nodes.find(target);
+  if (n == view->nodes.end()) {
+    std::string live;
+    for (const auto& [id, info] : view->nodes) live += (live.empty() ? "" : ", ") + id;
+    return ErrorResponse(InvalidArgument("node '" + target.substr(0, 64) +
+                                         "' is not a live node (live: " + live + ")"));
+  }
+  if (n->second.drained)
+    return ErrorResponse(InvalidArgument("node '" + target + "' is drained; undrain it first"));
+  if (p->second.primary == target)
+    return ErrorResponse(InvalidArgument("app '" + name + "' already runs on '" + target + "'"));
+  if (!view->nodes.count(p->second.primary))
+    return ErrorResponse(Unavailable("app '" + name + "' has no live primary (node '" +
+                                     p->second.primary + "' is gone); failover comes first"));
+  int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  cluster::MoveRecord m;
+  m.app = name;
+  m.target = target;
+  m.reason = "user";
+  m.by = "api on " + opts_.node_id;
+  m.state = "pending";
+  m.message = "waiting for the leader";
+  m.requested_ms = now;
+  m.updated_ms = now;
+  Status s = cs_->RequestMove(m);
+  if (!s.ok()) return ErrorResponse(s);
+  LogInfo("api: move of %s to %s requested", name.c_str(), target.c_str());
+  return JsonResponse(202, MoveJson(m));
+}
+
+net::HttpResponse Api::Drain(const std::string& node, bool drained) {
+  auto view = cs_->LoadView();
+  if (!view.ok()) return ErrorResponse(view.status());
+  if (drained && !view->nodes.count(node))
+    return ErrorResponse(NotFound("node '" + node + "' is not a live node"));
+  if (drained) {
+    size_t others = 0;
+    for (const auto& [id, n] : view->nodes) others += id != node && !n.drained;
+    if (others == 0)
+      return ErrorResponse(
+          InvalidArgument("node '" + node + "' is the last undrained node: its apps could not go anywhere"));
+  }
+  Status s = cs_->SetDrain(node, drained, "api on " + opts_.node_id);
+  if (!s.ok()) return ErrorResponse(s);
+  size_t primaries = 0;
+  for (const auto& [app, p] : view->placements) primaries += p.primary == node;
+  LogInfo("api: node %s %s", node.c_str(), drained ? "drained" : "undrained");
+  return JsonResponse(200, {{"node", node}, {"drained", drained}, {"primaries", primaries}});
 }
 
 net::HttpResponse Api::CreateJoinToken(const net::HttpRequest& req) {

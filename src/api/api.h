@@ -4,6 +4,8 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -30,6 +32,19 @@ struct ApiOptions {
   std::function<replication::AppReplicationStatus(const std::string& app)> replication;
   // Scrub an app's volume here now (and repair from other nodes); unset = 503.
   std::function<Result<replication::ScrubOutcome>(const std::string& app)> scrub;
+  // Node-to-node calls of the leader (docs/api.md, "Node calls"); unset = 503.
+  // Newest snapshot here (ns) of each of these apps.
+  std::function<std::map<std::string, int64_t>(const std::vector<std::string>& apps)>
+      newest_snapshots;
+  // Push the app's newest state to `peer` now (pre-copy of a move).
+  std::function<Result<replication::SyncResult>(const std::string& app, const std::string& peer)>
+      sync;
+  // Stop the app here, keep it stopped up to max_ms, push the last increment.
+  std::function<Result<replication::SyncResult>(const std::string& app, const std::string& peer,
+                                                int64_t max_ms)>
+      handoff;
+  // The move did not switch: run the app here again.
+  std::function<Status(const std::string& app)> resume;
 };
 
 class Api {
@@ -50,6 +65,9 @@ class Api {
   net::HttpResponse AppSub(const net::HttpRequest& req, const std::string& name,
                            const std::string& what);
   net::HttpResponse ListNodes();
+  net::HttpResponse NodeCall(const net::HttpRequest& req, const std::string& what);
+  net::HttpResponse Move(const net::HttpRequest& req, const std::string& name);
+  net::HttpResponse Drain(const std::string& node, bool drained);
   net::HttpResponse GetDns();
   net::HttpResponse CreateJoinToken(const net::HttpRequest& req);
   net::HttpResponse DeleteJoinToken(const std::string& id);

@@ -426,6 +426,76 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     });
   }
   {
+    auto* c = app->add_subcommand(
+        "move",
+        "Live-migrate an app to another node: copy while it runs, hold requests, switch, "
+        "release (no request fails)");
+    static ApiFlags f;
+    static std::string name, node;
+    static bool detach = false;
+    c->add_option("NAME", name, "App name")->required();
+    c->add_option("NODE", node, "Target node id (see hc cluster status)")->required();
+    c->add_flag("-d,--detach", detach, "Return once the move is requested (see hc app move-status)");
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/apps/" + name + "/move",
+                                             json{{"node", node}}.dump()));
+        if (detach) {
+          if (f.json)
+            PrintJson(j);
+          else
+            std::printf("move of %s to %s requested (hc app move-status %s)\n", name.c_str(),
+                        node.c_str(), name.c_str());
+          return Status::Ok();
+        }
+        int64_t requested = j.value("requested_ms", int64_t{0});
+        std::string last;
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(2);
+        while (std::chrono::steady_clock::now() < deadline) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          auto m = CallJson(f, "GET", "/v1/apps/" + name + "/move");
+          if (!m.ok()) continue;  // a node restarting: ask again
+          if (m->value("requested_ms", int64_t{0}) != requested) continue;
+          std::string line = Str(*m, "state") + ": " + Str(*m, "message");
+          if (line != last && !f.json) std::fprintf(stderr, "  %s\n", line.c_str());
+          last = line;
+          std::string state = Str(*m, "state");
+          if (state == "done") {
+            if (f.json) PrintJson(*m);
+            return Status::Ok();
+          }
+          if (state == "failed") {
+            if (f.json) PrintJson(*m);
+            return Unavailable(Str(*m, "message"));
+          }
+        }
+        return Unavailable("the move did not end within 2 hours; see hc app move-status " + name);
+      });
+    });
+  }
+  {
+    auto* c = app->add_subcommand("move-status", "The app's last move: its steps and outcome");
+    static ApiFlags f;
+    static std::string name;
+    c->add_option("NAME", name, "App name")->required();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json m, CallJson(f, "GET", "/v1/apps/" + name + "/move"));
+        if (f.json) {
+          PrintJson(m);
+          return Status::Ok();
+        }
+        std::printf("%s: %s -> %s (%s, asked by %s)\n%s: %s\n", name.c_str(),
+                    Str(m, "source").empty() ? "?" : Str(m, "source").c_str(),
+                    Str(m, "target").c_str(), Str(m, "reason").c_str(), Str(m, "by").c_str(),
+                    Str(m, "state").c_str(), Str(m, "message").c_str());
+        return Status::Ok();
+      });
+    });
+  }
+  {
     auto* c = app->add_subcommand("delete", "Delete an app and its data on every node");
     static ApiFlags f;
     static std::string name;
@@ -523,6 +593,70 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     });
   }
 
+  // ---------------------------------------------------------------- hc node
+  auto* nd = root.add_subcommand("node", "Nodes: drain for maintenance, take back into service");
+  nd->require_subcommand(1);
+  {
+    auto* c = nd->add_subcommand(
+        "drain",
+        "Move every app running on a node to other nodes (live migrations, a few at a time); "
+        "the node takes no new apps until undrained");
+    static ApiFlags f;
+    static std::string node;
+    static bool no_wait = false;
+    c->add_option("NODE", node, "Node id (see hc cluster status)")->required();
+    c->add_flag("--no-wait", no_wait, "Return at once; hc cluster status shows the progress");
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/nodes/" + node + "/drain"));
+        if (no_wait || f.json) {
+          if (f.json) PrintJson(j);
+          else std::printf("node %s drained; its apps are moving away\n", node.c_str());
+          return Status::Ok();
+        }
+        int64_t last = -1;
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(6);
+        while (std::chrono::steady_clock::now() < deadline) {
+          auto cl = CallJson(f, "GET", "/v1/cluster");
+          if (cl.ok()) {
+            int64_t left = 0;
+            for (const auto& a : (*cl)["apps"]) {
+              const json& p = a["placement"];
+              if (p.is_object() && Str(p, "primary") == node) ++left;
+            }
+            if (left != last)
+              std::fprintf(stderr, "  %lld app(s) still running on %s\n",
+                           static_cast<long long>(left), node.c_str());
+            last = left;
+            if (left == 0) {
+              std::printf("node %s is drained: no app runs there (hc node undrain %s takes it "
+                          "back)\n", node.c_str(), node.c_str());
+              return Status::Ok();
+            }
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        }
+        return Unavailable("apps are still on " + node + " after 6 hours; see hc events");
+      });
+    });
+  }
+  {
+    auto* c = nd->add_subcommand("undrain", "Take a drained node back into service");
+    static ApiFlags f;
+    static std::string node;
+    c->add_option("NODE", node, "Node id")->required();
+    f.AddTo(c, true);
+    c->callback([exit_code] {
+      Run(exit_code, [&]() -> Status {
+        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/nodes/" + node + "/undrain"));
+        if (f.json) PrintJson(j);
+        else std::printf("node %s takes apps again\n", node.c_str());
+        return Status::Ok();
+      });
+    });
+  }
+
   // ---------------------------------------------------------------- hc cluster
   auto* cl = root.add_subcommand("cluster", "The cluster: nodes, leader, apps");
   cl->require_subcommand(1);
@@ -546,7 +680,9 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
           std::snprintf(cpus, sizeof cpus, "%.1f", n.value("cpu_millis", 0) / 1000.0);
           rows.push_back({Str(n, "id"), Str(n, "name"),
                           Str(n, "address") + ":" + Str(n, "api_port"), Str(n, "datacenter"),
-                          n.value("leader", false) ? "leader" : "member", Str(n, "primaries"),
+                          std::string(n.value("leader", false) ? "leader" : "member") +
+                              (n.value("drained", false) ? ", drained" : ""),
+                          Str(n, "primaries"),
                           Str(n, "replicas"), FormatBytes(n.value("memory_bytes", uint64_t{0})),
                           cpus});
         }

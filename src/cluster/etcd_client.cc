@@ -475,7 +475,9 @@ void LeaseSession::Abandon() {
 Status LeaseSession::Start(milliseconds deadline) {
   auto until = std::chrono::steady_clock::now() + deadline;
   Status last = Status::Ok();
+  std::chrono::steady_clock::time_point sent;
   while (true) {
+    sent = std::chrono::steady_clock::now();
     auto id = etcd_->GrantLease(ttl_);
     if (id.ok()) {
       lease_.store(*id);
@@ -487,6 +489,7 @@ Status LeaseSession::Start(milliseconds deadline) {
     std::this_thread::sleep_for(milliseconds(200));
   }
   if (cb_.on_new) cb_.on_new(lease_.load());
+  if (cb_.on_renewed) cb_.on_renewed(lease_.load(), sent);
   thread_ = std::thread([this] { Run(); });
   return Status::Ok();
 }
@@ -495,28 +498,38 @@ void LeaseSession::Run() {
   using clock = std::chrono::steady_clock;
   const milliseconds period{std::max<int64_t>(ttl_ * 1000 / 3, 300)};
   auto last_ok = clock::now();
+  bool retry_soon = false;
   while (!stop_.load()) {
     {
+      // After a failed renewal, try again sooner: the fence deadline is near.
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_for(l, period, [&] { return stop_.load(); });
+      cv_.wait_for(l, retry_soon ? std::min(period, milliseconds(250)) : period,
+                   [&] { return stop_.load(); });
     }
     if (stop_.load()) break;
+    auto sent = clock::now();
     auto r = etcd_->KeepAliveOnce(lease_.load());
     if (r.ok()) {
-      last_ok = clock::now();
+      last_ok = sent;
+      retry_soon = false;
+      if (cb_.on_renewed) cb_.on_renewed(lease_.load(), sent);
       continue;
     }
+    retry_soon = true;
     bool expired = r.status().code() == Code::kNotFound;
     bool too_long = clock::now() - last_ok >= std::chrono::seconds(ttl_);
     if (!expired && !too_long) continue;  // retry soon; still inside the TTL
     if (cb_.on_lost) cb_.on_lost(lease_.load());
     // Get a new lease as soon as etcd answers again.
     while (!stop_.load()) {
+      auto grant_sent = clock::now();
       auto id = etcd_->GrantLease(ttl_);
       if (id.ok()) {
         lease_.store(*id);
-        last_ok = clock::now();
+        last_ok = grant_sent;
+        retry_soon = false;
         if (cb_.on_new) cb_.on_new(*id);
+        if (cb_.on_renewed) cb_.on_renewed(*id, grant_sent);
         break;
       }
       std::unique_lock<std::mutex> l(mu_);

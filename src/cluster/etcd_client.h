@@ -197,6 +197,9 @@ class LeaseSession {
   struct Callbacks {
     std::function<void(int64_t lease)> on_new;   // after every grant (incl. the first)
     std::function<void(int64_t lease)> on_lost;  // the old lease is gone or may be gone
+    // After every successful grant or renewal, with the time the request was
+    // sent: etcd cannot expire the lease before sent + TTL (self-fencing).
+    std::function<void(int64_t lease, std::chrono::steady_clock::time_point sent)> on_renewed;
   };
   LeaseSession(EtcdClient* etcd, int64_t ttl_seconds, Callbacks cb);
   ~LeaseSession();  // stops the thread and revokes the lease (best effort)

@@ -921,6 +921,113 @@ Result<ScrubOutcome> ReplicationService::ScrubNow(const std::string& app) {
   return impl_->Scrub(app, 0);
 }
 
+std::map<std::string, int64_t> ReplicationService::NewestSnapshots(
+    const std::vector<std::string>& apps) const {
+  std::map<std::string, int64_t> out;
+  for (const auto& app : apps) {
+    auto snaps = impl_->store->ListSnapshots(app);
+    if (snaps.ok() && !snaps->empty()) out[app] = snaps->back().created_unix_ns;
+  }
+  return out;
+}
+
+Result<SyncResult> ReplicationService::SyncTo(const std::string& app, const std::string& peer,
+                                              bool app_stopped) {
+  Impl& m = *impl_;
+  uint64_t epoch;
+  int64_t started;
+  {
+    std::lock_guard l(m.mu);
+    auto p = m.primaries.find(app);
+    if (p == m.primaries.end() || !p->second.seeded)
+      return Conflict("node '" + m.opts.node_id + "' is not (yet) the primary of '" +
+                                app + "'");
+    if (std::find(p->second.replicas.begin(), p->second.replicas.end(), peer) ==
+        p->second.replicas.end())
+      return Conflict("node '" + peer + "' is not a replica of '" + app + "' yet");
+    epoch = p->second.epoch;
+    started = m.Now();
+  }
+  // 1. The newest state as a snapshot.
+  storage::SnapshotOptions so;
+  so.skip_if_unchanged = true;
+  if (!app_stopped && m.store->backend() == "dir") {
+    so.freeze = [&m, app] {
+      hc::Status s = m.rt->Freeze(app);
+      return s.code() == Code::kNotFound ? hc::Status::Ok() : s;
+    };
+    so.thaw = [&m, app] {
+      hc::Status s = m.rt->Thaw(app);
+      return s.code() == Code::kNotFound ? hc::Status::Ok() : s;
+    };
+  }
+  auto snap = m.store->Snapshot(app, AutoSnapshotName(started), so);
+  if (!snap.ok() && snap.status().code() == Code::kAlreadyExists)
+    snap = m.store->Snapshot(app, AutoSnapshotName(started + 1), so);
+  if (!snap.ok()) return snap.status().Annotate("snapshot of '" + app + "'");
+  {
+    std::lock_guard l(m.mu);
+    auto p = m.primaries.find(app);
+    if (p == m.primaries.end()) return Conflict("'" + app + "' moved away meanwhile");
+    Impl::PrimaryApp& pa = p->second;
+    if (pa.snaps.empty() || pa.snaps.back().id != snap->id) {
+      // Known to the scheduler too, so the other replicas get it as usual.
+      pa.snaps.push_back({snap->id, started, 4096, snap->logical_bytes});
+      pa.created_s[snap->id] = snap->created_unix_ns / 1'000'000'000;
+      pa.last_logical = snap->logical_bytes;
+      m.newest_here[app] = *snap;
+      m.st.snapshots++;
+      m.sched.SetSnapshots(app, pa.snaps);
+    }
+  }
+  // 2. Push it from what the peer holds (learnt from its answer). A
+  // scheduled transfer to the same peer may be running: its answer is
+  // "already in progress" or "base missing": try again until it is done
+  // (a scheduled initial sync of a big volume takes a while).
+  SyncResult out;
+  out.snapshot_id = snap->id;
+  hc::Status last = hc::Status::Ok();
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  for (int attempt = 0; std::chrono::steady_clock::now() < give_up; ++attempt) {
+    std::string newest;
+    PushOptions po;
+    po.app = app;
+    po.epoch = epoch;
+    po.base_id = po.target_id = snap->id;
+    po.receiver_newest = &newest;
+    auto probe = m.PushTo(peer, po);
+    if (probe.ok()) break;  // it holds it (e.g. a scheduled transfer just sent it)
+    if (probe.status().code() != Code::kConflict) {
+      last = probe.status();
+    } else {
+      PushOptions full;
+      full.app = app;
+      full.epoch = epoch;
+      full.target_id = snap->id;
+      full.base_id = newest;  // "" = it holds nothing: a full send
+      full.receiver_newest = &newest;
+      auto r = m.PushTo(peer, full);
+      if (r.ok()) {
+        out.bytes += r->stream_bytes;
+        out.full = full.base_id.empty();
+        last = hc::Status::Ok();
+        break;
+      }
+      last = r.status();
+    }
+    if (last.code() == Code::kNotFound || last.code() == Code::kCorrupt) break;
+    {
+      std::lock_guard l(m.mu);
+      if (m.stop) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50 + 50 * attempt, 500)));
+  }
+  if (!last.ok()) return last.Annotate("push of '" + app + "' to '" + peer + "'");
+  std::lock_guard l(m.mu);
+  m.sched.ReplicaHas(app, peer, snap->id);
+  return out;
+}
+
 ReplicationService::Stats ReplicationService::stats() const {
   Impl& m = *impl_;
   Stats s;

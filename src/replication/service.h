@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -104,6 +105,13 @@ struct AppReplicationStatus {
   std::optional<ScrubOutcome> last_scrub;      // here
 };
 
+// One synchronous push of an app's newest state to one peer (a move).
+struct SyncResult {
+  std::string snapshot_id;  // what the peer holds now (our newest)
+  uint64_t bytes = 0;       // stream bytes sent (0: it had it already)
+  bool full = false;        // a full send (the peer held nothing in common)
+};
+
 class ReplicationService {
  public:
   // Borrows everything; they must outlive Stop().
@@ -127,6 +135,14 @@ class ReplicationService {
   // Scrubs `app`'s volume here now (at full speed) and repairs what it can
   // from the app's other nodes. Errors: kNotFound (no volume here).
   Result<ScrubOutcome> ScrubNow(const std::string& app);
+  // For a move: snapshots `app` now if it changed (freezing it unless
+  // `app_stopped`) and pushes it to `peer`, incrementally from what the peer
+  // holds, before returning. Only on the app's primary (FailedPrecondition
+  // otherwise); `peer` must be listed as a replica in the placement.
+  Result<SyncResult> SyncTo(const std::string& app, const std::string& peer, bool app_stopped);
+  // Newest complete snapshot here (creation time, unix ns) of each of
+  // `apps` that has one; for the leader choosing whom to promote.
+  std::map<std::string, int64_t> NewestSnapshots(const std::vector<std::string>& apps) const;
   std::string MetricsText() const;
 
   struct Stats {
