@@ -74,6 +74,7 @@ const char* AppStateName(AppState s) {
     case AppState::kStopping: return "stopping";
     case AppState::kStopped: return "stopped";
     case AppState::kLost: return "lost";
+    case AppState::kFenced: return "fenced";
   }
   return "unknown";
 }

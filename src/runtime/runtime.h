@@ -38,6 +38,7 @@ enum class AppState {
   kStopping,  // stop requested, waiting for the processes to go
   kStopped,   // stopped on request (or never started)
   kLost,      // the supervisor died; the app's processes may linger
+  kFenced,    // killed or held back: the fence deadline passed (RuntimeConfig::fence_file)
 };
 const char* AppStateName(AppState s);
 
@@ -77,7 +78,9 @@ class Runtime {
   // Starts the app under a new supervisor. Returns once the app's first process
   // has been launched (not when it is ready: see WaitReady). AlreadyExists if
   // the app is running; Conflict if another app of this runtime has the port or
-  // it is already bound on this host.
+  // it is already bound on this host. With fencing, a start while the fence
+  // deadline has passed is OK but launches nothing: the app shows kFenced
+  // and is launched once the deadline lies in the future again.
   virtual Status Start(const AppSpec& spec) = 0;
 
   // Sends stop_signal, waits stop_timeout_ms, then kills every process of the
@@ -85,7 +88,8 @@ class Runtime {
   // stopped app is OK; an unknown app is NotFound.
   virtual Status Stop(const std::string& name) = 0;
 
-  // Stop then start again with the stored spec; resets the back-off.
+  // Stop then start again with the stored spec; resets the back-off. Like
+  // Start, OK without a new process while the app is fenced.
   virtual Status Restart(const std::string& name) = 0;
 
   virtual Result<AppStatus> GetStatus(const std::string& name) = 0;
@@ -98,7 +102,9 @@ class Runtime {
   virtual Result<Usage> GetUsage(const std::string& name) = 0;
 
   // Freeze stops every process of the app (cgroup freezer, else SIGSTOP) and
-  // returns once they are stopped; Thaw resumes them. Idempotent.
+  // returns once they are stopped; Thaw resumes them. Idempotent. On a fenced
+  // app (no processes) both are OK; a fenced app frozen this way is not
+  // launched when the fence lifts until it is thawed.
   virtual Status Freeze(const std::string& name) = 0;
   virtual Status Thaw(const std::string& name) = 0;
 
@@ -122,6 +128,12 @@ struct RuntimeConfig {
   std::string cgroup_parent = "hybridcluster";  // apps live in <parent>/<name>
   uint64_t log_max_bytes = 8ull << 20;          // rotate the log past this size
   int log_files = 3;                            // rotated files kept
+  // Self-fencing (docs/runtime.md, "Fencing"): an absolute path of a file with
+  // a CLOCK_BOOTTIME deadline (runtime/fence.h), written by hcd while this
+  // node's lease is confirmed. Every supervisor started by this runtime kills
+  // its app when the deadline passes. "" = no fencing (hc local, tests).
+  // Supervisors keep the setting they were started with.
+  std::string fence_file;
 };
 
 std::string DefaultRuntimeStateDir();

@@ -73,7 +73,7 @@ Status StatusFromReply(const json& j) {
 
 AppState StateFromName(const std::string& s) {
   for (AppState a : {AppState::kStarting, AppState::kRunning, AppState::kBackoff,
-                     AppState::kStopping, AppState::kStopped, AppState::kLost}) {
+                     AppState::kStopping, AppState::kStopped, AppState::kLost, AppState::kFenced}) {
     if (s == AppStateName(a)) return a;
   }
   return AppState::kLost;
@@ -136,6 +136,7 @@ class ShimRuntime : public Runtime {
     sc.cgroup_parent = cfg_.cgroup_parent;
     sc.log_max_bytes = cfg_.log_max_bytes;
     sc.log_files = cfg_.log_files;
+    sc.fence_file = cfg_.fence_file;
     HC_RETURN_IF_ERROR(
         WriteFileAtomic(JoinPath(dir, "shim.json"), shim::ShimConfigToJson(sc), false));
     ::unlink(JoinPath(dir, "state.json").c_str());
@@ -224,6 +225,8 @@ class ShimRuntime : public Runtime {
         case AppState::kStarting: return hc::Status::Ok();
         case AppState::kBackoff:
           return Unavailable("app '" + name + "' " + s->message + "; see " + log);
+        case AppState::kFenced:
+          return Unavailable("app '" + name + "' is " + s->message + "; see " + log);
         default:
           return Unavailable("app '" + name + "' is " + AppStateName(s->state) + "; see " + log);
       }
@@ -599,6 +602,10 @@ Result<std::unique_ptr<Runtime>> OpenRuntime(const RuntimeConfig& config) {
         "scripts/install.sh or set its path");
   }
   HC_RETURN_IF_ERROR(ValidateName("cgroup parent", c.cgroup_parent));
+  // The supervisors run in "/": a relative path would name another file.
+  if (!c.fence_file.empty() && c.fence_file[0] != '/') {
+    return InvalidArgument("fence file '" + c.fence_file + "' must be an absolute path");
+  }
   bool root = ::geteuid() == 0;
   std::string runc = FindInPath(c.runc_path);
   if (c.backend == "auto")

@@ -1,7 +1,7 @@
 // Parsers of the runtime that see bytes from outside: app specs (from the
-// cluster state or API), supervisor settings, and the HTTP status line an app
-// answers a readiness probe with. Must never crash; valid results must
-// round-trip.
+// cluster state or API), supervisor settings, the HTTP status line an app
+// answers a readiness probe with, and the fence file every supervisor reads.
+// Must never crash; valid results must round-trip.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,6 +9,7 @@
 
 #include "common/status.h"
 #include "runtime/app_spec.h"
+#include "runtime/fence.h"
 #include "runtime/probe.h"
 #include "runtime/shim/launcher.h"
 
@@ -25,6 +26,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              "round-trip is exact");
   }
   auto cfg = hc::runtime::shim::ShimConfigFromJson(in);
-  if (cfg.ok()) (void)hc::runtime::shim::ShimConfigToJson(*cfg);
+  if (cfg.ok()) {
+    auto again = hc::runtime::shim::ShimConfigFromJson(hc::runtime::shim::ShimConfigToJson(*cfg));
+    HC_CHECK(again.ok() && again->fence_file == cfg->fence_file, "shim.json round-trips");
+  }
+
+  auto deadline = hc::runtime::ParseFenceDeadline(in);
+  if (deadline.ok()) {
+    HC_CHECK(*deadline >= 0, "a fence deadline is never negative");
+    auto again = hc::runtime::ParseFenceDeadline(hc::runtime::FormatFenceDeadline(*deadline));
+    HC_CHECK(again.ok() && *again == *deadline, "a fence deadline round-trips");
+  }
   return 0;
 }

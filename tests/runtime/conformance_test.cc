@@ -25,35 +25,6 @@ using namespace std::chrono_literals;
     ASSERT_TRUE(hc_s_.ok()) << hc_s_.ToString(); \
   } while (0)
 
-template <typename F>
-bool WaitFor(F cond, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return cond();
-}
-
-// Processes on this host whose command line contains `marker`.
-int CountProcesses(const std::string& marker) {
-  int n = 0;
-  DIR* d = ::opendir("/proc");
-  while (struct dirent* e = ::readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    auto cmd = ReadFileToString(std::string("/proc/") + e->d_name + "/cmdline");
-    if (!cmd.ok()) continue;
-    auto st = ReadFileToString(std::string("/proc/") + e->d_name + "/stat");
-    if (st.ok() && st->find(") Z") != std::string::npos) continue;
-    for (char& c : *cmd) {
-      if (c == '\0') c = ' ';
-    }
-    if (cmd->find(marker) != std::string::npos) ++n;
-  }
-  ::closedir(d);
-  return n;
-}
-
 class RuntimeConformance : public BackendTest {
  protected:
   AppSpec Shell(const std::string& name, const std::string& script) {

@@ -1,5 +1,6 @@
 #include "runtime_test_env.h"
 
+#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,7 +49,7 @@ TestRuntime::~TestRuntime() {
   (void)RemoveTree(dir);
 }
 
-std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend) {
+std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend, bool with_fence) {
   static std::atomic<int> counter{0};
   auto t = std::make_unique<TestRuntime>();
   char tmpl[] = "/tmp/hc-rt-test-XXXXXX";
@@ -63,6 +64,7 @@ std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend) {
   c.shim_path = TestShimPath();
   c.cgroup_parent = "hc-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   t->cgroup_parent = c.cgroup_parent;
+  if (with_fence) t->fence_file = c.fence_file = JoinPath(t->dir, "fence");
   auto rt = OpenRuntime(c);
   if (!rt.ok())
     ::hc::CheckFailed(__FILE__, __LINE__, "OpenRuntime", rt.status().ToString().c_str());
@@ -85,6 +87,24 @@ uint16_t FreePort() {
   ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(s);
   return ntohs(a.sin_port);
+}
+
+int CountProcesses(const std::string& marker) {
+  int n = 0;
+  DIR* d = ::opendir("/proc");
+  while (struct dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    auto cmd = ReadFileToString(std::string("/proc/") + e->d_name + "/cmdline");
+    if (!cmd.ok()) continue;
+    auto st = ReadFileToString(std::string("/proc/") + e->d_name + "/stat");
+    if (st.ok() && st->find(") Z") != std::string::npos) continue;
+    for (char& c : *cmd) {
+      if (c == '\0') c = ' ';
+    }
+    if (cmd->find(marker) != std::string::npos) ++n;
+  }
+  ::closedir(d);
+  return n;
 }
 
 }  // namespace hc::runtime::testing

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <stdint.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/runtime.h"
@@ -23,12 +25,14 @@ struct TestRuntime {
   std::string dir;  // temporary; removed with the TestRuntime
   std::string backend;
   std::string cgroup_parent;  // removed with the TestRuntime
+  std::string fence_file;     // <dir>/fence when made with_fence, else ""
   // Makes <dir>/volumes/<name> owned by the app's uid when running as root.
   std::string MakeVolume(const std::string& app_name);
   ~TestRuntime();  // stops every app still running, removes dir
 };
 
-std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend);
+// with_fence: RuntimeConfig::fence_file = <dir>/fence (not created).
+std::unique_ptr<TestRuntime> MakeTestRuntime(const std::string& backend, bool with_fence = false);
 
 // A test parameterized by backend name: skips (saying why) when the backend
 // cannot run here, else provides a fresh runtime.
@@ -50,5 +54,19 @@ std::string TestShimPath();
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 uint16_t FreePort();
+
+// Processes on this host (not zombies) whose command line contains `marker`.
+int CountProcesses(const std::string& marker);
+
+// Polls cond every 5 ms until it holds or timeout passes; its last answer.
+template <typename F>
+bool WaitFor(F cond, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return cond();
+}
 
 }  // namespace hc::runtime::testing

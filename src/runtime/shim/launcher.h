@@ -26,6 +26,7 @@ struct ShimConfig {
   std::string cgroup_parent;
   uint64_t log_max_bytes = 8ull << 20;
   int log_files = 3;
+  std::string fence_file;  // "" = no fencing (runtime/fence.h)
 };
 
 Result<ShimConfig> ShimConfigFromJson(std::string_view text);

@@ -26,6 +26,7 @@ Result<ShimConfig> ShimConfigFromJson(std::string_view text) {
     c.cgroup_parent = j.value("cgroup_parent", "hybridcluster");
     c.log_max_bytes = j.value("log_max_bytes", c.log_max_bytes);
     c.log_files = j.value("log_files", c.log_files);
+    c.fence_file = j.value("fence_file", "");
   } catch (const json::exception& e) {
     return InvalidArgument(std::string("shim.json: ") + e.what());
   }
@@ -40,7 +41,8 @@ std::string ShimConfigToJson(const ShimConfig& c) {
               {"rootfs", c.rootfs},
               {"cgroup_parent", c.cgroup_parent},
               {"log_max_bytes", c.log_max_bytes},
-              {"log_files", c.log_files}}
+              {"log_files", c.log_files},
+              {"fence_file", c.fence_file}}
       .dump(1);
 }
 

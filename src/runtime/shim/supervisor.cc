@@ -8,6 +8,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "runtime/fence.h"
 #include "runtime/log_writer.h"
 
 namespace hc::runtime::shim {
@@ -27,6 +29,10 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+
+// While fenced, how often the fence file is read again to see whether hcd
+// has extended the deadline.
+constexpr int64_t kFenceRecheckNs = 250'000'000;
 
 int64_t NowUnixNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -112,6 +118,13 @@ class Supervisor {
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     sigfd_ = UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd_.valid()) return ErrnoStatus("signalfd", errno);
+    if (Fencing()) {
+      // CLOCK_BOOTTIME, absolute: fires at the deadline itself, also when
+      // the host was suspended meanwhile (poll()'s timeout would not count
+      // the suspended time, and the lease's TTL does).
+      fence_timer_ = UniqueFd(::timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK));
+      if (!fence_timer_.valid()) return ErrnoStatus("timerfd_create", errno);
+    }
 
     HC_RETURN_IF_ERROR(MakeDirs(JoinPath(cfg_.app_dir, "log"), 0750));
     HC_RETURN_IF_ERROR(log_.Open());
@@ -150,8 +163,12 @@ class Supervisor {
     return Status::Ok();
   }
 
+  // A start while fenced launches nothing and still reports "ok": the
+  // supervisor runs, shows the app as fenced, and launches it once the
+  // deadline lies in the future again (hcd starts apps before or while it
+  // confirms its lease, and must not see that as a failed start).
   Status FirstLaunch() {
-    Status s = Launch();
+    Status s = StartRun(false);
     if (!s.ok()) {
       (void)log_.Note("could not start: " + s.ToString());
       launcher_->Cleanup();
@@ -170,19 +187,24 @@ class Supervisor {
 
   void Run() {
     while (!done_) {
+      // An invalid fd (no fencing) is ignored by poll().
       std::vector<pollfd> fds = {{sigfd_.get(), POLLIN, 0},
                                  {listen_.get(), POLLIN, 0},
                                  {out_read_[0].get(), POLLIN, 0},
-                                 {out_read_[1].get(), POLLIN, 0}};
+                                 {out_read_[1].get(), POLLIN, 0},
+                                 {fence_timer_.get(), POLLIN, 0}};
       for (auto& c : clients_) fds.push_back({c.fd.get(), POLLIN, 0});
       int n = ::poll(fds.data(), fds.size(), PollTimeoutMs());
       if (n < 0 && errno != EINTR) break;
       if (fds[2].revents) DrainOutput(0);
       if (fds[3].revents) DrainOutput(1);
+      // The fence first: when the deadline passed, nothing else may come
+      // before the kill.
+      if (fds[4].revents) HandleFenceTimer();
       if (fds[0].revents) HandleSignals();
       if (fds[1].revents) Accept();
-      for (size_t i = 4; i < fds.size(); ++i) {
-        if (fds[i].revents) ReadClient(i - 4);
+      for (size_t i = 5; i < fds.size(); ++i) {
+        if (fds[i].revents) ReadClient(i - 5);
       }
       clients_.erase(std::remove_if(clients_.begin(), clients_.end(),
                                     [](const Client& c) { return !c.fd.valid(); }),
@@ -196,10 +218,120 @@ class Supervisor {
   }
 
  private:
+  bool Fencing() const { return !cfg_.fence_file.empty(); }
+
+  // Whether the fence lets the app run now. Arms the fence timer: for the
+  // deadline when it does (hcd extends it about every second, so it is read
+  // again then, not before), else for the next look in kFenceRecheckNs.
+  bool FenceAllows(std::string* why) {
+    if (!Fencing()) return true;
+    auto deadline = ReadFenceDeadline(cfg_.fence_file);
+    int64_t now = BoottimeNowNs();
+    if (deadline.ok() && *deadline > now) {
+      ArmFenceTimer(*deadline);
+      return true;
+    }
+    if (deadline.ok()) {
+      *why = "deadline passed " + std::to_string((now - *deadline) / 1000000) + " ms ago";
+    } else if (deadline.status().code() == Code::kNotFound) {
+      *why = "no fence file " + cfg_.fence_file;
+    } else {
+      *why = deadline.status().message();
+    }
+    ArmFenceTimer(now + kFenceRecheckNs);
+    return false;
+  }
+
+  void ArmFenceTimer(int64_t at_boottime_ns) {
+    itimerspec its{};
+    its.it_value.tv_sec = at_boottime_ns / 1000000000;
+    its.it_value.tv_nsec = at_boottime_ns % 1000000000;
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+    // Fails only for invalid times, which the callers never pass.
+    if (::timerfd_settime(fence_timer_.get(), TFD_TIMER_ABSTIME, &its, nullptr) != 0) {
+      (void)log_.Note(ErrnoStatus("arming the fence timer", errno).ToString());
+    }
+  }
+
+  // Launches the app unless the fence forbids it, in which case it waits,
+  // fenced, for the deadline to be extended.
+  Status StartRun(bool count_restart) {
+    std::string why;
+    if (!FenceAllows(&why)) {
+      Fence(why);
+      return Status::Ok();
+    }
+    fenced_ = false;
+    if (count_restart) ++status_.restarts;
+    return Launch();
+  }
+
+  // The deadline passed (or cannot be read): every process of the app dies
+  // at once, with no stop signal and no grace period, because the point is
+  // that it stops writing now (another node may be taking over). Not a
+  // crash: no back-off, no crash count.
+  void Fence(const std::string& why) {
+    bool was_fenced = fenced_;
+    fenced_ = true;
+    restart_at_.reset();
+    status_.next_restart_unix_ns = 0;
+    std::string killed;
+    if (main_pid_ > 0) {
+      // A stop in progress loses its grace period too, and then finishes as usual.
+      kill_at_.reset();
+      resend_at_.reset();
+      auto t0 = Clock::now();
+      Status s = launcher_->KillAll(main_pid_);
+      if (!s.ok()) (void)log_.Note(s.ToString());
+      killed =
+          "; killed every process in " +
+          std::to_string(
+              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()) +
+          " ms";
+    }
+    if (stopping_) return;
+    status_.state = AppState::kFenced;
+    status_.message =
+        "fenced: this node's cluster lease is not confirmed (" + why + "); waiting for hcd";
+    if (!was_fenced || !killed.empty()) (void)log_.Note(status_.message + killed);
+    SaveState();
+  }
+
+  // The fence timer: the deadline is due (running) or the next look (fenced).
+  void HandleFenceTimer() {
+    uint64_t expirations;
+    (void)!::read(fence_timer_.get(), &expirations, sizeof expirations);
+    if (stopping_ && main_pid_ <= 0) return;
+    std::string why;
+    bool allowed = FenceAllows(&why);
+    if (!fenced_) {
+      if (!allowed) Fence(why);
+      return;
+    }
+    if (!allowed) {
+      status_.message =
+          "fenced: this node's cluster lease is not confirmed (" + why + "); waiting for hcd";
+      return;
+    }
+    LiftFence();
+  }
+
+  // The deadline lies in the future again: a normal start (a restart when
+  // the app ran before), unless a stop is under way, the killed run has not
+  // been reaped yet, or the app was frozen (a snapshot may be in progress:
+  // it launches on Thaw).
+  void LiftFence() {
+    if (stopping_ || main_pid_ > 0 || status_.frozen) return;
+    (void)log_.Note("fence deadline is in the future again: starting");
+    Status s = StartRun(launched_once_);
+    if (!s.ok()) OnExit(127, s.ToString());
+  }
+
   Status Launch() {
     auto pid = launcher_->Launch(out_write_[0].get(), out_write_[1].get());
     if (!pid.ok()) return pid.status();
     main_pid_ = *pid;
+    launched_once_ = true;
     // After the launch: runc's new container has a new cgroup counting from 0.
     oom_before_ = launcher_->OomKills();
     launched_at_ = Clock::now();
@@ -251,8 +383,7 @@ class Supervisor {
     }
     if (restart_at_ && now >= *restart_at_) {
       restart_at_.reset();
-      ++status_.restarts;
-      Status s = Launch();
+      Status s = StartRun(true);
       if (!s.ok()) OnExit(127, s.ToString());
     }
     if (main_pid_ > 0 && !stopping_ && launcher_->PollsLimits() &&
@@ -286,6 +417,7 @@ class Supervisor {
 
   void OnExit(int code, const std::string& how) {
     main_pid_ = 0;
+    bool was_frozen = status_.frozen;
     bool oom = launcher_->OomKills() > oom_before_;
     // Leftovers (daemonized children) die with the main process, so a restart
     // starts clean and a stop leaves nothing behind.
@@ -302,17 +434,35 @@ class Supervisor {
     std::string what = how + (oom ? " (out of memory: over its limit of " +
                                         std::to_string(spec_.limits.memory_bytes >> 20) + " MiB)"
                                   : "");
-    if (stopping_ || restart_requested_) (void)log_.Note(what);
+    if (stopping_ || restart_requested_ || fenced_) (void)log_.Note(what);
     if (stopping_) {
       FinishStop();
+      return;
+    }
+    if (fenced_) {
+      // Killed by the fence (or it exited meanwhile): not a crash. A frozen
+      // app stays held (frozen, no processes) until Thaw.
+      status_.frozen = was_frozen;
+      status_.state = AppState::kFenced;
+      if (restart_requested_) {
+        // As for Start: accepted, the app launches when the fence lifts.
+        restart_requested_ = false;
+        status_.consecutive_crashes = 0;
+        status_.crash_looping = false;
+        status_.frozen = false;
+        RespondAll(&restart_waiters_, json{{"ok", true}});
+      }
+      SaveState();
+      // The deadline may have been extended while the killed run was reaped.
+      std::string why;
+      if (FenceAllows(&why)) LiftFence();
       return;
     }
     if (restart_requested_) {
       restart_requested_ = false;
       status_.consecutive_crashes = 0;
       status_.crash_looping = false;
-      ++status_.restarts;
-      Status s = Launch();
+      Status s = StartRun(true);
       if (!s.ok()) OnExit(127, s.ToString());
       RespondAll(&restart_waiters_, s.ok() ? json{{"ok", true}} : Error(s));
       return;
@@ -355,7 +505,8 @@ class Supervisor {
         restart_requested_ = false;
         status_.consecutive_crashes = 0;
         status_.crash_looping = false;
-        Status s = Launch();
+        status_.frozen = false;  // a restart ends a fenced app's hold (see Freeze)
+        Status s = StartRun(false);
         RespondAll(&restart_waiters_, s.ok() ? json{{"ok", true}} : Error(s));
         if (!s.ok()) OnExit(127, s.ToString());  // back to back-off, never stuck
       }
@@ -468,6 +619,18 @@ class Supervisor {
       BeginStop(true);
     } else if (cmd == "freeze" || cmd == "thaw") {
       bool freeze = cmd == "freeze";
+      if (fenced_ && !stopping_) {
+        // No processes to freeze. The flag holds the app back when the
+        // fence lifts, so a snapshot taken "frozen" never sees it start.
+        status_.frozen = freeze;
+        SaveState();
+        Reply(fd.get(), json{{"ok", true}});
+        if (!freeze) {
+          std::string why;
+          if (FenceAllows(&why)) LiftFence();
+        }
+        return;
+      }
       if (main_pid_ <= 0) {
         return Reply(fd.get(), Error(Unavailable("app '" + spec_.name + "' is not running (" +
                                                  AppStateName(status_.state) + ")")));
@@ -488,6 +651,7 @@ class Supervisor {
   int ready_fd_;
   LogWriter log_;
   UniqueFd lock_, sigfd_, listen_;
+  UniqueFd fence_timer_;  // CLOCK_BOOTTIME timerfd; invalid without fencing
   UniqueFd out_read_[2], out_write_[2];
   std::unique_ptr<Launcher> launcher_;
   std::vector<Client> clients_;
@@ -499,7 +663,9 @@ class Supervisor {
   std::optional<Clock::time_point> restart_at_, kill_at_, resend_at_;
   bool stopping_ = false;
   bool restart_requested_ = false;
-  Status kill_error_;  // processes that survived SIGKILL (reported on stop)
+  bool fenced_ = false;         // the fence forbids running: killed or not launched
+  bool launched_once_ = false;  // a launch after the fence lifts is a restart
+  Status kill_error_;           // processes that survived SIGKILL (reported on stop)
   bool done_ = false;
 };
 
