@@ -117,6 +117,8 @@ void Agent::Loop() {
       [this] { return Resync(); });
   while (!stop_.load()) {
     bool full = false;
+    bool resync = false;
+    std::vector<std::function<void()>> then;
     {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait_for(l, std::chrono::milliseconds(opts_.reconcile_interval_ms),
@@ -125,8 +127,20 @@ void Agent::Loop() {
       kicked_ = false;
       full = full_report_pending_;
       full_report_pending_ = false;
+      resync = resync_pending_;
+      resync_pending_ = false;
+      then.swap(after_resync_);
     }
-    ReconcileOnce(full);
+    if (resync && Resync() == 0) {
+      // etcd still unreachable: try again shortly, callbacks kept.
+      std::lock_guard<std::mutex> l(mu_);
+      resync_pending_ = true;
+      for (auto& f : then) after_resync_.push_back(std::move(f));
+      full_report_pending_ = full_report_pending_ || full;
+      continue;
+    }
+    ReconcileOnce(full || resync);
+    for (auto& f : then) f();
   }
 }
 
@@ -267,6 +281,14 @@ void Agent::ReleaseHandoff(const std::string& app) {
     kicked_ = true;
     cv_.notify_all();
   }
+}
+
+void Agent::ResyncThen(std::function<void()> done) {
+  std::lock_guard<std::mutex> l(mu_);
+  resync_pending_ = true;
+  after_resync_.push_back(std::move(done));
+  kicked_ = true;
+  cv_.notify_all();
 }
 
 void Agent::ReconcileOnce(bool full_report) {

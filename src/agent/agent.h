@@ -26,6 +26,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cluster/cluster_store.h"
 #include "runtime/runtime.h"
@@ -73,6 +74,10 @@ class Agent {
   // primary here, or held for maintenance), the stop's.
   Status HoldForHandoff(const std::string& app, int64_t max_ms);
   void ReleaseHandoff(const std::string& app);
+  // On the loop's next pass: re-read every assignment from etcd, reconcile
+  // (stopping what is no longer ours), then call `done` (on the loop's
+  // thread). Used before self-fencing is lifted after the lease was lost.
+  void ResyncThen(std::function<void()> done);
   AgentStats stats() const;
 
  private:
@@ -101,6 +106,8 @@ class Agent {
   bool synced_ = false;
   bool kicked_ = false;
   bool full_report_pending_ = true;
+  bool resync_pending_ = false;
+  std::vector<std::function<void()>> after_resync_;
   AgentStats stats_;
   std::atomic<bool> stop_{false};
 

@@ -24,6 +24,7 @@
 #include "proxy/metrics.h"
 #include "proxy/service.h"
 #include "replication/service.h"
+#include "runtime/fence.h"
 #include "runtime/runtime.h"
 #include "storage/store.h"
 
@@ -117,6 +118,26 @@ Status Node::Run() {
   rc.backend = cfg.runtime_backend;
   rc.state_dir = JoinPath(cfg.data_dir, "runtime");
   rc.cgroup_parent = cfg.cgroup_parent;
+  // Self-fencing (docs/design.md, "Failover and self-fencing"): every app
+  // supervisor kills its app when this deadline passes; hcd extends it after
+  // each lease renewal, to (renewal sent) + TTL - margin, so apps stop before
+  // etcd can expire the lease and another node can take over.
+  std::string data_dir_abs = cfg.data_dir;
+  if (data_dir_abs.empty() || data_dir_abs[0] != '/') {
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) return ErrnoStatus("getcwd", errno);
+    data_dir_abs = JoinPath(cwd, cfg.data_dir);
+  }
+  const std::string fence_path = JoinPath(data_dir_abs, "fence");
+  const int64_t fence_ns =
+      int64_t{cfg.lease_ttl_seconds} * 1'000'000'000 -
+      std::max<int64_t>(500'000'000, int64_t{cfg.lease_ttl_seconds} * 1'000'000'000 / 6);
+  if (auto d = runtime::ReadFenceDeadline(fence_path);
+      d.ok() && *d > runtime::BoottimeNowNs() + fence_ns) {
+    // From before a reboot (CLOCK_BOOTTIME restarted): not ours to trust.
+    HC_RETURN_IF_ERROR(runtime::WriteFenceDeadline(fence_path, 0));
+  }
+  rc.fence_file = fence_path;
   HC_ASSIGN_OR_RETURN(auto rt, runtime::OpenRuntime(rc));
 
   cluster::EtcdClient etcd({.endpoints = cfg.etcd_endpoints});
@@ -314,6 +335,25 @@ Status Node::Run() {
   std::unique_ptr<Agent> agent;
   std::unique_ptr<Leader> leader;
   std::atomic<int64_t> lease{0};
+  // Extended only while armed: armed at once when the apps were never
+  // fenced (a quick restart of hcd, a short etcd hiccup), else only after the
+  // agent re-read its assignments and stopped what is no longer ours.
+  std::atomic<bool> fence_armed{false};
+  auto extend_fence = [&](std::chrono::steady_clock::time_point sent) {
+    int64_t sent_boot = runtime::BoottimeNowNs() -
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now() - sent)
+                            .count();
+    Status s = runtime::WriteFenceDeadline(fence_path, sent_boot + fence_ns);
+    if (!s.ok()) LogWarn("cannot extend the fence deadline: %s", s.ToString().c_str());
+  };
+  auto arm_after_resync = [&] {
+    Agent* a = agent_ptr.load();
+    if (!a) return;  // armed after the agent's first pass (below)
+    a->ResyncThen([&fence_armed] {
+      if (!fence_armed.exchange(true)) LogInfo("self-fencing lifted: assignments re-read");
+    });
+  };
   cluster::LeaseSession session(
       &etcd, cfg.lease_ttl_seconds,
       {.on_new =
@@ -321,13 +361,25 @@ Status Node::Run() {
              lease.store(id);
              Status s = cs.RegisterNode(info, id);
              if (!s.ok()) LogWarn("cannot register node: %s", s.ToString().c_str());
+             auto d = runtime::ReadFenceDeadline(fence_path);
+             if (s.ok() && d.ok() && *d > runtime::BoottimeNowNs()) {
+               fence_armed.store(true);  // nothing was fenced: carry on
+             } else {
+               arm_after_resync();
+             }
              if (Agent* a = agent_ptr.load()) a->Kick(/*full_report=*/true);
              if (Leader* l = leader_ptr.load()) l->LeaseChanged();
            },
        .on_lost =
            [&](int64_t id) {
-             LogWarn("lease %lld lost (etcd unreachable or lease expired); re-registering",
+             fence_armed.store(false);
+             LogWarn("lease %lld lost (etcd unreachable or lease expired); apps here are "
+                     "fenced until it is back; re-registering",
                      static_cast<long long>(id));
+           },
+       .on_renewed =
+           [&](int64_t, std::chrono::steady_clock::time_point sent) {
+             if (fence_armed.load()) extend_fence(sent);
            }});
   LogInfo("hcd %s: node %s (%s) in %s, API on %s, etcd %s", kVersion, node_id.c_str(),
           info.address.c_str(), cfg.datacenter.c_str(), api_at.ToString().c_str(),
@@ -357,6 +409,7 @@ Status Node::Run() {
                               &cs, volumes.get(), rt.get(), [&lease] { return lease.load(); });
   HC_RETURN_IF_ERROR(agent->Start());
   agent_ptr.store(agent.get());
+  if (!fence_armed.load()) arm_after_resync();
   leader = std::make_unique<Leader>(&cs, node_id, [&lease] { return lease.load(); },
                                     LeaderOptions{.api_token = token});
   leader->Start();
@@ -386,7 +439,12 @@ Status Node::Run() {
   agent->Stop();
   leader.reset();
   agent.reset();
-  return Status::Ok();  // ~LeaseSession revokes the lease
+  // The apps keep running (a restart of hcd must not restart them), so the
+  // lease is not revoked: if hcd is not back before the fence deadline, the
+  // supervisors stop the apps, and only then can the lease expire and
+  // another node take over.
+  session.Abandon();
+  return Status::Ok();
 }
 
 }  // namespace hc::agent
