@@ -1,6 +1,7 @@
 #include "devcluster/local_cluster.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "common/subprocess.h"
 #include "net/http_client.h"
 #include "runtime/cgroup.h"
 #include "runtime/runtime.h"
@@ -56,9 +58,51 @@ std::string ExeBase(pid_t pid) {
   return p.substr(p.rfind('/') + 1);
 }
 
+bool ValidSubnet(const std::string& s) {
+  int parts = 0;
+  size_t i = 0;
+  while (i <= s.size()) {
+    size_t end = s.find('.', i);
+    if (end == std::string::npos) end = s.size();
+    std::string part = s.substr(i, end - i);
+    if (part.empty() || part.size() > 3 ||
+        part.find_first_not_of("0123456789") != std::string::npos || std::stoi(part) > 255)
+      return false;
+    parts++;
+    i = end + 1;
+  }
+  return parts == 3;
+}
+
+bool LinkExists(const std::string& name) {
+  return PathExists("/sys/class/net/" + name);
+}
+
+bool NetnsExists(const std::string& name) {
+  return PathExists("/run/netns/" + name);
+}
+
+// Runs `ip args...`; an error names the command and quotes its stderr.
+Status Ip(std::vector<std::string> args) {
+  args.insert(args.begin(), "ip");
+  HC_ASSIGN_OR_RETURN(auto r, RunCommand(args));
+  if (!r.ok()) return Unavailable(DescribeFailure(args, r));
+  return Status::Ok();
+}
+
 }  // namespace
 
-Result<pid_t> SpawnDetached(const std::vector<std::string>& argv, const std::string& log_path) {
+Result<pid_t> SpawnDetached(const std::vector<std::string>& argv, const std::string& log_path,
+                            const std::string& netns) {
+  // Opened here so that a missing namespace is an error for the caller, not
+  // a line in the child's log.
+  UniqueFd ns;
+  if (!netns.empty()) {
+    std::string path = "/run/netns/" + netns;
+    ns = UniqueFd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid())
+      return ErrnoStatus("open " + path + " (network namespace " + netns + ")", errno);
+  }
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
   pid_t child = fork();
@@ -77,6 +121,13 @@ Result<pid_t> SpawnDetached(const std::vector<std::string>& argv, const std::str
     if (log >= 0) {
       dup2(log, 1);
       dup2(log, 2);
+    }
+    // setns rather than `ip netns exec`: that would also give the program a
+    // private mount namespace with a fresh /sys (no /sys/fs/cgroup), and
+    // the pid would be ip's until it execs.
+    if (ns.valid() && setns(ns.get(), CLONE_NEWNET) != 0) {
+      dprintf(2, "cannot enter network namespace %s: %s\n", netns.c_str(), strerror(errno));
+      _exit(127);
     }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -117,6 +168,18 @@ Result<LocalCluster> LocalCluster::Create(LocalClusterOptions opts) {
   if (opts.nodes < 1 || opts.nodes > 9) return InvalidArgument("a local cluster has 1 to 9 nodes");
   if (opts.hcd_path.empty()) opts.hcd_path = FindHcd();
   if (opts.datacenters.empty()) opts.datacenters = {"dc1"};
+  if (opts.netns) {
+    if (opts.netns_tag.empty() || opts.netns_tag.size() > 8 ||
+        opts.netns_tag.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789") !=
+            std::string::npos)
+      return InvalidArgument(
+          "netns_tag must be 1 to 8 of [a-z0-9] (it is part of interface names), not \"" +
+          opts.netns_tag + "\"");
+    if (!ValidSubnet(opts.netns_subnet))
+      return InvalidArgument(
+          "netns_subnet must be the first three octets of a /24, like 10.231.7, not \"" +
+          opts.netns_subnet + "\"");
+  }
   HC_RETURN_IF_ERROR(MakeDirs(opts.base_dir, 0755));
   LocalCluster c(std::move(opts));
   c.node_pids_.assign(static_cast<size_t>(c.opts_.nodes), 0);
@@ -140,6 +203,9 @@ Result<LocalCluster> LocalCluster::Load(const std::string& base_dir) {
   o.etcd_path = j.value("etcd_path", std::string("etcd"));
   o.runtime_backend = j.value("runtime_backend", std::string("auto"));
   o.cgroup_prefix = j.value("cgroup_prefix", std::string("hc-demo"));
+  o.netns = j.value("netns", false);
+  o.netns_tag = j.value("netns_tag", std::string());
+  o.netns_subnet = j.value("netns_subnet", std::string());
   LocalCluster c(std::move(o));
   c.etcd_pid_ = j.value("etcd_pid", 0);
   c.node_pids_ = j.value("node_pids", std::vector<pid_t>{});
@@ -157,6 +223,9 @@ Status LocalCluster::Save() const {
             {"etcd_path", opts_.etcd_path},
             {"runtime_backend", opts_.runtime_backend},
             {"cgroup_prefix", opts_.cgroup_prefix},
+            {"netns", opts_.netns},
+            {"netns_tag", opts_.netns_tag},
+            {"netns_subnet", opts_.netns_subnet},
             {"etcd_pid", etcd_pid_},
             {"node_pids", node_pids_}};
   return WriteFileAtomic(JoinPath(opts_.base_dir, "cluster.json"), j.dump(2) + "\n", false);
@@ -166,15 +235,29 @@ void LocalCluster::Say(const std::string& line) const {
   if (opts_.progress) opts_.progress(line);
 }
 
+std::string LocalCluster::EtcdAddress() const {
+  if (opts_.netns) return opts_.netns_subnet + ".1";
+  return "127.0.0." + std::to_string(opts_.first_octet);
+}
 std::string LocalCluster::NodeAddress(int k) const {
+  if (opts_.netns) return opts_.netns_subnet + "." + std::to_string(k + 1);
   return "127.0.0." + std::to_string(opts_.first_octet + k);
+}
+std::string LocalCluster::NodeNetns(int k) const {
+  if (!opts_.netns) return "";
+  return "hcn-" + opts_.netns_tag + "-" + std::to_string(k);
+}
+std::string LocalCluster::BridgeName() const {
+  return "hcb-" + opts_.netns_tag;
+}
+std::string LocalCluster::VethName(int k) const {
+  return "hcv-" + opts_.netns_tag + "-" + std::to_string(k);
 }
 std::string LocalCluster::ApiUrl(int k) const {
   return "http://" + NodeAddress(k) + ":" + std::to_string(opts_.api_port);
 }
 std::string LocalCluster::EtcdUrl() const {
-  return "http://127.0.0." + std::to_string(opts_.first_octet) + ":" +
-         std::to_string(opts_.etcd_client_port);
+  return "http://" + EtcdAddress() + ":" + std::to_string(opts_.etcd_client_port);
 }
 std::string LocalCluster::NodeDataDir(int k) const {
   return JoinPath(opts_.base_dir, "node" + std::to_string(k));
@@ -274,7 +357,9 @@ Status LocalCluster::WriteConfigs() const {
 
 Status LocalCluster::StartEtcd() {
   if (Alive(etcd_pid_)) return Status::Ok();
-  std::string ip = "127.0.0." + std::to_string(opts_.first_octet);
+  // In netns mode etcd listens on the bridge, which must exist first.
+  if (opts_.netns) HC_RETURN_IF_ERROR(SetUpNetns(false));
+  std::string ip = EtcdAddress();
   std::string client = EtcdUrl();
   std::string peer = "http://" + ip + ":" + std::to_string(opts_.etcd_peer_port);
   HC_ASSIGN_OR_RETURN(
@@ -314,6 +399,7 @@ Status LocalCluster::StopEtcd(int sig) {
 Status LocalCluster::StartNode(int k) {
   if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
   if (Alive(NodePid(k))) return Status::Ok();
+  if (opts_.netns) HC_RETURN_IF_ERROR(SetUpNetns(false));
   std::vector<std::string> argv = {opts_.hcd_path, "--config", NodeConfig(k)};
   if (!PathExists(JoinPath(NodeDataDir(k), "pki/node.crt"))) {
     for (int j = 1; j <= opts_.nodes; j++) {
@@ -330,7 +416,8 @@ Status LocalCluster::StartNode(int k) {
       break;
     }
   }
-  HC_ASSIGN_OR_RETURN(node_pids_[static_cast<size_t>(k - 1)], SpawnDetached(argv, NodeLog(k)));
+  HC_ASSIGN_OR_RETURN(node_pids_[static_cast<size_t>(k - 1)],
+                      SpawnDetached(argv, NodeLog(k), NodeNetns(k)));
   HC_RETURN_IF_ERROR(Save());
   // Up when its API answers.
   auto hp = net::ParseHttpUrl(ApiUrl(k));
@@ -378,6 +465,11 @@ Status LocalCluster::StopNode(int k, int sig) {
 }
 
 Status LocalCluster::Start(int timeout_ms) {
+  if (opts_.netns) {
+    bool any_running = Alive(etcd_pid_);
+    for (int k = 1; k <= opts_.nodes; k++) any_running = any_running || NodeRunning(k);
+    HC_RETURN_IF_ERROR(SetUpNetns(!any_running));
+  }
   HC_RETURN_IF_ERROR(StartEtcd());
   for (int k = 1; k <= opts_.nodes; k++) HC_RETURN_IF_ERROR(StartNode(k));
   int n = opts_.nodes;
@@ -414,7 +506,80 @@ Status LocalCluster::WaitCluster(int k, const std::function<bool(const std::stri
 
 Status LocalCluster::StopProcesses() {
   for (int k = 1; k <= opts_.nodes; k++) HC_RETURN_IF_ERROR(StopNode(k));
-  return StopEtcd();
+  HC_RETURN_IF_ERROR(StopEtcd());
+  if (opts_.netns) return TearDownNetns();
+  return Status::Ok();
+}
+
+bool LocalCluster::NetnsSupported() {
+  if (geteuid() != 0) return false;
+  // Being root is not enough in a container without CAP_SYS_ADMIN: try it.
+  std::string probe = "hcp-" + std::to_string(getpid());
+  if (!Ip({"netns", "add", probe}).ok()) return false;
+  return Ip({"netns", "del", probe}).ok();
+}
+
+Status LocalCluster::SetUpNetns(bool fresh) {
+  if (fresh) HC_RETURN_IF_ERROR(TearDownNetns());
+  const std::string bridge = BridgeName();
+  if (!LinkExists(bridge)) {
+    HC_RETURN_IF_ERROR(Ip({"link", "add", bridge, "type", "bridge"}));
+    HC_RETURN_IF_ERROR(Ip({"addr", "add", EtcdAddress() + "/24", "dev", bridge}));
+    HC_RETURN_IF_ERROR(Ip({"link", "set", bridge, "up"}));
+    Say("bridge " + bridge + " at " + EtcdAddress() + "/24");
+  }
+  for (int k = 1; k <= opts_.nodes; k++) {
+    const std::string ns = NodeNetns(k), veth = VethName(k);
+    if (!NetnsExists(ns)) {
+      HC_RETURN_IF_ERROR(Ip({"netns", "add", ns}));
+      // The node's apps listen on 127.0.0.1 of the namespace; the proxy and
+      // the replication tunnels reach them there.
+      HC_RETURN_IF_ERROR(Ip({"-n", ns, "link", "set", "lo", "up"}));
+    }
+    if (!LinkExists(veth)) {
+      HC_RETURN_IF_ERROR(
+          Ip({"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns}));
+      HC_RETURN_IF_ERROR(Ip({"link", "set", veth, "master", bridge}));
+      HC_RETURN_IF_ERROR(Ip({"link", "set", veth, "up"}));
+      HC_RETURN_IF_ERROR(Ip({"-n", ns, "addr", "add", NodeAddress(k) + "/24", "dev", "eth0"}));
+      HC_RETURN_IF_ERROR(Ip({"-n", ns, "link", "set", "eth0", "up"}));
+      Say("node" + std::to_string(k) + " in network namespace " + ns + " at " + NodeAddress(k));
+    }
+  }
+  return Status::Ok();
+}
+
+Status LocalCluster::TearDownNetns() {
+  // Every name with our tag, also of nodes beyond opts_.nodes (a crashed run
+  // may have had more). Deleting the root end of a veth deletes both ends,
+  // even when processes still hold the namespace.
+  for (int k = 1; k <= 9; k++) {
+    if (LinkExists(VethName(k))) HC_RETURN_IF_ERROR(Ip({"link", "del", VethName(k)}));
+    std::string ns = "hcn-" + opts_.netns_tag + "-" + std::to_string(k);
+    if (NetnsExists(ns)) HC_RETURN_IF_ERROR(Ip({"netns", "del", ns}));
+  }
+  if (LinkExists(BridgeName())) HC_RETURN_IF_ERROR(Ip({"link", "del", BridgeName()}));
+  return Status::Ok();
+}
+
+Status LocalCluster::PartitionNode(int k) {
+  if (!opts_.netns) return InvalidArgument("PartitionNode needs a cluster in netns mode");
+  if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
+  // The root end down: the bridge port stops forwarding to it and the
+  // namespace end loses carrier, so its own sends are dropped too; nobody
+  // answers with an RST. A drop rule would need iptables or nft, which not
+  // every host has.
+  HC_RETURN_IF_ERROR(Ip({"link", "set", VethName(k), "down"}));
+  Say("node" + std::to_string(k) + " is cut off (" + VethName(k) + " down)");
+  return Status::Ok();
+}
+
+Status LocalCluster::HealNode(int k) {
+  if (!opts_.netns) return InvalidArgument("HealNode needs a cluster in netns mode");
+  if (k < 1 || k > opts_.nodes) return InvalidArgument("no node " + std::to_string(k));
+  HC_RETURN_IF_ERROR(Ip({"link", "set", VethName(k), "up"}));
+  Say("node" + std::to_string(k) + " is reconnected (" + VethName(k) + " up)");
+  return Status::Ok();
 }
 
 Status LocalCluster::Destroy() {
