@@ -149,6 +149,10 @@ class Move {
     HC_RETURN_IF_ERROR(env_.cs->PutHold(m_.app, env_.hold_seconds, "move to " + m_.target));
     held_ = true;
     hold_at_ = Clock::now();
+    // Every proxy learns of the hold through its watch within milliseconds;
+    // requests they sent before it finish meanwhile (a static answer takes a
+    // few ms), so stopping the app does not cut them.
+    std::this_thread::sleep_for(milliseconds(env_.drain_ms));
     HC_ASSIGN_OR_RETURN(
         json r, Call(m_.source, "/v1/node/handoff",
                      {{"app", m_.app}, {"peer", m_.target}, {"max_ms", env_.handoff_max_ms}},

@@ -31,6 +31,7 @@ struct MoveEnv {
       call;
   std::function<bool()> cancelled;  // leadership lost: stop between steps
   int hold_seconds = 30;            // the proxies' hold (released at the end)
+  int drain_ms = 100;               // hold -> stop: requests in flight finish
   int handoff_max_ms = 120000;      // the source restarts the app after this
   int ready_timeout_ms = 60000;     // target start to ready
   uint64_t precopy_small_bytes = 8ull << 20;  // an increment this small ends pre-copy

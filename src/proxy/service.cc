@@ -44,11 +44,13 @@ NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& vie
       const cluster::AppObserved* st = nullptr;
       for (const auto& o : local_status)
         if (o.app == name && o.epoch == p->second.epoch && o.port != 0) st = &o;
-      if (!st) {
-        out.warnings.push_back("app " + name + " is not running here yet");
-        continue;
+      if (st) {
+        backend = net::HostPort{"127.0.0.1", st->port};
+      } else {
+        out.warnings.push_back("app " + name + " is not running here yet (held)");
+        out.starting.push_back(name);
+        backend = net::HostPort{"127.0.0.1", 9};  // never used while held
       }
-      backend = net::HostPort{"127.0.0.1", st->port};
     } else {
       auto n = view.nodes.find(p->second.primary);
       if (n == view.nodes.end() || n->second.proxy_port == 0) {
@@ -104,6 +106,7 @@ struct ProxyService::Impl {
   std::set<std::string> local_holds;                           // GUARDED_BY(mu)
   std::set<std::string> applied_holds;                         // GUARDED_BY(mu)
   std::set<std::string> etcd_holds;                            // GUARDED_BY(mu)
+  std::set<std::string> starting_holds;                        // GUARDED_BY(mu)
   std::set<std::pair<std::string, std::string>> open_tunnels;  // follower thread: (remote, alpn)
   std::vector<CertSpec> certs_in_use;                          // follower thread
 
@@ -239,6 +242,7 @@ struct ProxyService::Impl {
     {
       std::lock_guard<std::mutex> l(mu);
       etcd_holds = std::move(held);
+      starting_holds = std::set<std::string>(r.starting.begin(), r.starting.end());
       ApplyHolds();
     }
     for (const auto& w : r.warnings) LogDebug("proxy: %s", w.c_str());
@@ -250,6 +254,7 @@ struct ProxyService::Impl {
   void ApplyHolds() {
     std::set<std::string> want = local_holds;
     want.insert(etcd_holds.begin(), etcd_holds.end());
+    want.insert(starting_holds.begin(), starting_holds.end());
     for (const auto& app : want) {
       if (applied_holds.count(app) != 0) continue;
       pub.Hold(app);

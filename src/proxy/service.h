@@ -56,6 +56,10 @@ struct NodeRoutes {
   std::vector<CertSpec> certs;                       // apps' certificates for TLS termination
   std::map<std::string, std::string> channel_nodes;  // "host:port" of a node channel -> node id
   std::vector<std::string> warnings;  // names or ports claimed twice, apps not running yet
+  // Apps placed here that do not run yet at the placement's epoch (being
+  // started: a new app, a move, a failover). They are routed to a dead
+  // backend and held, so their requests wait for the app instead of failing.
+  std::vector<std::string> starting;
 };
 // The routes of one node, from a view, the node's own observed status and
 // the apps' certificates (a pure function, unit-tested).

@@ -937,15 +937,25 @@ Result<SyncResult> ReplicationService::SyncTo(const std::string& app, const std:
   uint64_t epoch;
   int64_t started;
   {
-    std::lock_guard l(m.mu);
-    auto p = m.primaries.find(app);
-    if (p == m.primaries.end() || !p->second.seeded)
-      return Conflict("node '" + m.opts.node_id + "' is not (yet) the primary of '" +
-                                app + "'");
-    if (std::find(p->second.replicas.begin(), p->second.replicas.end(), peer) ==
-        p->second.replicas.end())
-      return Conflict("node '" + peer + "' is not a replica of '" + app + "' yet");
-    epoch = p->second.epoch;
+    // The placement that made `peer` a replica was just written: give this
+    // node's view of it a few seconds to arrive.
+    std::unique_lock l(m.mu);
+    hc::Status why = hc::Status::Ok();
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (true) {
+      auto p = m.primaries.find(app);
+      if (p == m.primaries.end() || !p->second.seeded)
+        why = Conflict("node '" + m.opts.node_id + "' is not (yet) the primary of '" + app + "'");
+      else if (std::find(p->second.replicas.begin(), p->second.replicas.end(), peer) ==
+               p->second.replicas.end())
+        why = Conflict("node '" + peer + "' is not a replica of '" + app + "' yet");
+      else
+        why = hc::Status::Ok();
+      if (why.ok() || m.stop || std::chrono::steady_clock::now() >= until) break;
+      m.cv.wait_for(l, std::chrono::milliseconds(50));
+    }
+    if (!why.ok()) return why;
+    epoch = m.primaries[app].epoch;
     started = m.Now();
   }
   // 1. The newest state as a snapshot.
@@ -996,7 +1006,10 @@ Result<SyncResult> ReplicationService::SyncTo(const std::string& app, const std:
     po.base_id = po.target_id = snap->id;
     po.receiver_newest = &newest;
     auto probe = m.PushTo(peer, po);
-    if (probe.ok()) break;  // it holds it (e.g. a scheduled transfer just sent it)
+    if (probe.ok()) {  // it holds it (e.g. a scheduled transfer just sent it)
+      last = hc::Status::Ok();
+      break;
+    }
     if (probe.status().code() != Code::kConflict) {
       last = probe.status();
     } else {

@@ -102,6 +102,12 @@ class Planner {
     }
     return opts_.now_ms;
   }
+  // A move adds its target as a replica before it switches: no trim then.
+  bool Moving(const std::string& app) const {
+    auto m = view_.moves.find(app);
+    return m != view_.moves.end() && !m->second.finished();
+  }
+
   // A replica on a node that is gone but may come back soon.
   bool Graced(const std::string& id) const {
     return Find(id) == kNotLive && opts_.now_ms - DepartedMs(id) < opts_.replica_grace_ms;
@@ -344,7 +350,7 @@ class Planner {
              Shortfall(counted + added.size(), want));
         held.insert(held.end(), added.begin(), added.end());
       }
-    } else if (live > want) {
+    } else if (live > want && !Moving(name)) {
       // Keep the live replicas placement would have chosen: data centre
       // spread, then the least busy nodes. Replicas on nodes that are gone
       // stay listed (see Forgotten).

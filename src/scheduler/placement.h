@@ -60,7 +60,9 @@ struct PlanOptions {
 //
 // Replica counting: live replicas, plus those on nodes gone for less than
 // replica_grace_ms. Replicas on nodes that are gone are never trimmed before
-// forget_departed_ms. Live extras are trimmed keeping data centre spread.
+// forget_departed_ms. Live extras are trimmed keeping data centre spread,
+// except while the app is moving (view.moves: the target is an extra replica
+// until the switch).
 // Moves (a change of primary on request) are the leader's, not the planner's;
 // epoch is 1 for new placements and unchanged by replica changes.
 //

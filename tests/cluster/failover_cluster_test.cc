@@ -359,8 +359,10 @@ TEST_F(FailoverClusterTest, DrainMovesEveryPrimaryAwayAndUndrainTakesTheNodeBack
       [&] {
         json v = ClusterView();
         if (!v.is_object()) return false;
-        for (const auto& a : v["apps"])
+        for (const auto& a : v["apps"]) {
           if (a["placement"].is_object() && a["placement"].value("primary", "") == id) return false;
+          if (a.value("summary", "") != "running") return false;  // a move still starting it
+        }
         return true;
       },
       120000))

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace hc::proxy {
 namespace {
 
@@ -86,9 +88,16 @@ TEST(RoutesForTest, StreamProtocolsFollowTheAppsProtocol) {
   EXPECT_NE(warnings.find("tcp port 8443 of app zdup"), std::string::npos) << warnings;
 }
 
-TEST(RoutesForTest, AnAppNotRunningAtTheCurrentEpochIsNotRoutedHere) {
+TEST(RoutesForTest, AnAppNotRunningAtTheCurrentEpochIsHeldHere) {
   auto r = RoutesFor("node1", View(), {Running("site", 9001, /*epoch=*/2)});
-  for (const auto& p : r.public_routes) EXPECT_NE(p.app, "site");
+  bool routed = false;
+  for (const auto& p : r.public_routes) {
+    if (p.app != "site") continue;
+    routed = true;
+    EXPECT_NE(p.backend.port, 9001) << "never to the port of an old epoch";
+  }
+  EXPECT_TRUE(routed) << "routed, so that its requests are held rather than refused";
+  EXPECT_NE(std::find(r.starting.begin(), r.starting.end(), "site"), r.starting.end());
   EXPECT_TRUE(StreamRoutes::Build(r.streams).ok());
 }
 

@@ -295,6 +295,19 @@ TEST(PlanPlacements, TrimKeepsReplicasOnNodesThatAreGone) {
       << "a live extra goes; the copy on a node that is gone stays listed";
 }
 
+TEST(PlanPlacements, NoTrimWhileTheAppIsMoving) {
+  ClusterView v;
+  AddNode(v, "n1");
+  AddNode(v, "n2");
+  AddNode(v, "n3");
+  AddApp(v, "shop", 1);
+  AddPlacement(v, "shop", "n1", {"n2", "n3"});
+  v.moves["shop"] = cluster::MoveRecord{.app = "shop", .target = "n3", .state = "copying"};
+  EXPECT_TRUE(PlanPlacements(v).empty()) << Dump(PlanPlacements(v));
+  v.moves["shop"].state = "done";
+  EXPECT_EQ(PlanPlacements(v).size(), 1u);
+}
+
 TEST(PlanPlacements, ReplicaOnANodeGoneLongerThanTheGraceIsReplacedThenForgotten) {
   ClusterView v;
   AddNode(v, "n1");
