@@ -102,7 +102,7 @@ class Agent {
   std::set<std::string> released_;  // assignments removed since the last reconcile
   std::set<std::string> held_;      // kept stopped by WithAppStopped
   std::map<std::string, std::chrono::steady_clock::time_point> handoff_;  // app -> until
-  std::mutex reconcile_mu_;         // held through ReconcileOnce
+  std::mutex reconcile_mu_;  // held through ReconcileOnce
   bool synced_ = false;
   bool kicked_ = false;
   bool full_report_pending_ = true;

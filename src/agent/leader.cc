@@ -84,8 +84,10 @@ Leader::Leader(cluster::ClusterStore* cs, std::string node_id, std::function<int
 
 Result<std::string> Leader::CallNode(const cluster::NodeInfo& n, const std::string& path,
                                      const std::string& body, milliseconds timeout) {
-  net::HttpClient client(net::HostPort{n.address, n.api_port},
-                         {.connect_timeout = milliseconds(1000), .request_timeout = timeout});
+  net::HttpClientOptions co;
+  co.connect_timeout = milliseconds(1000);
+  co.request_timeout = timeout;
+  net::HttpClient client(net::HostPort{n.address, n.api_port}, co);
   net::HttpRequest req;
   req.method = "POST";
   req.target = path;
@@ -115,8 +117,8 @@ std::map<std::string, std::map<std::string, int64_t>> Leader::AskNewest(
   for (const auto& [node, apps] : by_node) {
     auto n = nodes.find(node);
     if (n == nodes.end()) continue;
-    auto r = CallNode(n->second, "/v1/node/newest-snapshots",
-                      nlohmann::json{{"apps", apps}}.dump(), milliseconds(1500));
+    auto r = CallNode(n->second, "/v1/node/newest-snapshots", nlohmann::json{{"apps", apps}}.dump(),
+                      milliseconds(1500));
     if (!r.ok()) {
       LogWarn("leader: failover: cannot ask %s for its snapshots: %s", node.c_str(),
               r.status().ToString().c_str());
@@ -142,6 +144,12 @@ void Leader::Stop() {
   stop_.store(true);
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  std::vector<std::thread> movers;
+  {
+    std::lock_guard<std::mutex> l(movers_mu_);
+    movers.swap(movers_);
+  }
+  for (auto& t : movers) t.join();
 }
 
 void Leader::LeaseChanged() {
@@ -248,19 +256,18 @@ void Leader::Lead(cluster::Election* election) {
         if (!view.nodes.count(id)) departed_ms.emplace(id, now);
   }
   std::set<std::pair<std::string, std::string>> stuck_reported;  // (app, gone primary)
-  auto cancelled = [&] { return stop_.load() || step_down_.load() || lost.load(); };
-  MoveEnv move_env;
-  move_env.cs = cs_;
-  move_env.guard = election->Guard();
-  move_env.call = [this](const cluster::NodeInfo& n, const std::string& path,
-                         const std::string& body, milliseconds timeout) {
-    return CallNode(n, path, body, timeout);
+  // What this term's movers share; it outlives the term if they do.
+  struct Term {
+    MoveEnv env;
+    std::atomic<bool> over{false};
   };
-  move_env.cancelled = cancelled;
-  std::mutex moves_mu;
-  std::set<std::string> moving;                   // apps with a mover thread, GUARDED_BY(moves_mu)
-  std::map<std::string, int64_t> finished_moves;  // app -> requested_ms run to the end here
-  std::vector<std::thread> movers;
+  auto term = std::make_shared<Term>();
+  term->env.cs = cs_;
+  term->env.guard = election->Guard();
+  term->env.call = [this](const cluster::NodeInfo& n, const std::string& path,
+                          const std::string& body,
+                          milliseconds timeout) { return CallNode(n, path, body, timeout); };
+  term->env.cancelled = [t = term.get(), this] { return t->over.load() || stop_.load(); };
   int64_t next_timer_round = 0;
 
   while (!stop_.load() && !step_down_.load() && !lost.load()) {
@@ -308,8 +315,7 @@ void Leader::Lead(cluster::Election* election) {
       if (!candidates.empty()) live_nodes = view.nodes;
       // Apps whose primary is gone with no live copy to promote: said once.
       for (const auto& [app, p] : view.placements) {
-        if (view.nodes.count(p.primary) || candidates.count(app) || !view.apps.count(app))
-          continue;
+        if (view.nodes.count(p.primary) || candidates.count(app) || !view.apps.count(app)) continue;
         if (stuck_reported.insert({app, p.primary}).second) {
           std::string msg = "cannot fail over: node '" + p.primary +
                             "' is gone and no live node holds a replica of '" + app + "'";
@@ -365,8 +371,8 @@ void Leader::Lead(cluster::Election* election) {
           events.push_back({now, node_id_, app, "failover", c.reason});
         } else {
           LogDebug("leader: %s %s: %s",
-                   c.kind == scheduler::PlacementChange::kDelete ? "unplace" : "place",
-                   app.c_str(), c.reason.c_str());
+                   c.kind == scheduler::PlacementChange::kDelete ? "unplace" : "place", app.c_str(),
+                   c.reason.c_str());
         }
         writes.push_back(std::move(w));
       }
@@ -418,42 +424,38 @@ void Leader::Lead(cluster::Election* election) {
     for (const auto& m : drain_requests) {
       Status s = cs_->RequestMove(m);
       if (!s.ok())
-        LogInfo("leader: drain: move of %s not requested: %s", m.app.c_str(),
-                s.ToString().c_str());
+        LogInfo("leader: drain: move of %s not requested: %s", m.app.c_str(), s.ToString().c_str());
     }
     // Moves: one thread each, a few at a time.
     std::vector<cluster::MoveRecord> to_start;
     {
       std::lock_guard<std::mutex> v(vmu);
-      std::lock_guard<std::mutex> l(moves_mu);
+      std::lock_guard<std::mutex> l(movers_mu_);
       for (const auto& [app, m] : view.moves) {
-        if (m.finished() || moving.count(app)) continue;
-        if (auto f = finished_moves.find(app); f != finished_moves.end() && f->second == m.requested_ms)
+        if (m.finished() || moving_.count(app)) continue;
+        if (auto f = finished_moves_.find(app);
+            f != finished_moves_.end() && f->second == m.requested_ms)
           continue;  // our own end result has not come back through the watch yet
-        if (moving.size() + to_start.size() >= static_cast<size_t>(opts_.max_moves)) break;
+        if (moving_.size() + to_start.size() >= static_cast<size_t>(opts_.max_moves)) break;
         to_start.push_back(m);
       }
-      for (const auto& m : to_start) moving.insert(m.app);
-    }
-    for (auto& m : to_start) {
-      movers.emplace_back([&, m] {
-        cluster::MoveRecord end = RunMove(move_env, m);
-        {
-          std::lock_guard<std::mutex> l(moves_mu);
-          moving.erase(m.app);
-          finished_moves[m.app] = m.requested_ms;
-        }
-        {
-          std::lock_guard<std::mutex> s(mu_);
-          if (end.finished()) stats_.moves++;
-        }
-        std::lock_guard<std::mutex> v(vmu);
-        dirty = true;
-        cv_.notify_all();
-      });
+      for (const auto& m : to_start) {
+        moving_.insert(m.app);
+        movers_.emplace_back([this, term, m] {
+          cluster::MoveRecord end = RunMove(term->env, m);
+          std::lock_guard<std::mutex> l(movers_mu_);
+          moving_.erase(m.app);
+          if (end.finished()) {
+            finished_moves_[m.app] = m.requested_ms;
+            std::lock_guard<std::mutex> s(mu_);
+            stats_.moves++;
+          }
+          cv_.notify_all();
+        });
+      }
     }
   }
-  for (auto& t : movers) t.join();
+  term->over.store(true);
   lost.store(true);  // ends loss_watch
   loss_watch.join();
   watches.clear();

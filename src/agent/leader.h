@@ -7,23 +7,24 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
-#include <vector>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cluster/cluster_store.h"
 
 namespace hc::agent {
 
 struct LeaderOptions {
-  std::string api_token;        // for the calls to other nodes' APIs ("" = none)
-  int max_moves = 3;            // live migrations at once
-  int max_drain_moves = 2;      // of which started by drains
+  std::string api_token;              // for the calls to other nodes' APIs ("" = none)
+  int max_moves = 3;                  // live migrations at once
+  int max_drain_moves = 2;            // of which started by drains
   int64_t replica_grace_ms = 60'000;  // scheduler::PlanOptions
 };
 
@@ -66,6 +67,12 @@ class Leader {
   std::string node_id_;
   std::function<int64_t()> lease_;
   LeaderOptions opts_;
+  // Moves run on their own threads and may outlive the term that started
+  // them (a step-down does not wait for a long copy); joined by Stop().
+  std::mutex movers_mu_;
+  std::vector<std::thread> movers_;                // GUARDED_BY(movers_mu_)
+  std::set<std::string> moving_;                   // apps with a mover thread
+  std::map<std::string, int64_t> finished_moves_;  // app -> requested_ms run to the end
   std::atomic<bool> stop_{false};
   std::atomic<bool> step_down_{false};
   mutable std::mutex mu_;

@@ -31,13 +31,15 @@ class Move {
 
   cluster::MoveRecord Run() {
     if (m_.state != "pending") return Recover();
+    // A leader that steps down leaves the move as it is: the next one
+    // finishes or undoes it from the record (Recover).
     Status s = Prepare();
     if (s.ok()) s = PreCopy();
-    if (!s.ok()) return Fail(s.message());
+    if (!s.ok()) return Cancelled() ? m_ : Fail(s.message());
     s = HandOff();
-    if (!s.ok()) return Undo(s.message());
+    if (!s.ok()) return Cancelled() ? m_ : Undo(s.message());
     s = Switch();
-    if (!s.ok()) return Undo(s.message());
+    if (!s.ok()) return Cancelled() ? m_ : Undo(s.message());
     return FinishStart();
   }
 
@@ -48,13 +50,35 @@ class Move {
     m_.message = message;
     m_.updated_ms = WallMs();
     Status s = env_.cs->UpdateMove(m_, env_.guard);
-    if (!s.ok()) LogWarn("move %s: cannot record progress: %s", m_.app.c_str(), s.ToString().c_str());
+    if (!s.ok())
+      LogWarn("move %s: cannot record progress: %s", m_.app.c_str(), s.ToString().c_str());
     LogInfo("move %s -> %s: %s: %s", m_.app.c_str(), m_.target.c_str(), state.c_str(),
             message.c_str());
   }
 
   cluster::MoveRecord End(const std::string& state, const std::string& message) {
-    Step(state, message);
+    // The outcome must be recorded (etcd may be restarting): retry for a
+    // while; if it still cannot be written, the record stays unfinished and
+    // the leader runs the move again, which finishes or undoes it (Recover).
+    std::string was = m_.state;
+    m_.state = state;
+    m_.message = message;
+    Status s = Status::Ok();
+    auto until = Clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      m_.updated_ms = WallMs();
+      s = env_.cs->UpdateMove(m_, env_.guard);
+      if (s.ok() || Cancelled() || Clock::now() >= until) break;
+      std::this_thread::sleep_for(milliseconds(250));
+    }
+    LogInfo("move %s -> %s: %s: %s", m_.app.c_str(), m_.target.c_str(), state.c_str(),
+            message.c_str());
+    if (!s.ok()) {
+      LogWarn("move %s: outcome not recorded (%s); it will be taken up again", m_.app.c_str(),
+              s.ToString().c_str());
+      m_.state = was;
+      return m_;
+    }
     cluster::Event e{WallMs(), "", m_.app, "move", message};
     if (Status s = env_.cs->RecordEvent(e); !s.ok())
       LogWarn("move %s: event not recorded: %s", m_.app.c_str(), s.ToString().c_str());
@@ -88,7 +112,8 @@ class Move {
     HC_ASSIGN_OR_RETURN(const cluster::NodeInfo* n, Live(node));
     HC_ASSIGN_OR_RETURN(std::string text, env_.call(*n, path, body.dump(), timeout));
     json j = json::parse(text, nullptr, false);
-    if (!j.is_object()) return Unavailable("node '" + node + "' answered " + path + " with no JSON");
+    if (!j.is_object())
+      return Unavailable("node '" + node + "' answered " + path + " with no JSON");
     return j;
   }
 
@@ -132,9 +157,9 @@ class Move {
       if (Cancelled()) return Unavailable("the leader stepped down");
       Step("copying", "pre-copy round " + std::to_string(round) + " (" + Mib(m_.precopy_bytes) +
                           " sent so far)");
-      HC_ASSIGN_OR_RETURN(json r, Call(m_.source, "/v1/node/sync",
-                                       {{"app", m_.app}, {"peer", m_.target}},
-                                       milliseconds(15 * 60 * 1000)));
+      HC_ASSIGN_OR_RETURN(json r,
+                          Call(m_.source, "/v1/node/sync", {{"app", m_.app}, {"peer", m_.target}},
+                               milliseconds(15 * 60 * 1000)));
       uint64_t bytes = r.value("bytes", uint64_t{0});
       m_.precopy_bytes += bytes;
       if (bytes <= env_.precopy_small_bytes) return Status::Ok();
@@ -172,9 +197,13 @@ class Move {
     next.primary = m_.target;
     next.epoch = placement_.epoch + 1;
     next.state = cluster::PlacementState::kRunning;
+    // The source keeps its copy as a replica (replication reverses
+    // incrementally); the app's other replicas follow, up to its count.
     next.replicas = {m_.source};
     for (const auto& r : placement_.replicas)
       if (r != m_.target && r != m_.source) next.replicas.push_back(r);
+    size_t want = std::max<size_t>(view_.apps.at(m_.app).replicas, 1);
+    if (next.replicas.size() > want) next.replicas.resize(want);
     m_.epoch = next.epoch;
     HC_RETURN_IF_ERROR(WritePlacement(next));
     switched_ = true;
@@ -201,10 +230,10 @@ class Move {
       if (ready) break;
       std::this_thread::sleep_for(milliseconds(10));
     }
+    if (!ready && Cancelled()) return m_;
     if (held_) (void)env_.cs->ReleaseHold(m_.app);
     if (hold_at_ != Clock::time_point{})
-      m_.pause_ms =
-          std::chrono::duration_cast<milliseconds>(Clock::now() - hold_at_).count();
+      m_.pause_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - hold_at_).count();
     if (!ready)
       return End("failed", "'" + m_.target + "' is primary now but the app was not ready within " +
                                std::to_string(env_.ready_timeout_ms / 1000) + " s (" +

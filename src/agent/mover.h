@@ -29,11 +29,11 @@ struct MoveEnv {
   std::function<Result<std::string>(const cluster::NodeInfo& node, const std::string& path,
                                     const std::string& body, std::chrono::milliseconds timeout)>
       call;
-  std::function<bool()> cancelled;  // leadership lost: stop between steps
-  int hold_seconds = 30;            // the proxies' hold (released at the end)
-  int drain_ms = 100;               // hold -> stop: requests in flight finish
-  int handoff_max_ms = 120000;      // the source restarts the app after this
-  int ready_timeout_ms = 60000;     // target start to ready
+  std::function<bool()> cancelled;            // leadership lost: stop between steps
+  int hold_seconds = 30;                      // the proxies' hold (released at the end)
+  int drain_ms = 100;                         // hold -> stop: requests in flight finish
+  int handoff_max_ms = 120000;                // the source restarts the app after this
+  int ready_timeout_ms = 60000;               // target start to ready
   uint64_t precopy_small_bytes = 8ull << 20;  // an increment this small ends pre-copy
   int max_precopy_rounds = 5;
 };

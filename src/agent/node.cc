@@ -340,10 +340,10 @@ Status Node::Run() {
   // agent re-read its assignments and stopped what is no longer ours.
   std::atomic<bool> fence_armed{false};
   auto extend_fence = [&](std::chrono::steady_clock::time_point sent) {
-    int64_t sent_boot = runtime::BoottimeNowNs() -
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::chrono::steady_clock::now() - sent)
-                            .count();
+    int64_t sent_boot =
+        runtime::BoottimeNowNs() - std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::steady_clock::now() - sent)
+                                       .count();
     Status s = runtime::WriteFenceDeadline(fence_path, sent_boot + fence_ns);
     if (!s.ok()) LogWarn("cannot extend the fence deadline: %s", s.ToString().c_str());
   };
@@ -373,9 +373,10 @@ Status Node::Run() {
        .on_lost =
            [&](int64_t id) {
              fence_armed.store(false);
-             LogWarn("lease %lld lost (etcd unreachable or lease expired); apps here are "
-                     "fenced until it is back; re-registering",
-                     static_cast<long long>(id));
+             LogWarn(
+                 "lease %lld lost (etcd unreachable or lease expired); apps here are "
+                 "fenced until it is back; re-registering",
+                 static_cast<long long>(id));
            },
        .on_renewed =
            [&](int64_t, std::chrono::steady_clock::time_point sent) {
@@ -410,8 +411,8 @@ Status Node::Run() {
   HC_RETURN_IF_ERROR(agent->Start());
   agent_ptr.store(agent.get());
   if (!fence_armed.load()) arm_after_resync();
-  leader = std::make_unique<Leader>(&cs, node_id, [&lease] { return lease.load(); },
-                                    LeaderOptions{.api_token = token});
+  leader = std::make_unique<Leader>(
+      &cs, node_id, [&lease] { return lease.load(); }, LeaderOptions{.api_token = token});
   leader->Start();
   leader_ptr.store(leader.get());
   LogInfo("node %s joined the cluster", node_id.c_str());

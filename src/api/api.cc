@@ -612,7 +612,9 @@ net::HttpResponse Api::AppSub(const net::HttpRequest& req, const std::string& na
 
 namespace {
 
-json MoveJson(const cluster::MoveRecord& m) { return Parse(cluster::ToJson(m)); }
+json MoveJson(const cluster::MoveRecord& m) {
+  return Parse(cluster::ToJson(m));
+}
 
 // The body of a node call: a JSON object with exactly these string fields
 // (and optionally the integer ones).
@@ -747,8 +749,8 @@ net::HttpResponse Api::Drain(const std::string& node, bool drained) {
     size_t others = 0;
     for (const auto& [id, n] : view->nodes) others += id != node && !n.drained;
     if (others == 0)
-      return ErrorResponse(
-          InvalidArgument("node '" + node + "' is the last undrained node: its apps could not go anywhere"));
+      return ErrorResponse(InvalidArgument(
+          "node '" + node + "' is the last undrained node: its apps could not go anywhere"));
   }
   Status s = cs_->SetDrain(node, drained, "api on " + opts_.node_id);
   if (!s.ok()) return ErrorResponse(s);

@@ -5,9 +5,9 @@
 
 #include <functional>
 #include <map>
-#include <vector>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cluster/cluster_store.h"
 #include "dns/zone.h"

@@ -435,12 +435,13 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     static bool detach = false;
     c->add_option("NAME", name, "App name")->required();
     c->add_option("NODE", node, "Target node id (see hc cluster status)")->required();
-    c->add_flag("-d,--detach", detach, "Return once the move is requested (see hc app move-status)");
+    c->add_flag("-d,--detach", detach,
+                "Return once the move is requested (see hc app move-status)");
     f.AddTo(c, true);
     c->callback([exit_code] {
       Run(exit_code, [&]() -> Status {
-        HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/apps/" + name + "/move",
-                                             json{{"node", node}}.dump()));
+        HC_ASSIGN_OR_RETURN(
+            json j, CallJson(f, "POST", "/v1/apps/" + name + "/move", json{{"node", node}}.dump()));
         if (detach) {
           if (f.json)
             PrintJson(j);
@@ -611,8 +612,10 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
       Run(exit_code, [&]() -> Status {
         HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/nodes/" + node + "/drain"));
         if (no_wait || f.json) {
-          if (f.json) PrintJson(j);
-          else std::printf("node %s drained; its apps are moving away\n", node.c_str());
+          if (f.json)
+            PrintJson(j);
+          else
+            std::printf("node %s drained; its apps are moving away\n", node.c_str());
           return Status::Ok();
         }
         int64_t last = -1;
@@ -630,8 +633,10 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                            static_cast<long long>(left), node.c_str());
             last = left;
             if (left == 0) {
-              std::printf("node %s is drained: no app runs there (hc node undrain %s takes it "
-                          "back)\n", node.c_str(), node.c_str());
+              std::printf(
+                  "node %s is drained: no app runs there (hc node undrain %s takes it "
+                  "back)\n",
+                  node.c_str(), node.c_str());
               return Status::Ok();
             }
           }
@@ -650,8 +655,10 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
     c->callback([exit_code] {
       Run(exit_code, [&]() -> Status {
         HC_ASSIGN_OR_RETURN(json j, CallJson(f, "POST", "/v1/nodes/" + node + "/undrain"));
-        if (f.json) PrintJson(j);
-        else std::printf("node %s takes apps again\n", node.c_str());
+        if (f.json)
+          PrintJson(j);
+        else
+          std::printf("node %s takes apps again\n", node.c_str());
         return Status::Ok();
       });
     });
@@ -682,9 +689,8 @@ void AddClusterCommands(CLI::App& root, int* exit_code) {
                           Str(n, "address") + ":" + Str(n, "api_port"), Str(n, "datacenter"),
                           std::string(n.value("leader", false) ? "leader" : "member") +
                               (n.value("drained", false) ? ", drained" : ""),
-                          Str(n, "primaries"),
-                          Str(n, "replicas"), FormatBytes(n.value("memory_bytes", uint64_t{0})),
-                          cpus});
+                          Str(n, "primaries"), Str(n, "replicas"),
+                          FormatBytes(n.value("memory_bytes", uint64_t{0})), cpus});
         }
         std::printf("%zu node(s), leader: %s\n", j["nodes"].size(),
                     Str(j, "leader").empty() ? "(none yet)" : Str(j, "leader").c_str());

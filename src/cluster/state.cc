@@ -507,8 +507,8 @@ Result<MoveRecord> MoveRecordFromJson(std::string_view text) {
   HC_RETURN_IF_ERROR(f.Int("precopy_bytes", &m.precopy_bytes));
   HC_RETURN_IF_ERROR(f.Int("final_bytes", &m.final_bytes));
   HC_RETURN_IF_ERROR(f.Int("epoch", &m.epoch));
-  static const char* kStates[] = {"pending", "copying",  "handing-off", "switching",
-                                  "starting", "done", "failed"};
+  static const char* kStates[] = {"pending",  "copying", "handing-off", "switching",
+                                  "starting", "done",    "failed"};
   if (std::find(std::begin(kStates), std::end(kStates), m.state) == std::end(kStates))
     return InvalidArgument("move: unknown state '" + m.state.substr(0, 40) + "'");
   HC_RETURN_IF_ERROR(ValidateNodeId(m.target).Annotate("move: target"));

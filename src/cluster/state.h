@@ -106,18 +106,18 @@ struct AppObserved {
 // it ends (state "done" or "failed") until the app's next move.
 struct MoveRecord {
   std::string app;
-  std::string target;  // node id
-  std::string source;  // the primary when the move began ("" while pending)
-  std::string reason;  // "user" (hc app move) or "drain"
-  std::string state;   // pending, copying, handing-off, switching, starting, done, failed
+  std::string target;   // node id
+  std::string source;   // the primary when the move began ("" while pending)
+  std::string reason;   // "user" (hc app move) or "drain"
+  std::string state;    // pending, copying, handing-off, switching, starting, done, failed
   std::string message;  // progress, or why it failed
   std::string by;       // who asked ("api", "drain of <node>")
   int64_t requested_ms = 0;
   int64_t updated_ms = 0;
-  int64_t pause_ms = 0;          // hold -> release (done)
-  uint64_t precopy_bytes = 0;    // sent while the app ran
-  uint64_t final_bytes = 0;      // sent while it was stopped
-  uint64_t epoch = 0;            // the placement epoch after the switch
+  int64_t pause_ms = 0;        // hold -> release (done)
+  uint64_t precopy_bytes = 0;  // sent while the app ran
+  uint64_t final_bytes = 0;    // sent while it was stopped
+  uint64_t epoch = 0;          // the placement epoch after the switch
   bool finished() const { return state == "done" || state == "failed"; }
 };
 std::string ToJson(const MoveRecord& m);

@@ -997,7 +997,7 @@ Result<SyncResult> ReplicationService::SyncTo(const std::string& app, const std:
   SyncResult out;
   out.snapshot_id = snap->id;
   hc::Status last = hc::Status::Ok();
-  auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   for (int attempt = 0; std::chrono::steady_clock::now() < give_up; ++attempt) {
     std::string newest;
     PushOptions po;

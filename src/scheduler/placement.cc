@@ -82,8 +82,7 @@ class Planner {
         c = PlaceNew(name, def);
       else if (Find(existing->second.primary) == kNotLive)
         c = Failover(name, def, existing->second);
-      if (!c && existing != view_.placements.end())
-        c = AdjustReplicas(name, def, existing->second);
+      if (!c && existing != view_.placements.end()) c = AdjustReplicas(name, def, existing->second);
       if (c) out.push_back(std::move(*c));
     }
     return out;

@@ -52,8 +52,7 @@ bool PortAccepts(uint16_t port) {
 // Steady HTTP requests through one node's proxy, counting every failure.
 class Load {
  public:
-  Load(const std::string& address, const std::string& host, const std::string& path,
-       int per_second)
+  Load(const std::string& address, const std::string& host, const std::string& path, int per_second)
       : thread_([=, this] { Run(address, host, path, per_second); }) {}
   ~Load() { Stop(); }
   void Stop() {
@@ -74,9 +73,9 @@ class Load {
     auto period = milliseconds(1000 / per_second);
     auto next = Clock::now();
     while (!stop_.load()) {
-      net::HttpClient c(net::HostPort{address, kProxyPort},
-                        {.connect_timeout = milliseconds(2000),
-                         .request_timeout = milliseconds(20000)});
+      net::HttpClient c(
+          net::HostPort{address, kProxyPort},
+          {.connect_timeout = milliseconds(2000), .request_timeout = milliseconds(20000)});
       net::HttpRequest req;
       req.method = "GET";
       req.target = path;
@@ -91,8 +90,9 @@ class Load {
         failed_++;
         std::lock_guard<std::mutex> l(mu_);
         if (first_error_.empty())
-          first_error_ = r.ok() ? "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200)
-                                : r.status().ToString();
+          first_error_ = r.ok()
+                             ? "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200)
+                             : r.status().ToString();
       }
       next += period;
       std::this_thread::sleep_until(next);
@@ -154,10 +154,9 @@ class FailoverClusterTest : public testing::LocalClusterTest {
   }
   // Creates an app with a domain, 1 s snapshots, and `replicas` replicas.
   static Roles Create(const std::string& name, int replicas = 1) {
-    json app = CreateAndWait(1, name,
-                             {{"replicas", replicas},
-                              {"snapshot_interval_seconds", 1},
-                              {"domains", {name + ".test"}}});
+    json app = CreateAndWait(
+        1, name,
+        {{"replicas", replicas}, {"snapshot_interval_seconds", 1}, {"domains", {name + ".test"}}});
     return RolesOf(app);
   }
   static std::string LiveDir(int k, const std::string& app) {
@@ -180,9 +179,9 @@ class FailoverClusterTest : public testing::LocalClusterTest {
   // GET through node k's proxy: status (0 = no answer) and body.
   static std::pair<int, std::string> Get(int k, const std::string& host, const std::string& path,
                                          int timeout_ms = 5000) {
-    net::HttpClient c(net::HostPort{cluster_->NodeAddress(k), kProxyPort},
-                      {.connect_timeout = milliseconds(1000),
-                       .request_timeout = milliseconds(timeout_ms)});
+    net::HttpClient c(
+        net::HostPort{cluster_->NodeAddress(k), kProxyPort},
+        {.connect_timeout = milliseconds(1000), .request_timeout = milliseconds(timeout_ms)});
     net::HttpRequest req;
     req.method = "GET";
     req.target = path;
@@ -235,9 +234,10 @@ TEST_F(FailoverClusterTest, KillingThePrimaryFailsOverFencesItAndKeepsReplicated
   // Writes on the primary, replicated before the kill.
   std::string live = LiveDir(r.primary, "shop");
   ASSERT_FALSE(live.empty());
-  for (int i = 1; i <= 5; i++) Write(live + "/w" + std::to_string(i) + ".txt", "write " + std::to_string(i));
-  ASSERT_TRUE(WaitFor([&] { return NewestHas(replica, "shop", "public/w5.txt") == "write 5"; },
-                      20000))
+  for (int i = 1; i <= 5; i++)
+    Write(live + "/w" + std::to_string(i) + ".txt", "write " + std::to_string(i));
+  ASSERT_TRUE(
+      WaitFor([&] { return NewestHas(replica, "shop", "public/w5.txt") == "write 5"; }, 20000))
       << Logs();
   json before = App("shop");
   uint16_t old_port = 0;
@@ -316,8 +316,8 @@ TEST_F(FailoverClusterTest, LiveMigrationUnderLoadFailsNoRequest) {
   ASSERT_TRUE(WaitFor([&] { return Get(client, "blog.test", "/page.html").first == 200; }, 10000));
   Load load(cluster_->NodeAddress(client), "blog.test", "/page.html", 50);
   std::this_thread::sleep_for(milliseconds(1000));
-  auto [st, m] = Call(1, "POST", "/v1/apps/blog/move",
-                      json{{"node", "node" + std::to_string(target)}}.dump());
+  auto [st, m] =
+      Call(1, "POST", "/v1/apps/blog/move", json{{"node", "node" + std::to_string(target)}}.dump());
   ASSERT_EQ(st, 202) << m.dump();
   json end = WaitMove("blog", 120000);
   std::this_thread::sleep_for(milliseconds(1000));
@@ -340,8 +340,8 @@ TEST_F(FailoverClusterTest, LiveMigrationUnderLoadFailsNoRequest) {
       30000));
   EXPECT_TRUE(HasEvent("blog", "move"));
   // A second move to where it runs is refused with a reason.
-  auto [st2, m2] = Call(1, "POST", "/v1/apps/blog/move",
-                        json{{"node", "node" + std::to_string(target)}}.dump());
+  auto [st2, m2] =
+      Call(1, "POST", "/v1/apps/blog/move", json{{"node", "node" + std::to_string(target)}}.dump());
   EXPECT_EQ(st2, 400) << m2.dump();
   auto [st3, m3] = Call(1, "POST", "/v1/apps/blog/move", json{{"node", "nosuchnode"}}.dump());
   EXPECT_EQ(st3, 400) << m3.dump();

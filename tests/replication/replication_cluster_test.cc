@@ -403,7 +403,11 @@ TEST_F(ReplicationClusterTest, AKilledSenderResumesWhereTheStreamWasCut) {
   Roles r = Create("media", {{"snapshot_interval_seconds", 2}});
   // Enough data that the initial send takes a while.
   std::string big = RandomBytes(120 << 20, 42);
-  Write(Live(r.primary, "media") + "/video.bin", big);
+  // Written beside the volume and renamed in, so that one snapshot (and one
+  // long transfer) holds all of it.
+  std::string tmp = NodeDir(r.primary) + "/video.tmp";
+  Write(tmp, big);
+  ASSERT_EQ(::rename(tmp.c_str(), (Live(r.primary, "media") + "/video.bin").c_str()), 0);
   // A long transfer shows its progress (asked on the replica's node).
   json rep;
   ASSERT_TRUE(WaitFor(
