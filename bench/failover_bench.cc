@@ -88,7 +88,9 @@ std::pair<int, std::string> Get(const devcluster::LocalCluster& c, int k, const 
   return {r->status, r->body};
 }
 
-int NodeOf(const std::string& id) { return id.size() > 4 ? std::atoi(id.c_str() + 4) : 0; }
+int NodeOf(const std::string& id) {
+  return id.size() > 4 ? std::atoi(id.c_str() + 4) : 0;
+}
 
 bool WaitFor(const std::function<bool()>& f, int ms) {
   auto until = Clock::now() + milliseconds(ms);
@@ -138,7 +140,8 @@ Roles RolesOf(const devcluster::LocalCluster& c, const std::string& app) {
     auto [st, j] = Call(c, k, "GET", "/v1/apps/" + app);
     if (st != 200 || !j["placement"].is_object()) continue;
     r.primary = NodeOf(j["placement"].value("primary", ""));
-    for (const auto& id : j["placement"]["replicas"]) r.replicas.push_back(NodeOf(id.get<std::string>()));
+    for (const auto& id : j["placement"]["replicas"])
+      r.replicas.push_back(NodeOf(id.get<std::string>()));
     r.epoch = j["placement"].value("epoch", uint64_t{0});
     return r;
   }
@@ -195,7 +198,8 @@ void RtoTrials(devcluster::LocalCluster& c, int trials) {
       // Keep the leader alive in the main trials: move the app off it first.
       int to = 1;
       while (to == r.primary || to == r.replicas[0]) to++;
-      Call(c, 1, "POST", "/v1/apps/" + app + "/move", json{{"node", "node" + std::to_string(to)}}.dump());
+      Call(c, 1, "POST", "/v1/apps/" + app + "/move",
+           json{{"node", "node" + std::to_string(to)}}.dump());
       WaitFor([&] { return RolesOf(c, app).primary == to; }, 60000);
       std::this_thread::sleep_for(milliseconds(2000));
       r = RolesOf(c, app);
@@ -229,9 +233,10 @@ void RtoTrials(devcluster::LocalCluster& c, int trials) {
     int served = ok ? std::atoi(got.second.c_str()) : 0;
     int last = static_cast<int>(write_ms.size());
     double rpo_ms = served >= 1 && served <= last ? kill_ms - write_ms[served - 1] : -1;
-    std::printf("trial %d: kill -9 of node%d (primary): first 200 after %.0f ms; serves write %d "
-                "of %d (RPO %.0f ms, %d writes lost)\n",
-                t + 1, r.primary, rto_ms, served, last, rpo_ms, last - served);
+    std::printf(
+        "trial %d: kill -9 of node%d (primary): first 200 after %.0f ms; serves write %d "
+        "of %d (RPO %.0f ms, %d writes lost)\n",
+        t + 1, r.primary, rto_ms, served, last, rpo_ms, last - served);
     std::fflush(stdout);
     if (ok) {
       rto.push_back(rto_ms);
@@ -243,14 +248,16 @@ void RtoTrials(devcluster::LocalCluster& c, int trials) {
     std::this_thread::sleep_for(milliseconds(3000));
     Call(c, 1, "DELETE", "/v1/apps/" + app);
   }
-  std::printf("RTO (kill -9 of the hosting node -> first successful response), %zu trials: "
-              "p50 %.0f ms, p99/max %.0f ms; target 5,000 ms (Proxmox VE HA ~120,000 ms: %.0fx; "
-              "Kubernetes default eviction ~300,000 ms: %.0fx)\n",
-              rto.size(), Median(rto), Pct(rto, 0.99), 120000 / std::max(1.0, Median(rto)),
-              300000 / std::max(1.0, Median(rto)));
-  std::printf("RPO at failover: p50 %.0f ms, max %.0f ms of writes lost (snapshot interval "
-              "1,000 ms + transfer: compare with replication_bench's lag)\n",
-              Median(rpo), Pct(rpo, 0.99));
+  std::printf(
+      "RTO (kill -9 of the hosting node -> first successful response), %zu trials: "
+      "p50 %.0f ms, p99/max %.0f ms; target 5,000 ms (Proxmox VE HA ~120,000 ms: %.0fx; "
+      "Kubernetes default eviction ~300,000 ms: %.0fx)\n",
+      rto.size(), Median(rto), Pct(rto, 0.99), 120000 / std::max(1.0, Median(rto)),
+      300000 / std::max(1.0, Median(rto)));
+  std::printf(
+      "RPO at failover: p50 %.0f ms, max %.0f ms of writes lost (snapshot interval "
+      "1,000 ms + transfer: compare with replication_bench's lag)\n",
+      Median(rpo), Pct(rpo, 0.99));
 }
 
 // ---- Migration pause
@@ -352,13 +359,14 @@ void MoveTrials(devcluster::LocalCluster& c, int trials, int gib, int rate) {
     double base = Median(before);
     double worst = during.empty() ? 0 : *std::max_element(during.begin(), during.end());
     double pause = worst - base;
-    std::printf("move %d: node%d -> node%d (%s copy there): %s; %zu requests, %lld failed; "
-                "median before %.1f ms, slowest during %.0f ms: pause %.0f ms; held %lld ms "
-                "(move's own count); %s\n",
-                t + 1, r.primary, target, t % 2 == 1 ? "a" : "no", end.value("state", "?").c_str(),
-                st.samples.size() + st.failed.load(), static_cast<long long>(st.failed.load()),
-                base, worst, pause, static_cast<long long>(end.value("pause_ms", int64_t{0})),
-                end.value("message", "").c_str());
+    std::printf(
+        "move %d: node%d -> node%d (%s copy there): %s; %zu requests, %lld failed; "
+        "median before %.1f ms, slowest during %.0f ms: pause %.0f ms; held %lld ms "
+        "(move's own count); %s\n",
+        t + 1, r.primary, target, t % 2 == 1 ? "a" : "no", end.value("state", "?").c_str(),
+        st.samples.size() + st.failed.load(), static_cast<long long>(st.failed.load()), base, worst,
+        pause, static_cast<long long>(end.value("pause_ms", int64_t{0})),
+        end.value("message", "").c_str());
     if (!st.first_error.empty()) std::printf("  first failure: %s\n", st.first_error.c_str());
     std::fflush(stdout);
     pauses.push_back(pause);
@@ -368,11 +376,12 @@ void MoveTrials(devcluster::LocalCluster& c, int trials, int gib, int rate) {
     (void)m;
     std::this_thread::sleep_for(milliseconds(3000));
   }
-  std::printf("Migration pause (%d GiB static app, %d req/s, %d moves): extra latency p50 %.0f ms, "
-              "max %.0f ms; requests held p50 %.0f ms; failed requests %lld; target 250 ms and 0 "
-              "(Proxmox restarts the container; CRIU freezes for seconds)\n",
-              gib, rate, trials, Median(pauses), Pct(pauses, 0.99), Median(held),
-              static_cast<long long>(failures));
+  std::printf(
+      "Migration pause (%d GiB static app, %d req/s, %d moves): extra latency p50 %.0f ms, "
+      "max %.0f ms; requests held p50 %.0f ms; failed requests %lld; target 250 ms and 0 "
+      "(Proxmox restarts the container; CRIU freezes for seconds)\n",
+      gib, rate, trials, Median(pauses), Pct(pauses, 0.99), Median(held),
+      static_cast<long long>(failures));
 }
 
 }  // namespace
@@ -384,13 +393,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--trials") trials = std::atoi(next().c_str());
-    else if (a == "--gib") gib = std::atoi(next().c_str());
-    else if (a == "--rate") rate = std::atoi(next().c_str());
-    else if (a == "--runtime") runtime = next();
-    else if (a == "--keep") keep = true;
-    else if (a == "--skip-rto") skip_rto = true;
-    else if (a == "--skip-move") skip_move = true;
+    if (a == "--trials")
+      trials = std::atoi(next().c_str());
+    else if (a == "--gib")
+      gib = std::atoi(next().c_str());
+    else if (a == "--rate")
+      rate = std::atoi(next().c_str());
+    else if (a == "--runtime")
+      runtime = next();
+    else if (a == "--keep")
+      keep = true;
+    else if (a == "--skip-rto")
+      skip_rto = true;
+    else if (a == "--skip-move")
+      skip_move = true;
     else {
       std::fprintf(stderr,
                    "usage: failover_bench [--trials 5] [--gib 1] [--rate 200] "
@@ -431,8 +447,10 @@ int main(int argc, char** argv) {
     (void)c.Destroy();
     return 1;
   }
-  std::printf("failover_bench: 3 hcd + etcd on 127.0.0.50-53, runtime %s, lease TTL 3 s, "
-              "snapshot interval 1 s\n", runtime.c_str());
+  std::printf(
+      "failover_bench: 3 hcd + etcd on 127.0.0.50-53, runtime %s, lease TTL 3 s, "
+      "snapshot interval 1 s\n",
+      runtime.c_str());
   if (!skip_rto) RtoTrials(c, trials);
   if (!skip_move) MoveTrials(c, trials, gib, rate);
   if (keep) {

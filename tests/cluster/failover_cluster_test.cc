@@ -22,21 +22,11 @@ namespace {
 
 using testing::json;
 using testing::milliseconds;
+using testing::NodeOf;
+using testing::OpenDirStore;
 using Clock = std::chrono::steady_clock;
 
 constexpr uint16_t kProxyPort = 7580;
-
-int NodeOf(const std::string& id) {
-  return id.size() > 4 && id.rfind("node", 0) == 0 ? std::atoi(id.c_str() + 4) : 0;
-}
-
-std::unique_ptr<storage::Store> OpenDirStore(const std::string& root) {
-  storage::StoreConfig c;
-  c.backend = "dir";
-  c.root = root;
-  auto s = storage::OpenStore(c);
-  return s.ok() ? std::move(*s) : nullptr;
-}
 
 bool PortAccepts(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -130,28 +120,6 @@ class FailoverClusterTest : public testing::LocalClusterTest {
     StartCluster(o);
   }
 
-  struct Roles {
-    int primary = 0;
-    std::vector<int> replicas;
-    uint64_t epoch = 0;
-  };
-  static Roles RolesOf(const json& app) {
-    Roles r;
-    const json& p = app["placement"];
-    if (!p.is_object()) return r;
-    r.primary = NodeOf(p.value("primary", ""));
-    for (const auto& id : p["replicas"]) r.replicas.push_back(NodeOf(id.get<std::string>()));
-    r.epoch = p.value("epoch", uint64_t{0});
-    return r;
-  }
-  static json App(const std::string& name, int skip = 0) {
-    for (int k = 1; k <= cluster_->nodes(); k++) {
-      if (k == skip || !cluster_->NodeRunning(k)) continue;
-      auto [st, j] = Call(k, "GET", "/v1/apps/" + name);
-      if (st == 200) return j;
-    }
-    return json();
-  }
   // Creates an app with a domain, 1 s snapshots, and `replicas` replicas.
   static Roles Create(const std::string& name, int replicas = 1) {
     json app = CreateAndWait(
@@ -194,17 +162,6 @@ class FailoverClusterTest : public testing::LocalClusterTest {
     for (int k = 1; k <= cluster_->nodes(); k++)
       if (std::find(taken.begin(), taken.end(), k) == taken.end()) return k;
     return 0;
-  }
-  static bool HasEvent(const std::string& app, const std::string& kind) {
-    for (int k = 1; k <= cluster_->nodes(); k++) {
-      if (!cluster_->NodeRunning(k)) continue;
-      auto [st, j] = Call(k, "GET", "/v1/events?app=" + app + "&limit=0");
-      if (st != 200) continue;
-      for (const auto& e : j["events"])
-        if (e.value("kind", "") == kind) return true;
-      return false;
-    }
-    return false;
   }
   static json WaitMove(const std::string& app, int timeout_ms) {
     json m;

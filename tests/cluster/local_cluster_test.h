@@ -14,6 +14,7 @@
 #include "common/fs.h"
 #include "devcluster/local_cluster.h"
 #include "net/http_client.h"
+#include "storage/store.h"
 #include "test_util.h"
 
 namespace hc::testing {
@@ -21,6 +22,21 @@ namespace hc::testing {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+// "node3" -> 3 (the devcluster's node ids); 0 for anything else.
+inline int NodeOf(const std::string& id) {
+  return id.size() > 4 && id.rfind("node", 0) == 0 ? std::atoi(id.c_str() + 4) : 0;
+}
+
+// A node's dir store, opened from the test (the volumes of a stopped or
+// partitioned node can be read too).
+inline std::unique_ptr<storage::Store> OpenDirStore(const std::string& root) {
+  storage::StoreConfig c;
+  c.backend = "dir";
+  c.root = root;
+  auto s = storage::OpenStore(c);
+  return s.ok() ? std::move(*s) : nullptr;
+}
 
 class LocalClusterTest : public ::testing::Test {
  protected:
@@ -132,6 +148,44 @@ class LocalClusterTest : public ::testing::Test {
         30000);
     EXPECT_TRUE(ok) << app.dump(2) << Logs();
     return app;
+  }
+
+  // Where an app is, from its GET /v1/apps/<name> answer.
+  struct Roles {
+    int primary = 0;
+    std::vector<int> replicas;
+    uint64_t epoch = 0;
+  };
+  static Roles RolesOf(const json& app) {
+    Roles r;
+    const json& p = app["placement"];
+    if (!p.is_object()) return r;
+    r.primary = NodeOf(p.value("primary", ""));
+    for (const auto& id : p["replicas"]) r.replicas.push_back(NodeOf(id.get<std::string>()));
+    r.epoch = p.value("epoch", uint64_t{0});
+    return r;
+  }
+  // GET /v1/apps/<name> through the first node other than `skip` that answers.
+  static json App(const std::string& name, int skip = 0) {
+    for (int k = 1; k <= cluster_->nodes(); k++) {
+      if (k == skip || !cluster_->NodeRunning(k)) continue;
+      auto [st, j] = Call(k, "GET", "/v1/apps/" + name);
+      if (st == 200) return j;
+    }
+    return json();
+  }
+  // Whether `hc events` holds an event of `kind` for `app` (asked of the
+  // first node other than `skip` that answers).
+  static bool HasEvent(const std::string& app, const std::string& kind, int skip = 0) {
+    for (int k = 1; k <= cluster_->nodes(); k++) {
+      if (k == skip || !cluster_->NodeRunning(k)) continue;
+      auto [st, j] = Call(k, "GET", "/v1/events?app=" + app + "&limit=0");
+      if (st != 200) continue;
+      for (const auto& e : j["events"])
+        if (e.value("kind", "") == kind) return true;
+      return false;
+    }
+    return false;
   }
 
   static inline devcluster::LocalCluster* cluster_ = nullptr;

@@ -25,6 +25,8 @@ namespace {
 
 using testing::json;
 using testing::milliseconds;
+using testing::NodeOf;
+using testing::OpenDirStore;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kTag[] = "pt";
@@ -37,22 +39,10 @@ constexpr char kCommand[] =
     "/bin/busybox httpd -f -p \"127.0.0.1:$PORT\" -h \"$APP_DIR\" & "
     "while :; do date +%s%N >>\"$APP_DIR/ticks.txt\"; sleep 0.1; done";
 
-int NodeOf(const std::string& id) {
-  return id.size() > 4 && id.rfind("node", 0) == 0 ? std::atoi(id.c_str() + 4) : 0;
-}
-
 int64_t RealtimeNs() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
-std::unique_ptr<storage::Store> OpenDirStore(const std::string& root) {
-  storage::StoreConfig c;
-  c.backend = "dir";
-  c.root = root;
-  auto s = storage::OpenStore(c);
-  return s.ok() ? std::move(*s) : nullptr;
 }
 
 // The timestamps in the text, one a line (a partial last line is skipped).
@@ -106,40 +96,6 @@ class PartitionClusterTest : public testing::LocalClusterTest {
     for (int k = 1; k <= cluster_->nodes(); k++) EXPECT_TRUE(cluster_->HealNode(k).ok());
   }
 
-  struct Roles {
-    int primary = 0;
-    std::vector<int> replicas;
-    uint64_t epoch = 0;
-  };
-  static Roles RolesOf(const json& app) {
-    Roles r;
-    const json& p = app["placement"];
-    if (!p.is_object()) return r;
-    r.primary = NodeOf(p.value("primary", ""));
-    for (const auto& id : p["replicas"]) r.replicas.push_back(NodeOf(id.get<std::string>()));
-    r.epoch = p.value("epoch", uint64_t{0});
-    return r;
-  }
-  // GET /v1/apps/<name> through the first node other than `skip` that answers.
-  static json App(const std::string& name, int skip = 0) {
-    for (int k = 1; k <= cluster_->nodes(); k++) {
-      if (k == skip || !cluster_->NodeRunning(k)) continue;
-      auto [st, j] = Call(k, "GET", "/v1/apps/" + name);
-      if (st == 200) return j;
-    }
-    return json();
-  }
-  static bool HasEvent(const std::string& app, const std::string& kind, int skip = 0) {
-    for (int k = 1; k <= cluster_->nodes(); k++) {
-      if (k == skip || !cluster_->NodeRunning(k)) continue;
-      auto [st, j] = Call(k, "GET", "/v1/events?app=" + app + "&limit=0");
-      if (st != 200) continue;
-      for (const auto& e : j["events"])
-        if (e.value("kind", "") == kind) return true;
-      return false;
-    }
-    return false;
-  }
   // The timestamps in node k's live copy of `volume`.
   static std::vector<int64_t> LiveTicks(int k, const std::string& volume) {
     auto s = OpenDirStore(cluster_->NodeDataDir(k) + "/volumes");
