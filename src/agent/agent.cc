@@ -121,8 +121,11 @@ void Agent::Loop() {
     std::vector<std::function<void()>> then;
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_for(l, std::chrono::milliseconds(opts_.reconcile_interval_ms),
-                   [&] { return kicked_ || stop_.load(); });
+      // An app that was just started (a move, a failover) is looked at again
+      // within 100 ms until it is ready: the proxies hold its requests.
+      int wait_ms =
+          starting_ ? std::min(100, opts_.reconcile_interval_ms) : opts_.reconcile_interval_ms;
+      cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return kicked_ || stop_.load(); });
       if (stop_.load()) break;
       kicked_ = false;
       full = full_report_pending_;
@@ -328,6 +331,7 @@ void Agent::ReconcileOnce(bool full_report) {
   for (auto& s : *list) running[s.name] = std::move(s);
 
   int64_t now = NowUnix();
+  bool starting = false;
   bool usage_due = full_report || now - last_usage_report_ >= opts_.status_interval_seconds;
   if (usage_due) last_usage_report_ = now;  // a failed report re-sends everything anyway
   std::vector<cluster::AppObserved> to_report;
@@ -372,6 +376,7 @@ void Agent::ReconcileOnce(bool full_report) {
             ready_.erase(name);
         }
         o.ready = ready_.count(name) > 0;
+        if (!o.ready && st->started_unix_ns / 1'000'000'000 > now - 60) starting = true;
         if (usage_due) {
           auto u = rt_->GetUsage(name);
           if (u.ok()) {
@@ -424,6 +429,10 @@ void Agent::ReconcileOnce(bool full_report) {
       o = r->second;  // keep the reported copy (its time stamp)
   }
 
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    starting_ = starting;
+  }
   // Apps the runtime has that nobody assigned to us any more.
   std::vector<std::string> gone;
   for (const auto& [name, st] : running) {

@@ -107,6 +107,7 @@ class Agent {
   bool kicked_ = false;
   bool full_report_pending_ = true;
   bool resync_pending_ = false;
+  bool starting_ = false;  // a primary here runs but is not ready yet: look again soon
   std::vector<std::function<void()>> after_resync_;
   AgentStats stats_;
   std::atomic<bool> stop_{false};

@@ -304,13 +304,31 @@ Status Node::Run() {
   ao.sync = [&replication](const std::string& app, const std::string& peer) {
     return replication->SyncTo(app, peer, /*app_stopped=*/false);
   };
-  ao.handoff = [&replication, &agent_ptr](const std::string& app, const std::string& peer,
-                                          int64_t max_ms) -> Result<replication::SyncResult> {
+  ao.handoff = [&replication, &agent_ptr, &http_proxy](
+                   const std::string& app, const std::string& peer,
+                   int64_t max_ms) -> Result<replication::SyncResult> {
     Agent* a = agent_ptr.load();
     if (!a) return Unavailable("the agent is not running yet");
+    // The hold is on: let the requests this node's proxies already sent to
+    // the app finish before it stops.
+    auto t0 = std::chrono::steady_clock::now();
+    auto ms_since = [](std::chrono::steady_clock::time_point t) {
+      return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - t)
+                                        .count());
+    };
+    if (http_proxy && !http_proxy->WaitIdle(app, 2000))
+      LogWarn("move of %s: requests still in flight after 2 s; stopping it anyway", app.c_str());
+    long long idle_ms = ms_since(t0);
     HC_RETURN_IF_ERROR(a->HoldForHandoff(app, max_ms));
+    long long stop_ms = ms_since(t0);
     auto r = replication->SyncTo(app, peer, /*app_stopped=*/true);
     if (!r.ok()) a->ReleaseHandoff(app);  // the app runs here again
+    LogInfo(
+        "move of %s: handed off in %lld ms (in-flight requests done %lld, stopped %lld, "
+        "last increment %s)",
+        app.c_str(), ms_since(t0), idle_ms, stop_ms,
+        r.ok() ? (std::to_string(r->bytes) + " bytes").c_str() : r.status().ToString().c_str());
     return r;
   };
   ao.resume = [&agent_ptr](const std::string& app) -> Status {

@@ -1447,6 +1447,13 @@ void HttpProxy::Release(const std::string& app) {
   impl_->core.Release(app);
 }
 
+int64_t HttpProxy::InFlight(const std::string& app) const {
+  ProxyStats s = impl_->core.Collect();
+  auto it = s.apps.find(app);
+  if (it == s.apps.end()) return 0;
+  return it->second.open_connections - static_cast<int64_t>(it->second.held);
+}
+
 std::vector<net::HostPort> HttpProxy::bound() const {
   return impl_->core.bound();
 }

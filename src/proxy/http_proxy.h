@@ -112,6 +112,9 @@ class HttpProxy {
   void Hold(const std::string& app);
   // Ends a hold: queued requests are routed again with the current routes.
   void Release(const std::string& app);
+  // Requests of `app` being forwarded or answered right now (held ones
+  // excluded): a move waits for 0 before it stops the app.
+  int64_t InFlight(const std::string& app) const;
 
   // The addresses actually bound (port 0 resolved), in the order of listen.
   std::vector<net::HostPort> bound() const;

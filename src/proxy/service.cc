@@ -3,6 +3,7 @@
 #include <chrono>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "cluster/view_follower.h"
 #include "common/log.h"
@@ -107,6 +108,7 @@ struct ProxyService::Impl {
   std::set<std::string> applied_holds;                         // GUARDED_BY(mu)
   std::set<std::string> etcd_holds;                            // GUARDED_BY(mu)
   std::set<std::string> starting_holds;                        // GUARDED_BY(mu)
+  std::set<std::string> applied_inner_holds;                   // GUARDED_BY(mu)
   std::set<std::pair<std::string, std::string>> open_tunnels;  // follower thread: (remote, alpn)
   std::vector<CertSpec> certs_in_use;                          // follower thread
 
@@ -251,27 +253,47 @@ struct ProxyService::Impl {
   }
 
   // REQUIRES: mu held.
+  // Holds at the edge (holds/<app>: the public engines) and holds of apps
+  // starting here (every engine, the internal one too: requests other nodes
+  // forward must wait for the app). The internal engine does not hold on
+  // holds/<app>: what other nodes' edges sent before they held is in flight
+  // to the app here, and a move waits for it (WaitIdle) before stopping it;
+  // held here, it would find no local route once the app moved.
   void ApplyHolds() {
-    std::set<std::string> want = local_holds;
-    want.insert(etcd_holds.begin(), etcd_holds.end());
-    want.insert(starting_holds.begin(), starting_holds.end());
-    for (const auto& app : want) {
+    std::set<std::string> edge = local_holds;
+    edge.insert(etcd_holds.begin(), etcd_holds.end());
+    edge.insert(starting_holds.begin(), starting_holds.end());
+    std::set<std::string> inner = local_holds;
+    inner.insert(starting_holds.begin(), starting_holds.end());
+    for (const auto& app : edge) {
       if (applied_holds.count(app) != 0) continue;
       pub.Hold(app);
-      internal.Hold(app);
       streams.Hold(app);
       LogInfo("proxy: holding new requests of %s", app.c_str());
     }
     for (const auto& app : applied_holds) {
-      if (want.count(app) != 0) continue;
+      if (edge.count(app) != 0) continue;
       pub.Release(app);
-      internal.Release(app);
       streams.Release(app);
       LogInfo("proxy: released %s", app.c_str());
     }
-    applied_holds = std::move(want);
+    for (const auto& app : inner)
+      if (applied_inner_holds.count(app) == 0) internal.Hold(app);
+    for (const auto& app : applied_inner_holds)
+      if (inner.count(app) == 0) internal.Release(app);
+    applied_holds = std::move(edge);
+    applied_inner_holds = std::move(inner);
   }
 };
+
+bool ProxyService::WaitIdle(const std::string& app, int timeout_ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (impl_->pub.InFlight(app) + impl_->internal.InFlight(app) > 0) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 ProxyService::ProxyService(cluster::ClusterStore* cs, ProxyServiceOptions opts)
     : impl_(std::make_unique<Impl>(cs, std::move(opts))) {}

@@ -79,6 +79,11 @@ class ProxyService {
   // etcd holds it on every node. Either keeps it held.
   void Hold(const std::string& app);
   void Release(const std::string& app);
+  // Waits until no request of `app` is being forwarded by this node's HTTP
+  // proxies (held ones aside), at most timeout_ms; false on timeout. A move
+  // calls it between the hold and stopping the app, so that no request in
+  // flight is cut.
+  bool WaitIdle(const std::string& app, int timeout_ms);
 
   // Certificate renewal: handshakes on the node channel and tunnels opened
   // after this use `id`; connections in flight keep theirs. An invalid
