@@ -9,7 +9,9 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -372,6 +374,102 @@ TEST_F(FailoverClusterTest, AnEtcdRestartDuringAMigrationLeavesTheAppServing) {
       60000))
       << got.second << Logs();
   EXPECT_EQ(got.second, "still here");
+}
+
+// A randomized soak, behind a flag: HC_SOAK_ROUNDS=N (default: skipped).
+// Each round does one of: kill -9 of a random node (restarted after the
+// failover), a live migration of a random app to a random node, or an etcd
+// restart; a client keeps requesting every app through a node that is not
+// touched. After every round every app must serve again within 15 s and
+// run on exactly one node; requests must not fail during moves.
+TEST_F(FailoverClusterTest, RandomizedSoak) {
+  const char* env = std::getenv("HC_SOAK_ROUNDS");
+  int rounds = env ? std::atoi(env) : 0;
+  if (rounds <= 0) GTEST_SKIP() << "skipped: set HC_SOAK_ROUNDS=<rounds> to run the soak";
+  std::vector<std::string> apps = {"s1", "s2", "s3", "s4"};
+  for (const auto& a : apps) Create(a);
+  uint64_t seed = env ? std::strtoull(env, nullptr, 10) * 7919 + 17 : 17;
+  auto rnd = [&seed](int n) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<int>((seed >> 33) % static_cast<uint64_t>(n));
+  };
+  int kills = 0, moves = 0, etcd_restarts = 0, move_failures = 0;
+  int64_t failed_in_moves = 0;
+  std::vector<double> recovery_ms;
+  for (int round = 1; round <= rounds; round++) {
+    int what = rnd(3);
+    auto t0 = Clock::now();
+    if (what == 0) {
+      int victim = 1 + rnd(3);
+      std::printf("round %d: kill -9 of node%d\n", round, victim);
+      ASSERT_TRUE(cluster_->StopNode(victim, SIGKILL).ok());
+      int client = victim % 3 + 1;
+      for (const auto& a : apps) {
+        std::pair<int, std::string> got;
+        EXPECT_TRUE(WaitFor(
+            [&] {
+              got = Get(client, a + ".test", "/", 2000);
+              return got.first == 200;
+            },
+            15000))
+            << "round " << round << ": " << a << " does not serve after the kill" << Logs();
+      }
+      recovery_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      ASSERT_TRUE(cluster_->StartNode(victim).ok());
+      ASSERT_TRUE(WaitNodes(3, 20000)) << Logs();
+      kills++;
+    } else if (what == 1) {
+      const std::string& a = apps[rnd(static_cast<int>(apps.size()))];
+      Roles r = RolesOf(App(a));
+      int target = 1 + rnd(3);
+      if (target == r.primary) target = target % 3 + 1;
+      int client = 1;
+      while (client == r.primary || client == target) client++;
+      std::printf("round %d: move %s node%d -> node%d\n", round, a.c_str(), r.primary, target);
+      Load load(cluster_->NodeAddress(client), a + ".test", "/", 50);
+      auto [st, m] = Call(client, "POST", "/v1/apps/" + a + "/move",
+                          json{{"node", "node" + std::to_string(target)}}.dump());
+      json end = st == 202 ? WaitMove(a, 120000) : json();
+      load.Stop();
+      if (end.value("state", "") != "done") {
+        move_failures++;
+        std::printf("  not done: %s %s\n", m.dump().c_str(), end.dump().c_str());
+      }
+      failed_in_moves += load.failed();
+      EXPECT_EQ(load.failed(), 0) << "round " << round << ": " << load.first_error();
+      moves++;
+    } else {
+      std::printf("round %d: etcd restart\n", round);
+      ASSERT_TRUE(cluster_->StopEtcd().ok());
+      std::this_thread::sleep_for(milliseconds(200 + rnd(1500)));
+      ASSERT_TRUE(cluster_->StartEtcd().ok());
+      ASSERT_TRUE(WaitNodes(3, 20000)) << Logs();
+      etcd_restarts++;
+    }
+    // Every app serves again and runs on exactly one node.
+    for (const auto& a : apps) {
+      EXPECT_TRUE(WaitFor(
+          [&] {
+            json j = App(a);
+            return j.value("summary", "") == "running" &&
+                   Get(1, a + ".test", "/", 2000).first == 200;
+          },
+          20000))
+          << "round " << round << ": " << a << " is not running" << Logs();
+      int copies = 0;
+      json j = App(a);
+      for (const auto& s : j["status"])
+        if (s.value("role", "") == "primary" && s.value("ready", false)) copies++;
+      EXPECT_LE(copies, 1) << "round " << round << ": " << a << " runs on two nodes: " << j.dump(2);
+    }
+  }
+  std::sort(recovery_ms.begin(), recovery_ms.end());
+  std::printf(
+      "soak: %d rounds: %d kills (all apps serving again: median %.0f ms, max %.0f ms), "
+      "%d moves (%d not done, %lld failed requests), %d etcd restarts\n",
+      rounds, kills, recovery_ms.empty() ? 0.0 : recovery_ms[recovery_ms.size() / 2],
+      recovery_ms.empty() ? 0.0 : recovery_ms.back(), moves, move_failures,
+      static_cast<long long>(failed_in_moves), etcd_restarts);
 }
 
 }  // namespace
