@@ -229,12 +229,21 @@ class Worker {
     std::array<struct epoll_event, 256> events;
     Clock::time_point next_sweep = Clock::now() + kSweepEvery;
     while (!sh_.stopping.load(std::memory_order_relaxed)) {
+      // Connections that still had work when Drive's rounds ran out: epoll
+      // is edge-triggered and will not report them again, so they go on
+      // after this wait (which then does not block).
       int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()),
-                           static_cast<int>(kSweepEvery.count()));
+                           ready_.empty() ? static_cast<int>(kSweepEvery.count()) : 0);
       if (sh_.stopping.load(std::memory_order_relaxed)) break;
       now_ = Clock::now();
       sh_.routes.Refresh(&routes_, &routes_seen_);
       for (int i = 0; i < n; ++i) OnEvent(events[i].data.u64, events[i].events);
+      std::vector<uint64_t> again;
+      again.swap(ready_);
+      for (uint64_t id : again) {
+        auto it = conns_.find(id);
+        if (it != conns_.end()) Drive(it->second.get());
+      }
       if (now_ >= next_sweep) {
         Sweep();
         next_sweep = now_ + kSweepEvery;
@@ -436,6 +445,8 @@ class Worker {
       if (!Step(c)) return;
       if (conns_.find(id) == conns_.end()) return;
     }
+    // Still busy: continue after the next wait (fairness to the others).
+    if (std::find(ready_.begin(), ready_.end(), id) == ready_.end()) ready_.push_back(id);
   }
 
   // One step; false when nothing more can be done now (or c is gone).
@@ -831,7 +842,8 @@ class Worker {
   uint64_t next_listener_ = kFirstListenerId;
   uint64_t next_id_ = kFirstConnId;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;  // by cid
-  size_t held_conns_ = 0;                                      // of conns_, in kHeld
+  std::vector<uint64_t> ready_;  // cids Drive left with work (see Run)
+  size_t held_conns_ = 0;        // of conns_, in kHeld
   std::unordered_map<uint64_t, Endpoint> endpoints_;
   std::shared_ptr<const StreamRoutes> routes_;
   uint64_t routes_seen_ = 0;
