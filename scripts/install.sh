@@ -17,6 +17,8 @@ PACKAGES=(
   libssl-dev libzstd-dev libxxhash-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev zstd tar procps bc
+  # network partitions in the chaos tests (ip netns, veth, bridge)
+  iproute2
   # storage backends: ZFS through zfs-fuse here (OpenZFS in production)
   zfs-fuse fuse
   # app runtime: containers, their init, and what the templates run

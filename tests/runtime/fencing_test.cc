@@ -58,8 +58,9 @@ class Fencing : public ::testing::TestWithParam<std::string> {
   AppSpec Writer(const std::string& name) {
     AppSpec s;
     s.name = name;
-    s.argv = {"/bin/sh", "-c",
-              "sleep $((" + marker_ + " + 0)) & while true; do date +%s%N >> ticks; sleep 0.05; done"};
+    s.argv = {
+        "/bin/sh", "-c",
+        "sleep $((" + marker_ + " + 0)) & while true; do date +%s%N >> ticks; sleep 0.05; done"};
     s.port = FreePort();
     s.volume_path = env_->MakeVolume(name);
     s.probe.kind = ProbeKind::kNone;
