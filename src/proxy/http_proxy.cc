@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -54,6 +55,7 @@ struct AppCounters {
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<int64_t> open{0};
+  std::atomic<int64_t> busy{0};  // connections with a request at the backend now
   std::array<std::atomic<uint64_t>, kLatencyBuckets> latency{};
   std::atomic<uint64_t> latency_us{0};  // sum, for the histogram's _sum
 };
@@ -104,6 +106,7 @@ struct BackendAddrHash {
 enum class Phase : uint8_t {
   kReadHead,    // waiting for / reading a request head
   kHeld,        // routed to a held app; waits for Release or the hold deadline
+  kQueued,      // its backend has max_conns requests already; waits for one to end
   kConnecting,  // connecting to the backend
   kProxying,    // request and response flow
   kTunnel,      // after 101 Switching Protocols: bytes both ways
@@ -111,7 +114,23 @@ enum class Phase : uint8_t {
   kLinger,      // answer sent with "Connection: close": dropping input until EOF
 };
 
-enum TimerList : int8_t { kNoTimer = -1, kHeader, kIdle, kBody, kConnect, kHold, kLinger, kLists };
+enum TimerList : int8_t {
+  kNoTimer = -1,
+  kHeader,
+  kIdle,
+  kBody,
+  kConnect,
+  kHold,
+  kQueue,
+  kLinger,
+  kLists
+};
+
+// Requests at one capped backend (RouteSpec::max_conns), per worker.
+struct BackendSlots {
+  int active = 0;
+  std::deque<uint64_t> waiting;  // cids of kQueued sessions (stale ones skipped)
+};
 
 // One client connection and, while a request is in flight, its backend
 // connection. Owned by one worker.
@@ -160,6 +179,10 @@ struct Session {
 
   AppCounters* app = nullptr;
   std::string held_app;  // while kHeld
+  // A place at a capped backend: taken by Forward, given back when the
+  // exchange leaves the backend; `granted` is one handed over while queued.
+  BackendSlots* slot = nullptr;
+  BackendSlots* granted = nullptr;
   Clock::time_point started;
   char peer[INET6_ADDRSTRLEN] = {};
   bool tls = false;      // came through the TLS terminator (X-Forwarded-Proto: https)
@@ -296,6 +319,7 @@ bool DropHeader(const HttpHead& h, std::string_view name, bool custom_tokens, bo
 
 struct Shared {
   const ProxyOptions& opts;
+  int workers;  // how many share the listeners (capped backends split their places)
   RoutesSlot& routes;
   Holds& holds;
   std::atomic<int64_t>& open_connections;
@@ -320,6 +344,7 @@ class Worker {
     timers_[kBody].timeout = ms(opts_.body_timeout_ms);
     timers_[kConnect].timeout = ms(opts_.connect_timeout_ms);
     timers_[kHold].timeout = ms(opts_.hold_timeout_ms);
+    timers_[kQueue].timeout = ms(opts_.hold_timeout_ms);
     timers_[kLinger].timeout = kLingerTime;
   }
 
@@ -327,6 +352,8 @@ class Worker {
     // Sessions own fds and buffers; counters of open connections go down.
     for (auto& [id, s] : sessions_) {
       if (s->app != nullptr) s->app->open.fetch_sub(1, std::memory_order_relaxed);
+      if (s->app != nullptr && AtBackend(s->phase))
+        s->app->busy.fetch_sub(1, std::memory_order_relaxed);
       if (s->phase == Phase::kHeld) sh_.holds.Dequeue(s->held_app);
       sh_.open_connections.fetch_sub(1, std::memory_order_relaxed);
     }
@@ -354,7 +381,7 @@ class Worker {
     std::array<struct epoll_event, 256> events;
     Clock::time_point next_pool_sweep = Clock::now();
     while (!sh_.stopping.load(std::memory_order_relaxed)) {
-      int timeout = ready_.empty() ? TimeoutMs() : 0;
+      int timeout = ready_.empty() && unqueued_.empty() ? TimeoutMs() : 0;
       int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
       if (sh_.stopping.load(std::memory_order_relaxed)) break;
       if (n < 0) {
@@ -367,6 +394,7 @@ class Worker {
       sh_.routes.Refresh(&routes_, &routes_seen_);
       for (int i = 0; i < n; ++i) OnEvent(events[i].data.u64, events[i].events);
       RunReady();
+      RunUnqueued();
       Expire();
       if (now_ >= next_pool_sweep) {
         SweepPool();
@@ -384,6 +412,7 @@ class Worker {
       a.bytes_in += c->bytes_in.load(std::memory_order_relaxed);
       a.bytes_out += c->bytes_out.load(std::memory_order_relaxed);
       a.open_connections += c->open.load(std::memory_order_relaxed);
+      a.at_backend += c->busy.load(std::memory_order_relaxed);
       for (size_t i = 0; i < kLatencyBuckets; ++i) {
         a.latency[i] += c->latency[i].load(std::memory_order_relaxed);
       }
@@ -471,8 +500,12 @@ class Worker {
         return Reply(s, 408, "The request head did not arrive in time.", false), Drive(s);
       case Phase::kHeld:
         sh_.holds.Dequeue(s->held_app);
-        s->phase = Phase::kReadHead;
+        SetPhase(s, Phase::kReadHead);
         return Reply(s, 503, "The app is moving to another server; try again in a moment.", false),
+               Drive(s);
+      case Phase::kQueued:
+        SetPhase(s, Phase::kReadHead);
+        return Reply(s, 503, "The app is busy with other requests; try again in a moment.", false),
                Drive(s);
       case Phase::kConnecting:
         return Reply(s, 502, "The app's backend did not accept the connection in time.", false),
@@ -527,7 +560,7 @@ class Worker {
   // True while the whole request is with the proxy or the backend and no
   // byte of an answer has gone to the client.
   static bool WaitingForAnswer(const Session& s) {
-    if (s.phase == Phase::kHeld) return true;
+    if (s.phase == Phase::kHeld || s.phase == Phase::kQueued) return true;
     if (s.phase != Phase::kConnecting && s.phase != Phase::kProxying) return false;
     return s.req_scanned && s.req_ready == 0 && !s.resp_head_done && !s.sent_1xx;
   }
@@ -554,7 +587,7 @@ class Worker {
       Session* s = it->second.get();
       sh_.holds.Dequeue(s->held_app);
       s->held_app.clear();
-      s->phase = Phase::kReadHead;
+      SetPhase(s, Phase::kReadHead);
       Disarm(s);
       if (ParseRequestHead(s->cin.view(), limits_, &head_) != ParseResult::kComplete) {
         CloseSession(s);  // the head parsed before; impossible
@@ -648,7 +681,8 @@ class Worker {
   Step StepOnce(Session* s) {
     switch (s->phase) {
       case Phase::kReadHead: return StepReadHead(s);
-      case Phase::kHeld: return Step::kStalled;
+      case Phase::kHeld:
+      case Phase::kQueued: return Step::kStalled;
       case Phase::kConnecting: return StepConnecting(s);
       case Phase::kProxying: return StepProxy(s);
       case Phase::kTunnel: return StepTunnel(s);
@@ -668,8 +702,101 @@ class Worker {
   }
 
   void Detach(Session* s) {
-    if (s->app != nullptr) s->app->open.fetch_sub(1, std::memory_order_relaxed);
+    if (s->app != nullptr) {
+      s->app->open.fetch_sub(1, std::memory_order_relaxed);
+      if (Bound(s->phase)) s->app->busy.fetch_sub(1, std::memory_order_relaxed);
+    }
     s->app = nullptr;
+  }
+
+  static bool AtBackend(Phase p) {
+    return p == Phase::kConnecting || p == Phase::kProxying || p == Phase::kTunnel;
+  }
+  // A request at the app's backend or queued for it: a move waits for
+  // these (InFlight) before it stops the app; idle keep-alive connections
+  // and held requests do not count.
+  static bool Bound(Phase p) { return AtBackend(p) || p == Phase::kQueued; }
+
+  void SetPhase(Session* s, Phase p) {
+    if (s->app != nullptr && Bound(s->phase) != Bound(p))
+      s->app->busy.fetch_add(Bound(p) ? 1 : -1, std::memory_order_relaxed);
+    s->phase = p;
+    if (s->slot != nullptr && !AtBackend(p)) GiveBack(&s->slot);
+    // A place handed to a queued request that then went elsewhere (a hold,
+    // an error page) goes on to the next in line.
+    if (s->granted != nullptr && p != Phase::kReadHead && p != Phase::kQueued)
+      GiveBack(&s->granted);
+  }
+
+  // ---- capped backends (RouteSpec::max_conns)
+
+  // Hands the place to the first queued session still waiting, else frees it.
+  void GiveBack(BackendSlots** slot) {
+    BackendSlots* b = *slot;
+    *slot = nullptr;
+    while (!b->waiting.empty()) {
+      uint64_t cid = b->waiting.front();
+      b->waiting.pop_front();
+      auto it = sessions_.find(cid);
+      if (it == sessions_.end()) continue;
+      Session* w = it->second.get();
+      if (w->phase != Phase::kQueued || w->granted != nullptr) continue;
+      w->granted = b;  // still counted in b->active
+      unqueued_.push_back(cid);
+      return;
+    }
+    b->active--;
+  }
+
+  // Queued sessions that were given a place: dispatched again (the routes
+  // may have changed meanwhile).
+  void RunUnqueued() {
+    while (!unqueued_.empty()) {
+      std::vector<uint64_t> batch;
+      batch.swap(unqueued_);
+      for (uint64_t cid : batch) {
+        auto it = sessions_.find(cid);
+        if (it == sessions_.end()) continue;  // closed: CloseSession gave the place on
+        Session* s = it->second.get();
+        Disarm(s);
+        SetPhase(s, Phase::kReadHead);
+        if (ParseRequestHead(s->cin.view(), limits_, &head_) != ParseResult::kComplete) {
+          CloseSession(s);  // the head parsed before; impossible
+          continue;
+        }
+        if (Dispatch(s) != Step::kGone) Drive(s);
+      }
+    }
+  }
+
+  // True when `s` may go on to its backend now; else it is queued.
+  bool TakePlace(Session* s, const Route& route) {
+    BackendSlots* granted = s->granted;
+    s->granted = nullptr;
+    if (route.max_conns == 0) {
+      if (granted != nullptr) GiveBack(&granted);
+      return true;
+    }
+    BackendAddr at;
+    std::memcpy(&at.addr, &route.addr, route.addr_len);
+    at.len = route.addr_len;
+    BackendSlots& b = slots_[at];
+    if (granted != nullptr && granted != &b) GiveBack(&granted);
+    if (granted == &b) {
+      s->slot = &b;
+      return true;
+    }
+    const int limit =
+        std::max<int>(1, (static_cast<int>(route.max_conns) + sh_.workers - 1) / sh_.workers);
+    if (b.active < limit) {
+      b.active++;
+      s->slot = &b;
+      return true;
+    }
+    b.waiting.push_back(s->cid);
+    SetPhase(s, Phase::kQueued);
+    Arm(s, kQueue);
+    return false;
   }
 
   void CloseUpstream(Session* s) {
@@ -684,6 +811,8 @@ class Worker {
     Disarm(s);
     CloseUpstream(s);
     Detach(s);
+    if (s->slot != nullptr) GiveBack(&s->slot);
+    if (s->granted != nullptr) GiveBack(&s->granted);
     if (s->phase == Phase::kHeld) sh_.holds.Dequeue(s->held_app);
     endpoints_.erase(s->cid);
     ReleaseBuffers(s);
@@ -719,7 +848,7 @@ class Worker {
     if (!keep) w << "Connection: close\r\n";
     w << "\r\n" << std::string_view(body, static_cast<size_t>(blen));
     s->reply_keep = keep;
-    s->phase = Phase::kReply;
+    SetPhase(s, Phase::kReply);
     Arm(s, kBody);
   }
 
@@ -740,7 +869,7 @@ class Worker {
     CloseUpstream(s);
     ReleaseBuffers(s);
     (void)::shutdown(s->client.get(), SHUT_WR);
-    s->phase = Phase::kLinger;
+    SetPhase(s, Phase::kLinger);
     Arm(s, kLinger);
     return Step::kProgress;
   }
@@ -762,7 +891,7 @@ class Worker {
   // Back to reading a head after a complete exchange; pipelined bytes may
   // already be in cin.
   Step NextRequest(Session* s) {
-    s->phase = Phase::kReadHead;
+    SetPhase(s, Phase::kReadHead);
     s->first_request = false;
     s->parsed_size = SIZE_MAX;
     s->resp_head_done = false;
@@ -851,12 +980,13 @@ class Worker {
           Reply(s, 503, "The app is moving to another server; try again in a moment.", false);
           return Step::kProgress;
         case Holds::Verdict::kQueued:
-          s->phase = Phase::kHeld;
+          SetPhase(s, Phase::kHeld);
           s->held_app = route->app;
           Arm(s, kHold);
           return Step::kStalled;
       }
     }
+    if (!TakePlace(s, *route)) return Step::kStalled;
     return Forward(s, *route);
   }
 
@@ -946,7 +1076,7 @@ class Worker {
         s->u_rd = false;
         s->u_wr = true;
         s->u_eof = false;
-        s->phase = Phase::kProxying;
+        SetPhase(s, Phase::kProxying);
         Arm(s, kBody);
         return Step::kProgress;
       }
@@ -973,7 +1103,7 @@ class Worker {
     s->uid = id;
     endpoints_[id] = Endpoint{s, Side::kUpstream, {}};
     s->u_rd = s->u_wr = s->u_eof = false;
-    s->phase = rc == 0 ? Phase::kProxying : Phase::kConnecting;
+    SetPhase(s, rc == 0 ? Phase::kProxying : Phase::kConnecting);
     Arm(s, rc == 0 ? kBody : kConnect);
     return Step::kProgress;
   }
@@ -990,7 +1120,7 @@ class Worker {
             false);
       return Step::kProgress;
     }
-    s->phase = Phase::kProxying;
+    SetPhase(s, Phase::kProxying);
     Arm(s, kBody);
     return Step::kProgress;
   }
@@ -1169,7 +1299,7 @@ class Worker {
       }
       s->uin.Consume(h.head_size);
       pool_.Put(&s->tx_up);
-      s->phase = Phase::kTunnel;
+      SetPhase(s, Phase::kTunnel);
       s->resp_head_done = true;
       Arm(s, kIdle);
       *st = Step::kProgress;
@@ -1372,8 +1502,10 @@ class Worker {
   std::unordered_map<BackendAddr, std::vector<PooledConn>, BackendAddrHash> pools_;
   std::array<Timers, kLists> timers_;
   std::vector<uint64_t> ready_;
-  HttpHead head_;   // scratch: the request head being dispatched
-  HttpHead rhead_;  // scratch: a response head
+  std::unordered_map<BackendAddr, BackendSlots, BackendAddrHash> slots_;
+  std::vector<uint64_t> unqueued_;  // queued sessions given a place
+  HttpHead head_;                   // scratch: the request head being dispatched
+  HttpHead rhead_;                  // scratch: a response head
   mutable std::mutex apps_mu_;
   // Inserted under apps_mu_ by this worker only, so the worker reads it
   // without the lock.
@@ -1392,7 +1524,9 @@ struct HttpProxy::Impl {
   std::atomic<int64_t> open_connections{0};
   EngineCore<Worker, ProxyStats> core;
 
-  Shared shared() { return Shared{opts, routes, core.holds, open_connections, core.stopping}; }
+  Shared shared(int workers) {
+    return Shared{opts, workers, routes, core.holds, open_connections, core.stopping};
+  }
 };
 
 HttpProxy::HttpProxy(ProxyOptions opts) : impl_(std::make_unique<Impl>(std::move(opts))) {}
@@ -1414,7 +1548,7 @@ Status HttpProxy::Start(std::shared_ptr<const RouteTable> routes) {
   impl_->routes.Set(std::move(routes));
   std::vector<std::unique_ptr<Worker>> ws;
   for (auto& fds : per_worker)
-    ws.push_back(std::make_unique<Worker>(impl_->shared(), std::move(fds)));
+    ws.push_back(std::make_unique<Worker>(impl_->shared(workers), std::move(fds)));
   for (const net::HostPort& at : bound) {
     LogInfo("proxy: serving HTTP on %s (%d workers)", at.ToString().c_str(), workers);
   }
@@ -1451,7 +1585,7 @@ int64_t HttpProxy::InFlight(const std::string& app) const {
   ProxyStats s = impl_->core.Collect();
   auto it = s.apps.find(app);
   if (it == s.apps.end()) return 0;
-  return it->second.open_connections - static_cast<int64_t>(it->second.held);
+  return it->second.at_backend;
 }
 
 std::vector<net::HostPort> HttpProxy::bound() const {

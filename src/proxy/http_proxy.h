@@ -67,9 +67,12 @@ struct AppStats {
   uint64_t requests = 0;   // answered by the backend (any status)
   uint64_t bytes_in = 0;   // from clients: request heads and bodies
   uint64_t bytes_out = 0;  // to clients: response heads and bodies
-  // Client connections busy with a request for the app right now
-  // (including tunnels and held requests).
+  // Client connections whose last request was for the app (idle
+  // keep-alive ones, tunnels and held requests included).
   int64_t open_connections = 0;
+  // Of those, the ones with a request at the app's backend right now
+  // (connecting, forwarding, or a tunnel).
+  int64_t at_backend = 0;
   uint64_t held = 0;        // requests queued by a hold right now
   uint64_t held_total = 0;  // requests ever queued by a hold
   // Request head complete -> response fully sent, by kLatencyBoundsMs.
@@ -112,8 +115,9 @@ class HttpProxy {
   void Hold(const std::string& app);
   // Ends a hold: queued requests are routed again with the current routes.
   void Release(const std::string& app);
-  // Requests of `app` being forwarded or answered right now (held ones
-  // excluded): a move waits for 0 before it stops the app.
+  // Requests of `app` at its backend right now (held ones and idle
+  // keep-alive connections excluded): a move waits for 0 before it stops
+  // the app.
   int64_t InFlight(const std::string& app) const;
 
   // The addresses actually bound (port 0 resolved), in the order of listen.

@@ -78,6 +78,7 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Build(const std::vector<Ro
     r.app = s.app;
     r.backend = s.backend;
     r.hop = s.hop;
+    r.max_conns = s.max_conns;
     HC_RETURN_IF_ERROR(Resolve(&r));
     size_t idx = t->routes_.size();
     for (const std::string& domain : s.domains) {

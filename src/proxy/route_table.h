@@ -33,7 +33,8 @@ namespace hc::proxy {
 struct Route {
   std::string app;
   net::HostPort backend;
-  bool hop = false;  // the backend is the node channel to another node
+  bool hop = false;        // the backend is the node channel to another node
+  uint32_t max_conns = 0;  // RouteSpec::max_conns
   // The backend's address, resolved when the table was built.
   struct sockaddr_storage addr = {};
   socklen_t addr_len = 0;
@@ -44,6 +45,12 @@ struct RouteSpec {
   std::vector<std::string> domains;  // "example.com", "*.example.com", "*" (any other)
   net::HostPort backend;
   bool hop = false;
+  // At most this many requests at the backend at once (0: no limit); more
+  // wait in the proxy, in order, for one to end (HAProxy's per-server
+  // maxconn). For backends with a short accept queue: busybox httpd listens
+  // with a backlog of 9, and connections beyond it lose their SYN and wait
+  // a whole second for TCP's retransmission.
+  uint32_t max_conns = 0;
 };
 
 class RouteTable {

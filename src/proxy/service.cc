@@ -16,6 +16,17 @@ namespace {
 constexpr const char* kAlpnHttp = "hc-http";
 constexpr const char* kAlpnStream = "hc-stream";
 
+// Requests the proxy lets through to one of the app's processes at once.
+// The `static` template serves with busybox httpd, which listens with a
+// backlog of 9 and forks per connection: under a burst (the requests a move
+// held, released at once) its accept queue overflows, the kernel drops the
+// SYNs, and each such request waits a full second for TCP to retransmit.
+// Queued in the proxy instead, they wait only for a free place.
+uint32_t BackendConnections(const cluster::AppDef& app) {
+  if (app.template_name == "static" && app.command.empty()) return 8;
+  return 0;
+}
+
 }  // namespace
 
 NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& view,
@@ -65,8 +76,9 @@ NodeRoutes RoutesFor(const std::string& node_id, const cluster::ClusterView& vie
     }
     const std::string protocol = cluster::AppProtocol(app);
     if (protocol == "http" && !names.empty()) {
-      out.public_routes.push_back({name, names, backend, hop});
-      if (!hop) out.internal_routes.push_back({name, names, backend, false});
+      const uint32_t cap = hop ? 0 : BackendConnections(app);
+      out.public_routes.push_back({name, names, backend, hop, cap});
+      if (!hop) out.internal_routes.push_back({name, names, backend, false, cap});
       if (auto c = cert_of.find(name); c != cert_of.end()) {
         out.certs.push_back(CertSpec{name, names, c->second->cert_pem, c->second->key_pem});
       }

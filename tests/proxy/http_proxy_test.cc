@@ -580,6 +580,95 @@ TEST_F(ProxyTest, Http10ClientsAndStatsCount) {
   EXPECT_GE(st.connections_accepted, 2u);
 }
 
+// A move waits for InFlight to reach 0 before it stops the app: idle
+// keep-alive connections must not count, a request at the backend must.
+TEST_F(ProxyTest, InFlightCountsRequestsAtTheBackendNotIdleConnections) {
+  StartProxy();
+  UniqueFd idle = Connect();
+  ASSERT_TRUE(
+      net::WriteAll(idle.get(), "GET /a HTTP/1.1\r\nHost: shop.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
+  ASSERT_EQ(ReadResponses(idle.get(), 1).size(), 1u);
+  // A backend that accepts (the kernel's backlog) and never answers.
+  auto silent = net::ListenTcp(net::HostPort{"127.0.0.1", 0});
+  ASSERT_TRUE(silent.ok());
+  net::HostPort silent_at{"127.0.0.1", *net::LocalPort(silent->get())};
+  proxy_->SetRoutes(
+      Routes({{"shop", {"shop.test"}, a_->at()}, {"mute", {"mute.test"}, silent_at}}));
+  UniqueFd waiting = Connect();
+  ASSERT_TRUE(net::WriteAll(waiting.get(), "GET /w HTTP/1.1\r\nHost: mute.test\r\n\r\n",
+                            net::DeadlineIn(2s))
+                  .ok());
+  for (auto deadline = Clock::now() + 2s; proxy_->InFlight("mute") == 0 && Clock::now() < deadline;)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(proxy_->InFlight("mute"), 1);
+  EXPECT_EQ(proxy_->InFlight("shop"), 0);
+  waiting.Reset();  // the client gives up: nothing is at the backend any more
+  for (auto deadline = Clock::now() + 2s; proxy_->InFlight("mute") != 0 && Clock::now() < deadline;)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(proxy_->InFlight("mute"), 0);
+}
+
+// A capped backend (RouteSpec::max_conns) sees at most that many requests at
+// once; the next waits in the proxy and goes on when one ends.
+TEST_F(ProxyTest, CappedBackendQueuesRequestsBeyondItsPlaces) {
+  ProxyOptions o;
+  o.workers = 1;
+  StartProxy(o);
+  auto silent = net::ListenTcp(net::HostPort{"127.0.0.1", 0});
+  ASSERT_TRUE(silent.ok());
+  net::HostPort silent_at{"127.0.0.1", *net::LocalPort(silent->get())};
+  proxy_->SetRoutes(Routes({{"mute", {"mute.test"}, silent_at, false, 1}}));
+  auto accept_one = [&](int ms) -> UniqueFd {
+    struct pollfd p = {silent->get(), POLLIN, 0};
+    if (::poll(&p, 1, ms) != 1) return UniqueFd();
+    return UniqueFd(::accept4(silent->get(), nullptr, nullptr, SOCK_CLOEXEC));
+  };
+  UniqueFd first = Connect(), second = Connect();
+  ASSERT_TRUE(
+      net::WriteAll(first.get(), "GET /1 HTTP/1.1\r\nHost: mute.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
+  UniqueFd up1 = accept_one(2000);
+  ASSERT_TRUE(up1.valid());
+  ASSERT_TRUE(
+      net::WriteAll(second.get(), "GET /2 HTTP/1.1\r\nHost: mute.test\r\n\r\n", net::DeadlineIn(2s))
+          .ok());
+  EXPECT_FALSE(accept_one(300).valid()) << "the second request passed the cap";
+  for (auto deadline = Clock::now() + 2s; proxy_->InFlight("mute") < 2 && Clock::now() < deadline;)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(proxy_->InFlight("mute"), 2);  // a queued request counts: it will reach the app
+  // The first exchange ends: the backend answers it.
+  const char kAnswer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+  ASSERT_TRUE(net::WriteAll(up1.get(), kAnswer, net::DeadlineIn(2s)).ok());
+  auto got = ReadResponses(first.get(), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].body, "ok");
+  UniqueFd up2 = accept_one(2000);
+  ASSERT_TRUE(up2.valid()) << "the queued request did not go on";
+  ASSERT_TRUE(net::WriteAll(up2.get(), kAnswer, net::DeadlineIn(2s)).ok());
+  got = ReadResponses(second.get(), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].body, "ok");
+}
+
+TEST_F(ProxyTest, CappedBackendServesABurstWithoutErrors) {
+  StartProxy();
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, a_->at(), false, 2}}));
+  constexpr int kClients = 24;
+  std::vector<std::thread> clients;
+  std::vector<std::string> codes(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      auto r = RunCommand({"curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w",
+                           "%{http_code}", "-H", "Host: shop.test", Url("/b")});
+      if (r.ok()) codes[i] = r->out;
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kClients; ++i) EXPECT_EQ(codes[i], "200") << i;
+  EXPECT_EQ(proxy_->InFlight("shop"), 0);
+}
+
 TEST_F(ProxyTest, UnknownHostGetsA404Page) {
   StartProxy();
   auto r = Curl({"-H", "Host: nope.test", "-w", "\n%{http_code}", Url("/")});
