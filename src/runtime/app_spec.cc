@@ -75,6 +75,7 @@ const char* AppStateName(AppState s) {
     case AppState::kStopped: return "stopped";
     case AppState::kLost: return "lost";
     case AppState::kFenced: return "fenced";
+    case AppState::kPrepared: return "prepared";
   }
   return "unknown";
 }

@@ -39,6 +39,7 @@ enum class AppState {
   kStopped,   // stopped on request (or never started)
   kLost,      // the supervisor died; the app's processes may linger
   kFenced,    // killed or held back: the fence deadline passed (RuntimeConfig::fence_file)
+  kPrepared,  // created ahead and waiting for Start (Runtime::Prepare); nothing of it runs
 };
 const char* AppStateName(AppState s);
 
@@ -81,7 +82,21 @@ class Runtime {
   // it is already bound on this host. With fencing, a start while the fence
   // deadline has passed is OK but launches nothing: the app shows kFenced
   // and is launched once the deadline lies in the future again.
+  // Start of an app that was prepared (Prepare) with the same spec only lets
+  // the prepared one go; with another spec, the prepared one is removed
+  // first.
   virtual Status Start(const AppSpec& spec) = 0;
+
+  // Does ahead what Start would, short of running anything of the app (runc:
+  // `runc create`; the app shows kPrepared), so that a later Start with the
+  // same spec takes milliseconds: a move prepares the app on its target
+  // while the source still serves. Stop removes a prepared app. Unavailable
+  // where the backend cannot prepare (the process backend): Start then does
+  // everything.
+  virtual Status Prepare(const AppSpec& spec) {
+    return Unavailable("the " + backend() + " runtime cannot prepare app '" + spec.name +
+                       "' ahead; it is started in full");
+  }
 
   // Sends stop_signal, waits stop_timeout_ms, then kills every process of the
   // app; returns when none is left and the supervisor has exited. Stopping a

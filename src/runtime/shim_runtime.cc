@@ -72,8 +72,9 @@ Status StatusFromReply(const json& j) {
 }
 
 AppState StateFromName(const std::string& s) {
-  for (AppState a : {AppState::kStarting, AppState::kRunning, AppState::kBackoff,
-                     AppState::kStopping, AppState::kStopped, AppState::kLost, AppState::kFenced}) {
+  for (AppState a :
+       {AppState::kStarting, AppState::kRunning, AppState::kBackoff, AppState::kStopping,
+        AppState::kStopped, AppState::kLost, AppState::kFenced, AppState::kPrepared}) {
     if (s == AppStateName(a)) return a;
   }
   return AppState::kLost;
@@ -114,11 +115,35 @@ class ShimRuntime : public Runtime {
 
   std::string backend() const override { return cfg_.backend; }
 
-  Status Start(const AppSpec& spec) override {
+  Status Start(const AppSpec& spec) override { return Launch(spec, false); }
+
+  Status Prepare(const AppSpec& spec) override {
+    if (cfg_.backend != "runc") return Runtime::Prepare(spec);
+    return Launch(spec, true);
+  }
+
+  // Start (prepare_only false) or Prepare.
+  Status Launch(const AppSpec& spec, bool prepare_only) {
     HC_RETURN_IF_ERROR(ValidateAppSpec(spec));
-    std::lock_guard<std::mutex> lock(start_mu_);
+    std::unique_lock<std::mutex> lock(start_mu_);
     HC_ASSIGN_OR_RETURN(FileLock op, LockApp(spec.name));
     std::string dir = AppDir(spec.name);
+    if (SupervisorAlive(dir)) {
+      auto prepared = PreparedWith(spec.name, spec);
+      if (prepared == kSameSpec) {
+        if (prepare_only) return Status::Ok();
+        HC_ASSIGN_OR_RETURN(json reply, Call(dir, "start", 60000));
+        return StatusFromReply(reply);
+      }
+      if (prepared == kOtherSpec) {
+        // Prepared for other settings (a new port, a changed app): remove it.
+        auto reply = Call(dir, "stop", 15000);
+        if (!reply.ok() && SupervisorAlive(dir)) return reply.status();
+        auto deadline = Clock::now() + std::chrono::seconds(5);
+        while (SupervisorAlive(dir) && Clock::now() < deadline)
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
     if (SupervisorAlive(dir)) {
       return AlreadyExists("app '" + spec.name + "' is already running; use restart to restart it");
     }
@@ -137,6 +162,7 @@ class ShimRuntime : public Runtime {
     sc.log_max_bytes = cfg_.log_max_bytes;
     sc.log_files = cfg_.log_files;
     sc.fence_file = cfg_.fence_file;
+    sc.prepare_only = prepare_only;
     HC_RETURN_IF_ERROR(
         WriteFileAtomic(JoinPath(dir, "shim.json"), shim::ShimConfigToJson(sc), false));
     ::unlink(JoinPath(dir, "state.json").c_str());
@@ -320,6 +346,16 @@ class ShimRuntime : public Runtime {
 
   hc::Status UnknownApp(const std::string& name) const {
     return NotFound("no app '" + name + "' in " + AppsDir() + "; start it first");
+  }
+
+  enum Prepared { kNotPrepared, kSameSpec, kOtherSpec };
+  // Whether the app's live supervisor holds a prepared app, and for which spec.
+  Prepared PreparedWith(const std::string& name, const AppSpec& spec) {
+    auto reply = Call(AppDir(name), "status", 5000);
+    if (!reply.ok() || StateFromName(reply->value("state", "")) != AppState::kPrepared)
+      return kNotPrepared;
+    auto text = ReadFileToString(JoinPath(AppDir(name), "spec.json"));
+    return text.ok() && *text == AppSpecToJson(spec) ? kSameSpec : kOtherSpec;
   }
 
   Result<AppSpec> LoadSpec(const std::string& name) {

@@ -327,6 +327,52 @@ TEST_P(RuncIsolation, SeesOnlyItsProcessesAndWritesOnlyItsVolume) {
   ASSERT_OK(rt_->Stop("jail"));
 }
 
+// Prepare (a move's target, ahead of the switch): nothing of the app runs
+// until Start, which then only lets it go; the volume it sees is the
+// directory as it is at Start (a replica's last increment lands in place).
+TEST_P(RuncIsolation, PreparedAppRunsOnlyOnStartAndSeesTheVolumeThen) {
+  AppSpec s = Shell("ahead", "cat seed > seen; exec busybox httpd -f -p 127.0.0.1:$PORT -h .");
+  s.probe.kind = ProbeKind::kHttp;
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(s.volume_path, "seed"), "old", false).ok());
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(s.volume_path, "index.html"), "hi", false).ok());
+  ASSERT_OK(rt_->Prepare(s));
+  ASSERT_OK(rt_->Prepare(s));  // again, same spec: nothing to do
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(StatusOf("ahead").state, AppState::kPrepared);
+  EXPECT_EQ(ReadVolumeFile(s, "seen"), "");
+  EXPECT_FALSE(ProbeOnce(s.probe, s.port, 200).ok());
+  // The last increment: a file replaced by rename, as a receive does.
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(s.volume_path, "seed"), "new", false).ok());
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_OK(rt_->Start(s));
+  Status ready = rt_->WaitReady("ahead", 10000);
+  ASSERT_TRUE(ready.ok()) << ready.ToString();
+  auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  std::printf("prepared start to ready: %lld ms\n", static_cast<long long>(took));
+  EXPECT_EQ(StatusOf("ahead").state, AppState::kRunning);
+  EXPECT_EQ(ReadVolumeFile(s, "seen"), "new");
+  EXPECT_EQ(rt_->Start(s).code(), Code::kAlreadyExists);
+  ASSERT_OK(rt_->Stop("ahead"));
+  // Prepared, then stopped without a start (a move that failed): nothing
+  // ran, nothing is left.
+  ASSERT_TRUE(::unlink(JoinPath(s.volume_path, "seen").c_str()) == 0);
+  ASSERT_OK(rt_->Prepare(s));
+  ASSERT_OK(rt_->Stop("ahead"));
+  EXPECT_EQ(StatusOf("ahead").state, AppState::kStopped);
+  EXPECT_EQ(ReadVolumeFile(s, "seen"), "");
+  // Prepared for another port: Start replaces it.
+  ASSERT_OK(rt_->Prepare(s));
+  AppSpec moved = s;
+  moved.port = FreePort();
+  ASSERT_OK(rt_->Start(moved));
+  ready = rt_->WaitReady("ahead", 10000);
+  EXPECT_TRUE(ready.ok()) << ready.ToString();
+  EXPECT_EQ(StatusOf("ahead").port, moved.port);
+  ASSERT_OK(rt_->Stop("ahead"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Runc, RuncIsolation, ::testing::Values("runc"),
                          [](const auto& info) { return info.param; });
 

@@ -27,6 +27,9 @@ struct ShimConfig {
   uint64_t log_max_bytes = 8ull << 20;
   int log_files = 3;
   std::string fence_file;  // "" = no fencing (runtime/fence.h)
+  // Only create the app (Launcher::Create) and wait for "start" on the
+  // control socket (Runtime::Prepare).
+  bool prepare_only = false;
 };
 
 Result<ShimConfig> ShimConfigFromJson(std::string_view text);
@@ -42,6 +45,14 @@ class Launcher {
   // Starts the app with stdout/stderr on the given fds; returns its main pid,
   // which is (or becomes) a child of this process.
   virtual Result<pid_t> Launch(int out_fd, int err_fd) = 0;
+
+  // Does all of the next Launch that can be done before the app may run
+  // (runc: `runc create`, which sets up namespaces, cgroups and mounts and
+  // leaves the container's init waiting), so that Launch then only lets it
+  // go (`runc start`). A move prepares the app on its target this way while
+  // the source still serves. Backends that cannot do it return Ok and launch
+  // in full later.
+  virtual Status Create(int out_fd, int err_fd) { return Status::Ok(); }
 
   // The graceful stop signal, to the app's main process (and its group).
   virtual void Signal(pid_t main_pid, int sig) = 0;

@@ -27,6 +27,7 @@ Result<ShimConfig> ShimConfigFromJson(std::string_view text) {
     c.log_max_bytes = j.value("log_max_bytes", c.log_max_bytes);
     c.log_files = j.value("log_files", c.log_files);
     c.fence_file = j.value("fence_file", "");
+    c.prepare_only = j.value("prepare_only", false);
   } catch (const json::exception& e) {
     return InvalidArgument(std::string("shim.json: ") + e.what());
   }
@@ -42,7 +43,8 @@ std::string ShimConfigToJson(const ShimConfig& c) {
               {"cgroup_parent", c.cgroup_parent},
               {"log_max_bytes", c.log_max_bytes},
               {"log_files", c.log_files},
-              {"fence_file", c.fence_file}}
+              {"fence_file", c.fence_file},
+              {"prepare_only", c.prepare_only}}
       .dump(1);
 }
 

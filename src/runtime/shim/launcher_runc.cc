@@ -33,7 +33,34 @@ class RuncLauncher : public Launcher {
     return WriteFileAtomic(JoinPath(bundle_, "config.json"), OciConfigJson(cfg_, spec_), false);
   }
 
+  Status Create(int out_fd, int err_fd) override {
+    HC_ASSIGN_OR_RETURN(pid_t pid, RunInit("create", out_fd, err_fd));
+    (void)pid;
+    created_ = true;
+    return Status::Ok();
+  }
+
   Result<pid_t> Launch(int out_fd, int err_fd) override {
+    if (created_) {
+      // Created ahead (Create): only its init is let go.
+      created_ = false;
+      std::string log_file = JoinPath(bundle_, "runc.log");
+      HC_ASSIGN_OR_RETURN(int code, RunRunc({cfg_.runc_path, "--root", cfg_.runc_root, "--log",
+                                             log_file, "start", id_},
+                                            out_fd, err_fd));
+      if (code == 0) return ReadInitPid();
+      std::string why = LastRuncError(log_file);
+      DeleteContainer();
+      (void)cgroup_.Remove();
+      return Internal("runc could not start the prepared app '" + spec_.name + "' (exit " +
+                      std::to_string(code) + "): " + why);
+    }
+    return RunInit("run", out_fd, err_fd);
+  }
+
+  // `runc run -d` (the container runs) or `runc create` (its init waits for
+  // `runc start`); returns the init's pid.
+  Result<pid_t> RunInit(const std::string& how, int out_fd, int err_fd) {
     if (PathExists(JoinPath(cfg_.runc_root, id_))) DeleteContainer();
     // The port filter must be in place before the app's first instruction, so
     // the (unified) group is made here and runc joins it.
@@ -45,9 +72,12 @@ class RuncLauncher : public Launcher {
     std::string log_file = JoinPath(bundle_, "runc.log");
     ::unlink(pid_file.c_str());
     ::unlink(log_file.c_str());
-    std::vector<std::string> args = {
-        cfg_.runc_path, "--root", cfg_.runc_root, "--log", log_file,           "run", "-d",
-        "--pid-file",   pid_file, "--bundle",     bundle_, "--no-new-keyring", id_};
+    std::vector<std::string> args = {cfg_.runc_path, "--root", cfg_.runc_root,
+                                     "--log",        log_file, how};
+    if (how == "run") args.push_back("-d");
+    for (const std::string& a : {std::string("--pid-file"), pid_file, std::string("--bundle"),
+                                 bundle_, std::string("--no-new-keyring"), id_})
+      args.push_back(a);
     HC_ASSIGN_OR_RETURN(int code, RunRunc(args, out_fd, err_fd));
     if (code != 0) {
       std::string why = LastRuncError(log_file);
@@ -55,7 +85,11 @@ class RuncLauncher : public Launcher {
       return Internal("runc could not start app '" + spec_.name + "' (exit " +
                       std::to_string(code) + "): " + why);
     }
-    HC_ASSIGN_OR_RETURN(std::string pid_text, ReadFileToString(pid_file));
+    return ReadInitPid();
+  }
+
+  Result<pid_t> ReadInitPid() {
+    HC_ASSIGN_OR_RETURN(std::string pid_text, ReadFileToString(JoinPath(bundle_, "init.pid")));
     pid_t pid = static_cast<pid_t>(std::strtol(pid_text.c_str(), nullptr, 10));
     if (pid <= 0) return Internal("runc wrote no pid for app '" + spec_.name + "'");
     return pid;
@@ -189,6 +223,7 @@ class RuncLauncher : public Launcher {
   std::string id_;
   std::string bundle_;
   Cgroup cgroup_;
+  bool created_ = false;  // Create ran; the next Launch is a `runc start`
 };
 
 }  // namespace

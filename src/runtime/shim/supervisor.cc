@@ -168,7 +168,18 @@ class Supervisor {
   // deadline lies in the future again (hcd starts apps before or while it
   // confirms its lease, and must not see that as a failed start).
   Status FirstLaunch() {
-    Status s = StartRun(false);
+    Status s;
+    if (cfg_.prepare_only) {
+      s = launcher_->Create(out_write_[0].get(), out_write_[1].get());
+      if (s.ok()) {
+        status_.state = AppState::kPrepared;
+        status_.message = "prepared: created ahead, waiting to be started";
+        (void)log_.Note(status_.message);
+        SaveState();
+      }
+    } else {
+      s = StartRun(false);
+    }
     if (!s.ok()) {
       (void)log_.Note("could not start: " + s.ToString());
       launcher_->Cleanup();
@@ -336,6 +347,7 @@ class Supervisor {
     oom_before_ = launcher_->OomKills();
     launched_at_ = Clock::now();
     status_.state = AppState::kRunning;
+    status_.message.clear();  // "prepared: …", "fenced: …"
     status_.pid = main_pid_;
     status_.frozen = false;
     status_.started_unix_ns = NowUnixNs();
@@ -610,6 +622,14 @@ class Supervisor {
       json j = UsageJson(*u);
       j["ok"] = true;
       Reply(fd.get(), j);
+    } else if (cmd == "start") {
+      // A prepared app (ShimConfig::prepare_only) starts; a running one is
+      // left as it is.
+      if (stopping_) return Reply(fd.get(), Error(Unavailable("the app is stopping")));
+      if (status_.state != AppState::kPrepared) return Reply(fd.get(), json{{"ok", true}});
+      Status s = StartRun(false);
+      if (!s.ok()) OnExit(127, s.ToString());  // back-off, as any failed launch
+      Reply(fd.get(), s.ok() ? json{{"ok", true}} : Error(s));
     } else if (cmd == "stop") {
       stop_waiters_.push_back(std::move(fd));
       BeginStop(false);
