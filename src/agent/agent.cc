@@ -15,6 +15,12 @@ int64_t NowUnix() {
       .count();
 }
 
+int64_t NowUnixNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // Reported fields that matter at once (usage only every status interval).
 bool SameState(const cluster::AppObserved& a, const cluster::AppObserved& b) {
   return a.role == b.role && a.epoch == b.epoch && a.state == b.state && a.ready == b.ready &&
@@ -170,9 +176,8 @@ Status Agent::EnsureVolume(const cluster::AppDef& app, std::string* path) {
   return Status::Ok();
 }
 
-Status Agent::StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
-                       const std::string& path) {
-  HC_RETURN_IF_ERROR(runtime::SeedVolume(app.template_name, path, app.name));
+Result<runtime::AppSpec> Agent::SpecFor(const cluster::AppDef& app, const runtime::AppStatus* st,
+                                        const std::string& path) {
   runtime::TemplateRequest req;
   req.template_name = app.template_name;
   req.app_name = app.name;
@@ -183,11 +188,18 @@ Status Agent::StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
   req.limits.cpu_millis = app.limits.cpu_millis;
   req.limits.pids = app.limits.pids;
   if (st && st->port) {
-    req.port = st->port;  // keep the port the app had on this node
+    req.port = st->port;  // keep the port the app had (or was prepared with) here
   } else {
     HC_ASSIGN_OR_RETURN(req.port, rt_->PickPort());
   }
-  HC_ASSIGN_OR_RETURN(auto spec, runtime::ApplyTemplate(req));
+  return runtime::ApplyTemplate(req);
+}
+
+Status Agent::StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
+                       const std::string& path) {
+  HC_RETURN_IF_ERROR(runtime::SeedVolume(app.template_name, path, app.name));
+  HC_ASSIGN_OR_RETURN(auto spec, SpecFor(app, st, path));
+  const bool prepared = st && st->state == runtime::AppState::kPrepared;
   Status s = rt_->Start(spec);
   if (!s.ok() && s.code() == Code::kConflict && st && st->port) {
     // The old port is taken by now: take a new one.
@@ -197,9 +209,31 @@ Status Agent::StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
   if (s.ok()) {
     std::lock_guard<std::mutex> l(mu_);
     stats_.starts++;
-    LogInfo("agent: started %s on port %u", app.name.c_str(), spec.port);
+    LogInfo("agent: started %s on port %u%s", app.name.c_str(), spec.port,
+            prepared ? " (prepared ahead)" : "");
   }
   return s;
+}
+
+Status Agent::PrepareMove(const std::string& app, int64_t max_ms) {
+  std::lock_guard<std::mutex> busy(reconcile_mu_);
+  cluster::AppDef def;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto a = assigned_.find(app);
+    if (a == assigned_.end() || a->second.primary_here)
+      return Conflict("node '" + opts_.node_id + "' holds no replica of '" + app + "'");
+    def = a->second.app;
+  }
+  // The replica's volume as it is; the last increment lands in it in place.
+  HC_ASSIGN_OR_RETURN(std::string path, volumes_->LivePath(app));
+  auto st = rt_->GetStatus(app);
+  HC_ASSIGN_OR_RETURN(auto spec, SpecFor(def, st.ok() ? &*st : nullptr, path));
+  HC_RETURN_IF_ERROR(rt_->Prepare(spec));
+  std::lock_guard<std::mutex> l(mu_);
+  prepared_[app] = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
+  LogInfo("agent: %s prepared here for a move (port %u)", app.c_str(), spec.port);
+  return Status::Ok();
 }
 
 cluster::AppObserved Agent::ObservePrimary(const cluster::Assignment& a,
@@ -300,6 +334,7 @@ void Agent::ReconcileOnce(bool full_report) {
   std::set<std::string> released;
   std::set<std::string> held;
   std::set<std::string> handing_off;
+  std::set<std::string> prepared;  // for a move here: kept, not run
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!synced_) return;
@@ -316,6 +351,15 @@ void Agent::ReconcileOnce(bool full_report) {
         it = handoff_.erase(it);
       } else {
         handing_off.insert(it->first);
+        ++it;
+      }
+    }
+    for (auto it = prepared_.begin(); it != prepared_.end();) {
+      auto a = assigned_.find(it->first);
+      if (a == assigned_.end() || a->second.primary_here || now >= it->second) {
+        it = prepared_.erase(it);  // started here, gone, or the move did not come
+      } else {
+        prepared.insert(it->first);
         ++it;
       }
     }
@@ -347,8 +391,9 @@ void Agent::ReconcileOnce(bool full_report) {
     Status vs = a.primary_here ? EnsureVolume(a.app, &path) : Status::Ok();
     if (a.primary_here) {
       replica_volumes_.erase(name);
-      bool needs_start =
-          !st || st->state == runtime::AppState::kStopped || st->state == runtime::AppState::kLost;
+      bool needs_start = !st || st->state == runtime::AppState::kStopped ||
+                         st->state == runtime::AppState::kLost ||
+                         st->state == runtime::AppState::kPrepared;
       if (held.count(name) || handing_off.count(name)) needs_start = false;
       Status s = vs;
       if (s.ok() && needs_start) {
@@ -370,6 +415,9 @@ void Agent::ReconcileOnce(bool full_report) {
         if (!was_ready || now - probed_at_[name] >= opts_.ready_recheck_seconds) {
           probed_at_[name] = now;
           bool ready = rt_->WaitReady(name, was_ready ? 1000 : opts_.ready_probe_ms).ok();
+          if (ready && !was_ready && st->started_unix_ns > 0)
+            LogInfo("agent: %s is ready, %lld ms after its start", name.c_str(),
+                    static_cast<long long>((NowUnixNs() - st->started_unix_ns) / 1000000));
           if (ready)
             ready_.insert(name);
           else
@@ -391,14 +439,20 @@ void Agent::ReconcileOnce(bool full_report) {
         ready_.erase(name);
       }
     } else {
-      // Replica: data only (filled by replication), never running here.
-      if (st && st->state != runtime::AppState::kStopped) {
-        LogInfo("agent: %s is a replica here now; stopping it", name.c_str());
+      // Replica: data only (filled by replication), never running here;
+      // prepared for a move here at most (created, not run).
+      const bool was_prepared = st && st->state == runtime::AppState::kPrepared;
+      const bool keep = was_prepared && prepared.count(name);
+      if (!keep && st && st->state != runtime::AppState::kStopped) {
+        LogInfo(was_prepared
+                    ? "agent: %s was prepared here for a move that did not come; removing it"
+                    : "agent: %s is a replica here now; stopping it",
+                name.c_str());
         (void)rt_->Stop(name);
         std::lock_guard<std::mutex> l(mu_);
         stats_.stops++;
       }
-      if (st) (void)rt_->Remove(name);
+      if (st && !keep) (void)rt_->Remove(name);
       ready_.erase(name);
       probed_at_.erase(name);
       volume_paths_.erase(name);

@@ -74,6 +74,13 @@ class Agent {
   // primary here, or held for maintenance), the stop's.
   Status HoldForHandoff(const std::string& app, int64_t max_ms);
   void ReleaseHandoff(const std::string& app);
+  // For a move to this node, before the hold: creates `app`'s container
+  // here from its replica volume without running it (Runtime::Prepare), and
+  // keeps it for up to `max_ms`, so that the start after the switch only
+  // lets it go. Afterwards (no switch) the loop removes it. Errors:
+  // kConflict (not a replica here), the runtime's (the process backend
+  // cannot prepare: the move then starts the app in full).
+  Status PrepareMove(const std::string& app, int64_t max_ms);
   // On the loop's next pass: re-read every assignment from etcd, reconcile
   // (stopping what is no longer ours), then call `done` (on the loop's
   // thread). Used before self-fencing is lifted after the lease was lost.
@@ -89,6 +96,9 @@ class Agent {
   Status EnsureVolume(const cluster::AppDef& app, std::string* path);
   Status StartApp(const cluster::AppDef& app, const runtime::AppStatus* st,
                   const std::string& path);
+  // The spec StartApp runs the app with (the port it had here, else a new one).
+  Result<runtime::AppSpec> SpecFor(const cluster::AppDef& app, const runtime::AppStatus* st,
+                                   const std::string& path);
 
   AgentOptions opts_;
   cluster::ClusterStore* cs_;
@@ -101,7 +111,8 @@ class Agent {
   std::map<std::string, cluster::Assignment> assigned_;  // by app
   std::set<std::string> released_;  // assignments removed since the last reconcile
   std::set<std::string> held_;      // kept stopped by WithAppStopped
-  std::map<std::string, std::chrono::steady_clock::time_point> handoff_;  // app -> until
+  std::map<std::string, std::chrono::steady_clock::time_point> handoff_;   // app -> until
+  std::map<std::string, std::chrono::steady_clock::time_point> prepared_;  // app -> until
   std::mutex reconcile_mu_;  // held through ReconcileOnce
   bool synced_ = false;
   bool kicked_ = false;

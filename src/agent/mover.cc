@@ -36,6 +36,7 @@ class Move {
     Status s = Prepare();
     if (s.ok()) s = PreCopy();
     if (!s.ok()) return Cancelled() ? m_ : Fail(s.message());
+    PrepareTarget();
     s = HandOff();
     if (!s.ok()) return Cancelled() ? m_ : Undo(s.message());
     s = Switch();
@@ -165,6 +166,19 @@ class Move {
       if (bytes <= env_.precopy_small_bytes) return Status::Ok();
     }
     return Status::Ok();  // still busy: the final increment carries the rest
+  }
+
+  // The target creates the app's container now (not run), so that after
+  // the switch its start only lets it go. Best effort: without it the
+  // target starts the app in full.
+  void PrepareTarget() {
+    if (Cancelled()) return;
+    Step("copying", "preparing the app's container on '" + m_.target + "'");
+    auto r = Call(m_.target, "/v1/node/prepare", {{"app", m_.app}, {"max_ms", env_.handoff_max_ms}},
+                  milliseconds(60000));
+    if (!r.ok())
+      LogInfo("move %s: '%s' did not prepare it ahead (%s); it starts there in full",
+              m_.app.c_str(), m_.target.c_str(), r.status().ToString().c_str());
   }
 
   // The hold, the stop on the source, the last increment.

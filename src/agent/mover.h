@@ -29,9 +29,11 @@ struct MoveEnv {
   std::function<Result<std::string>(const cluster::NodeInfo& node, const std::string& path,
                                     const std::string& body, std::chrono::milliseconds timeout)>
       call;
-  std::function<bool()> cancelled;            // leadership lost: stop between steps
-  int hold_seconds = 30;                      // the proxies' hold (released at the end)
-  int drain_ms = 100;                         // hold -> stop: requests in flight finish
+  std::function<bool()> cancelled;  // leadership lost: stop between steps
+  int hold_seconds = 30;            // the proxies' hold (released at the end)
+  // hold -> stop: every proxy learns of the hold (an etcd watch: a few ms
+  // here) before the source stops; what they sent before is waited for.
+  int drain_ms = 50;
   int handoff_max_ms = 120000;                // the source restarts the app after this
   int ready_timeout_ms = 60000;               // target start to ready
   uint64_t precopy_small_bytes = 8ull << 20;  // an increment this small ends pre-copy

@@ -337,6 +337,11 @@ Status Node::Run() {
     a->ReleaseHandoff(app);
     return Status::Ok();
   };
+  ao.prepare = [&agent_ptr](const std::string& app, int64_t max_ms) -> Status {
+    Agent* a = agent_ptr.load();
+    if (!a) return Unavailable("the agent is not running yet");
+    return a->PrepareMove(app, max_ms);
+  };
   ao.cluster_ca = [pki_dir] { return pki::PkiDir(pki_dir).LoadCa(); };
   if (dns) ao.dns_zones = [&dns] { return dns->zones(); };
   ao.metrics = [&dns, &http_proxy, &replication] {

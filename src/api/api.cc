@@ -658,6 +658,19 @@ net::HttpResponse Api::NodeCall(const net::HttpRequest& req, const std::string& 
     for (const auto& [app, ns] : opts_.newest_snapshots(apps)) out[app] = ns;
     return JsonResponse(200, {{"node", opts_.node_id}, {"newest", out}});
   }
+  if (what == "prepare") {
+    if (!opts_.prepare) return ErrorResponse(Unavailable("moves are not possible on this node"));
+    auto j = NodeCallBody(req, {"app"}, {"max_ms"});
+    if (!j.ok()) return ErrorResponse(j.status());
+    std::string app = (*j)["app"].get<std::string>();
+    if (!ValidAppName(app)) return ErrorResponse(InvalidArgument("invalid app name"));
+    int64_t max_ms = j->value("max_ms", int64_t{120000});
+    if (max_ms < 1000 || max_ms > 3600000)
+      return ErrorResponse(InvalidArgument("max_ms must be from 1000 to 3600000"));
+    Status s = opts_.prepare(app, max_ms);
+    if (!s.ok()) return ErrorResponse(s);
+    return JsonResponse(200, {{"app", app}, {"prepared", true}});
+  }
   if (what == "sync" || what == "handoff" || what == "resume") {
     if (!opts_.sync || !opts_.handoff || !opts_.resume)
       return ErrorResponse(Unavailable("moves are not possible on this node"));

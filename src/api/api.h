@@ -45,6 +45,9 @@ struct ApiOptions {
       handoff;
   // The move did not switch: run the app here again.
   std::function<Status(const std::string& app)> resume;
+  // A move's target, before the hold: create the app's container here (not
+  // run it) so that the start after the switch takes milliseconds.
+  std::function<Status(const std::string& app, int64_t max_ms)> prepare;
 };
 
 class Api {

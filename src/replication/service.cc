@@ -323,6 +323,7 @@ struct ReplicationService::Impl {
 
   void Check(const std::string& app, bool freeze_app) {
     storage::SnapshotOptions so;
+    std::chrono::steady_clock::time_point frozen_at{};
     so.skip_if_unchanged = true;
     if (freeze_app) {
       // Only a running app is frozen; one that is not running (unknown
@@ -334,12 +335,22 @@ struct ReplicationService::Impl {
         return st.ok() && st->state != runtime::AppState::kRunning &&
                st->state != runtime::AppState::kStarting;
       };
-      so.freeze = [this, app, not_running] {
+      so.freeze = [this, app, not_running, &frozen_at] {
         hc::Status s = rt->Freeze(app);
+        if (s.ok()) frozen_at = std::chrono::steady_clock::now();
         return not_running(s) ? hc::Status::Ok() : s;
       };
-      so.thaw = [this, app, not_running] {
+      so.thaw = [this, app, not_running, &frozen_at] {
         hc::Status s = rt->Thaw(app);
+        if (frozen_at != std::chrono::steady_clock::time_point{}) {
+          // The app answers nothing meanwhile: a long freeze is worth a line.
+          auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - frozen_at)
+                        .count();
+          if (ms >= 200)
+            LogInfo("replication: %s was frozen %lld ms for its snapshot (the scan of its volume)",
+                    app.c_str(), static_cast<long long>(ms));
+        }
         return not_running(s) ? hc::Status::Ok() : s;
       };
     }

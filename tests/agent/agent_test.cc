@@ -159,6 +159,51 @@ TEST_F(AgentTest, StopsWhenThePlacementMovesThePrimaryAway) {
   EXPECT_TRUE(store_->Has("moving"));  // data kept: it is a replica now
 }
 
+// A move's target (PrepareMove, before the hold): the app is created from the
+// replica here but not run, survives reconciles, and the start after the
+// switch lets the prepared one go (same port).
+TEST_F(AgentTest, PreparesAMoveHereAndStartsThePreparedAppAfterTheSwitch) {
+  StartAgent();
+  Place("coming", "other", {"me"}, 1);
+  ASSERT_TRUE(WaitFor([&] {
+    auto o = Reported("coming");
+    return o && o->role == "replica";
+  }));
+  ASSERT_TRUE(store_->CreateVolume("coming").ok());  // made by its first stream
+  Status s = agent_->PrepareMove("coming", 60000);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto st = rt_.GetStatus("coming");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, runtime::AppState::kPrepared);
+  uint16_t port = st->port;
+  std::this_thread::sleep_for(milliseconds(700));  // reconciles every 200 ms
+  st = rt_.GetStatus("coming");
+  ASSERT_TRUE(st.ok()) << "a reconcile removed the prepared app";
+  EXPECT_EQ(st->state, runtime::AppState::kPrepared);
+  EXPECT_EQ(rt_.starts(), 0);
+  // Not a replica here: nothing to prepare.
+  Place("elsewhere", "other", {}, 1);
+  EXPECT_EQ(agent_->PrepareMove("elsewhere", 60000).code(), Code::kConflict);
+  // The switch.
+  Place("coming", "me", {"other"}, 2, {"other", "me"});
+  ASSERT_TRUE(WaitFor([&] { return Running("coming"); }));
+  EXPECT_EQ(rt_.GetStatus("coming")->port, port);
+  EXPECT_EQ(rt_.prepared_starts(), 1);
+}
+
+TEST_F(AgentTest, RemovesAPreparedAppWhoseMoveDidNotCome) {
+  StartAgent();
+  Place("stays", "other", {"me"}, 1);
+  ASSERT_TRUE(WaitFor([&] {
+    auto o = Reported("stays");
+    return o && o->role == "replica";
+  }));
+  ASSERT_TRUE(store_->CreateVolume("stays").ok());
+  ASSERT_TRUE(agent_->PrepareMove("stays", 1000).ok());
+  ASSERT_TRUE(WaitFor([&] { return !rt_.GetStatus("stays").ok(); }, 5000));
+  EXPECT_EQ(rt_.starts(), 0);
+}
+
 TEST_F(AgentTest, KeepsTheVolumeOfAMovedAppAndDestroysADeletedOne) {
   StartAgent();
   ASSERT_TRUE(cs_->CreateApp(Def("kept")).ok());

@@ -29,6 +29,7 @@ class FakeRuntime final : public runtime::Runtime {
     auto& st = apps_[spec.name];
     if (st.state == runtime::AppState::kRunning)
       return AlreadyExists("app " + spec.name + " is running");
+    if (st.state == runtime::AppState::kPrepared && st.port == spec.port) prepared_starts_++;
     st.name = spec.name;
     st.backend = "fake";
     st.state = runtime::AppState::kRunning;
@@ -45,6 +46,19 @@ class FakeRuntime final : public runtime::Runtime {
     if (it->second.state == runtime::AppState::kRunning) stops_++;
     it->second.state = runtime::AppState::kStopped;
     it->second.pid = 0;
+    return Status::Ok();
+  }
+  // Prepared apps show kPrepared until Start.
+  Status Prepare(const runtime::AppSpec& spec) override {
+    std::lock_guard<std::mutex> l(mu_);
+    auto& st = apps_[spec.name];
+    if (st.state == runtime::AppState::kRunning)
+      return AlreadyExists("app " + spec.name + " is running");
+    st.name = spec.name;
+    st.backend = "fake";
+    st.state = runtime::AppState::kPrepared;
+    st.pid = 0;
+    st.port = spec.port;
     return Status::Ok();
   }
   Status Restart(const std::string&) override { return NotFaked(); }
@@ -113,6 +127,11 @@ class FakeRuntime final : public runtime::Runtime {
     std::lock_guard<std::mutex> l(mu_);
     return stops_;
   }
+  // Starts that let a prepared app go.
+  int prepared_starts() {
+    std::lock_guard<std::mutex> l(mu_);
+    return prepared_starts_;
+  }
 
   // Names of the apps in state running.
   std::vector<std::string> Running() {
@@ -129,6 +148,7 @@ class FakeRuntime final : public runtime::Runtime {
   uint16_t next_port_ = 19999;
   int starts_ = 0;
   int stops_ = 0;
+  int prepared_starts_ = 0;
   int64_t status_calls_ = 0;
   int64_t probes_ = 0;
 };
