@@ -265,7 +265,7 @@ struct LoadStats {
   std::mutex mu;
   std::vector<std::pair<int64_t, double>> samples;  // (start wall ms, latency ms)
   std::atomic<int64_t> failed{0};
-  std::string first_error;
+  std::vector<std::pair<int64_t, std::string>> errors;  // (start wall ms, what), the first few
 };
 
 void LoadThread(const devcluster::LocalCluster& c, int client, const std::string& host,
@@ -290,8 +290,13 @@ void LoadThread(const devcluster::LocalCluster& c, int client, const std::string
       st->samples.push_back({at, ms});
     } else {
       st->failed++;
-      if (st->first_error.empty())
-        st->first_error = r.ok() ? "HTTP " + std::to_string(r->status) : r.status().ToString();
+      if (st->errors.size() < 5) {
+        std::string what = r.ok() ? "HTTP " + std::to_string(r->status) + " " +
+                                        r->body.substr(0, std::min<size_t>(r->body.size(), 160))
+                                  : r.status().ToString();
+        std::replace(what.begin(), what.end(), '\n', ' ');
+        st->errors.push_back({at, what});
+      }
     }
     next += period;
     std::this_thread::sleep_until(next);
@@ -356,6 +361,11 @@ void MoveTrials(devcluster::LocalCluster& c, int trials, int gib, int rate) {
     for (auto& th : threads) th.join();
     std::vector<double> before, during;
     for (const auto& [at, ms] : st.samples) (at < move_at ? before : during).push_back(ms);
+    if (const char* dump = std::getenv("HC_BENCH_SAMPLES")) {
+      // Every request of this move: start (ms after the move began), latency.
+      std::ofstream out(std::string(dump) + "." + std::to_string(t + 1));
+      for (const auto& [at, ms] : st.samples) out << (at - move_at) << " " << ms << "\n";
+    }
     double base = Median(before);
     double worst = during.empty() ? 0 : *std::max_element(during.begin(), during.end());
     double pause = worst - base;
@@ -367,7 +377,9 @@ void MoveTrials(devcluster::LocalCluster& c, int trials, int gib, int rate) {
         st.samples.size() + st.failed.load(), static_cast<long long>(st.failed.load()), base, worst,
         pause, static_cast<long long>(end.value("pause_ms", int64_t{0})),
         end.value("message", "").c_str());
-    if (!st.first_error.empty()) std::printf("  first failure: %s\n", st.first_error.c_str());
+    for (const auto& [at, what] : st.errors)
+      std::printf("  failed request sent %+lld ms after the move began: %s\n",
+                  static_cast<long long>(at - move_at), what.c_str());
     std::fflush(stdout);
     pauses.push_back(pause);
     held.push_back(static_cast<double>(end.value("pause_ms", int64_t{0})));
