@@ -159,6 +159,39 @@ TEST_P(StoreConformance, SnapshotCallsFreezeAndThawAroundIt) {
   EXPECT_EQ(SnapNames("app"), std::vector<std::string>{"s1"});
 }
 
+// The dir backend reads changes once before the freeze (the app still
+// running) and confirms them frozen: whatever is written up to the freeze,
+// also a same-size rewrite in the same second, is in the snapshot.
+TEST_P(StoreConformance, WritesUpToTheFreezeAreInTheSnapshot) {
+  ASSERT_OK(store_->CreateVolume("app"));
+  WriteFile(Live("app") + "/big", std::string(3 << 20, 'x'));
+  ASSERT_OK(MakeDirs(Live("app") + "/sub", 0755));
+  WriteFile(Live("app") + "/sub/small", "one");
+  ASSERT_OK(store_->Snapshot("app", "s1", {}));
+  for (bool skip : {false, true}) {
+    const std::string name = skip ? "s3" : "s2";
+    const char fill = skip ? 'z' : 'y';
+    WriteFile(Live("app") + "/big", std::string(3 << 20, 'w'));  // read before the freeze
+    SnapshotOptions o;
+    o.skip_if_unchanged = skip;
+    o.freeze = [&] {
+      // The last writes before the app stops: same sizes, same second.
+      WriteFile(Live("app") + "/big", std::string(3 << 20, fill));
+      WriteFile(Live("app") + "/sub/small", name == "s2" ? "two" : "six");
+      return Status::Ok();
+    };
+    o.thaw = [] { return Status::Ok(); };
+    auto snap = store_->Snapshot("app", name, o);
+    ASSERT_OK(snap);
+    EXPECT_EQ(snap->name, name);
+    StringSink big, small;
+    ASSERT_OK(store_->ReadFile("app", name, "big", big));
+    EXPECT_EQ(big.out, std::string(3 << 20, fill)) << name;
+    ASSERT_OK(store_->ReadFile("app", name, "sub/small", small));
+    EXPECT_EQ(small.out, name == "s2" ? "two" : "six");
+  }
+}
+
 TEST_P(StoreConformance, SkipIfUnchangedTakesASnapshotOnlyAfterWrites) {
   SnapshotOptions o;
   o.skip_if_unchanged = true;

@@ -133,6 +133,26 @@ bool ChangeJournal::Quiet(const std::string& volume, const std::string& live_dir
          it->second.dirty.empty();
 }
 
+// The scan descends from the root to every changed directory.
+static std::set<std::string> ClosedUnderAncestors(const std::set<std::string>& dirty) {
+  std::set<std::string> out;
+  for (const auto& d : dirty) {
+    std::string cur = d;
+    while (out.insert(cur).second && !cur.empty()) cur = Parent(cur);
+  }
+  return out;
+}
+
+std::optional<std::set<std::string>> ChangeJournal::PeekChanges(const std::string& volume,
+                                                                const std::string& live_dir) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (fd_ < 0) return std::nullopt;
+  DrainLocked();
+  auto it = volumes_.find(volume);
+  if (it == volumes_.end() || !it->second.valid || it->second.root != live_dir) return std::nullopt;
+  return ClosedUnderAncestors(it->second.dirty);
+}
+
 std::optional<std::set<std::string>> ChangeJournal::TakeChanges(const std::string& volume,
                                                                 const std::string& live_dir) {
   std::lock_guard<std::mutex> l(mu_);
@@ -140,12 +160,7 @@ std::optional<std::set<std::string>> ChangeJournal::TakeChanges(const std::strin
   DrainLocked();
   auto it = volumes_.find(volume);
   if (it != volumes_.end() && it->second.valid && it->second.root == live_dir) {
-    std::set<std::string> out;
-    for (const auto& d : it->second.dirty) {
-      // Close under ancestors: the scan descends from the root to them.
-      std::string cur = d;
-      while (out.insert(cur).second && !cur.empty()) cur = Parent(cur);
-    }
+    std::set<std::string> out = ClosedUnderAncestors(it->second.dirty);
     it->second.dirty.clear();
     return out;
   }

@@ -39,6 +39,11 @@ class ChangeJournal {
   std::optional<std::set<std::string>> TakeChanges(const std::string& volume,
                                                    const std::string& live_dir);
 
+  // What TakeChanges would return now, consuming nothing; nullopt when the
+  // journal cannot vouch (and then nothing is restarted either).
+  std::optional<std::set<std::string>> PeekChanges(const std::string& volume,
+                                                   const std::string& live_dir);
+
   // True when the journal vouches that nothing in `volume` changed since the
   // last TakeChanges (watched, no overflow, no dirty directory). Consumes
   // nothing: a cheap test before deciding to snapshot at all.
