@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 
 #include "common/log.h"
 #include "runtime/templates.h"
@@ -13,6 +14,17 @@ int64_t NowUnix() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// "unreplicated-20261202-034512": what a returning primary held beyond its
+// last snapshot.
+std::string UnreplicatedSnapshotName() {
+  time_t t = ::time(nullptr);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "unreplicated-%Y%m%d-%H%M%S", &tm);
+  return buf;
 }
 
 int64_t NowUnixNs() {
@@ -460,6 +472,20 @@ void Agent::ReconcileOnce(bool full_report) {
         // Became a replica (or hcd started): its copy takes only streams.
         auto v = volumes_->GetVolume(name);
         if (v.ok() && !v->read_only) {
+          // Writes made here after its last snapshot (a primary that died, or
+          // was cut off, and came back) become a snapshot first: the next
+          // stream from the new primary then finds them and keeps them as a
+          // diverged branch, where a writable copy with unsnapshotted writes
+          // would refuse every stream.
+          storage::SnapshotOptions so;
+          so.skip_if_unchanged = true;
+          auto kept = volumes_->Snapshot(name, UnreplicatedSnapshotName(), so);
+          if (!kept.ok())
+            LogWarn("agent: cannot snapshot what %s holds here before it turns replica: %s",
+                    name.c_str(), kept.status().ToString().c_str());
+          else if (kept->name.rfind("unreplicated-", 0) == 0)
+            LogWarn("agent: %s had writes here that no snapshot held; kept in snapshot %s",
+                    name.c_str(), kept->name.c_str());
           vs = volumes_->SetReadOnly(name, true);
           LogInfo("agent: volume %s is read-only now (a replica)", name.c_str());
         }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -190,46 +191,70 @@ TEST_F(FailoverClusterTest, KillingThePrimaryFailsOverFencesItAndKeepsReplicated
   ASSERT_EQ(r.replicas.size(), 1u);
   int replica = r.replicas[0];
   int third = OtherThan({r.primary, replica});
-  // Writes on the primary, replicated before the kill.
+  // Steady requests through the third node, and a write every 100 ms on
+  // the primary (w<i>.txt), until well after the kill.
   std::string live = LiveDir(r.primary, "shop");
   ASSERT_FALSE(live.empty());
-  for (int i = 1; i <= 5; i++)
-    Write(live + "/w" + std::to_string(i) + ".txt", "write " + std::to_string(i));
+  Write(live + "/w0.txt", "write 0");
+  ASSERT_TRUE(WaitFor([&] { return Get(third, "shop.test", "/w0.txt").first == 200; }, 10000));
+  std::atomic<bool> stop_writing{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 1; !stop_writing.load(); i++) {
+      std::string path = live + "/w" + std::to_string(i) + ".txt";
+      std::ofstream(path + ".tmp") << "write " << i;
+      if (::rename((path + ".tmp").c_str(), path.c_str()) != 0) break;  // the volume is gone
+      written.store(i);
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+  });
+  Load load(cluster_->NodeAddress(third), "shop.test", "/w0.txt", 20);
   ASSERT_TRUE(
-      WaitFor([&] { return NewestHas(replica, "shop", "public/w5.txt") == "write 5"; }, 20000))
+      WaitFor([&] { return NewestHas(replica, "shop", "public/w20.txt") == "write 20"; }, 20000))
       << Logs();
   json before = App("shop");
   uint16_t old_port = 0;
   for (const auto& s : before["status"])
     if (NodeOf(s.value("node", "")) == r.primary) old_port = s.value("port", uint16_t{0});
   ASSERT_TRUE(old_port != 0 && PortAccepts(old_port)) << before.dump(2);
-  ASSERT_EQ(Get(third, "shop.test", "/w1.txt").first, 200);
 
   // The primary's machine dies: hcd is killed; its apps are left to the
-  // supervisors' fence.
+  // supervisors' fence. What the replica held at that moment must survive.
+  int replicated = 20;
+  while (NewestHas(replica, "shop", "public/w" + std::to_string(replicated + 1) + ".txt") ==
+         "write " + std::to_string(replicated + 1))
+    replicated++;
   auto t0 = Clock::now();
   ASSERT_TRUE(cluster_->StopNode(r.primary, SIGKILL).ok());
   std::pair<int, std::string> got;
   ASSERT_TRUE(WaitFor(
       [&] {
-        got = Get(third, "shop.test", "/w5.txt", 2000);
+        got = Get(third, "shop.test", "/w1.txt", 2000);
         return got.first == 200;
       },
       30000))
       << got.second << Logs();
   int64_t rto_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
-  std::printf("failover: first successful response %lld ms after kill -9\n",
-              static_cast<long long>(rto_ms));
-  EXPECT_EQ(got.second, "write 5");
+  std::this_thread::sleep_for(milliseconds(1000));
+  load.Stop();
+  stop_writing.store(true);
+  writer.join();
+  std::printf(
+      "failover: first successful response %lld ms after kill -9; %d writes made, %d replicated "
+      "before the kill; steady requests: %lld ok, %lld failed (during the lease expiry)\n",
+      static_cast<long long>(rto_ms), written.load(), replicated, static_cast<long long>(load.ok()),
+      static_cast<long long>(load.failed()));
+  EXPECT_GT(load.ok(), 20);
+  for (int i = 1; i <= replicated; i++)
+    ASSERT_EQ(Get(third, "shop.test", "/w" + std::to_string(i) + ".txt").second,
+              "write " + std::to_string(i))
+        << "write " << i << " was replicated before the kill and is lost";
   json after = App("shop", r.primary);
   Roles now = RolesOf(after);
   EXPECT_EQ(now.primary, replica) << after.dump(2);
   EXPECT_EQ(now.epoch, r.epoch + 1);
   EXPECT_NE(std::find(now.replicas.begin(), now.replicas.end(), r.primary), now.replicas.end())
       << "the dead primary stays listed, to come back as a replica";
-  for (int i = 1; i <= 5; i++)
-    EXPECT_EQ(Get(third, "shop.test", "/w" + std::to_string(i) + ".txt").second,
-              "write " + std::to_string(i));
   // Self-fencing: the old primary's app is gone although nobody stopped it.
   EXPECT_FALSE(PortAccepts(old_port)) << "the dead node's app still accepts connections";
   EXPECT_TRUE(HasEvent("shop", "failover"));
@@ -242,6 +267,23 @@ TEST_F(FailoverClusterTest, KillingThePrimaryFailsOverFencesItAndKeepsReplicated
       [&] { return NewestHas(r.primary, "shop", "public/after.txt") == "after failover"; }, 30000))
       << Logs();
   EXPECT_EQ(Get(r.primary, "shop.test", "/after.txt").second, "after failover");
+  // What it wrote after its last replicated snapshot (the writer went on
+  // after the kill) is kept there as a diverged branch, and reported.
+  EXPECT_TRUE(WaitFor([&] { return HasEvent("shop", "diverged"); }, 10000)) << Logs();
+  auto [st, rep] = Call(r.primary, "GET", "/v1/apps/shop/replication?local=1");
+  ASSERT_EQ(st, 200);
+  ASSERT_TRUE(rep["diverged_branches"].is_array() && !rep["diverged_branches"].empty())
+      << rep.dump(2);
+  std::string branch = rep["diverged_branches"].back().get<std::string>();
+  auto store = OpenDirStore(cluster_->NodeDataDir(r.primary) + "/volumes");
+  ASSERT_TRUE(store);
+  auto snaps = store->ListSnapshots(branch);
+  ASSERT_TRUE(snaps.ok() && !snaps->empty()) << branch;
+  StringSink last;
+  const std::string last_file = "public/w" + std::to_string(written.load()) + ".txt";
+  EXPECT_TRUE(store->ReadFile(branch, snaps->back().name, last_file, last).ok())
+      << last_file << " is not in " << branch << "@" << snaps->back().name;
+  EXPECT_EQ(last.out, "write " + std::to_string(written.load()));
 }
 
 TEST_F(FailoverClusterTest, FailoverCompletesWhenTheLeaderIsKilledToo) {
@@ -307,7 +349,8 @@ TEST_F(FailoverClusterTest, LiveMigrationUnderLoadFailsNoRequest) {
 }
 
 TEST_F(FailoverClusterTest, DrainMovesEveryPrimaryAwayAndUndrainTakesTheNodeBack) {
-  std::vector<std::string> names = {"d1", "d2", "d3", "d4"};
+  std::vector<std::string> names;
+  for (int i = 1; i <= 12; i++) names.push_back("d" + std::to_string(i));
   for (const auto& n : names) Create(n);
   Roles first = RolesOf(App("d1"));
   int node = first.primary;
