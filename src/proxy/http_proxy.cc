@@ -46,6 +46,9 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 // Steps one connection may take per wakeup before others get their turn.
 constexpr int kDriveRounds = 64;
 constexpr int kRetryAfterS = 2;
+// A request to another node that did not answer is sent again this often
+// (Worker::BackendDown).
+constexpr auto kRetryEvery = std::chrono::milliseconds(250);
 // Content-Length bodies with at least this much left go through a pipe
 // with splice(2): the bytes never enter user space.
 constexpr uint64_t kSpliceMin = uint64_t{64} << 10;
@@ -107,6 +110,7 @@ enum class Phase : uint8_t {
   kReadHead,    // waiting for / reading a request head
   kHeld,        // routed to a held app; waits for Release or the hold deadline
   kQueued,      // its backend has max_conns requests already; waits for one to end
+  kRetry,       // another node's app did not answer: sent again shortly (a failover)
   kConnecting,  // connecting to the backend
   kProxying,    // request and response flow
   kTunnel,      // after 101 Switching Protocols: bytes both ways
@@ -122,6 +126,7 @@ enum TimerList : int8_t {
   kConnect,
   kHold,
   kQueue,
+  kRetry,
   kLinger,
   kLists
 };
@@ -163,6 +168,7 @@ struct Session {
   bool client_v10 = false;
   bool reused = false;
   bool retried = false;
+  bool hop = false;  // the route goes to another node (RouteSpec::hop)
   bool sent_1xx = false;
   bool reply_keep = false;
   BackendAddr backend;
@@ -178,7 +184,7 @@ struct Session {
   bool close_after = false;
 
   AppCounters* app = nullptr;
-  std::string held_app;  // while kHeld
+  std::string held_app;  // while kHeld; while kRetry, the app to route to again
   // A place at a capped backend: taken by Forward, given back when the
   // exchange leaves the backend; `granted` is one handed over while queued.
   BackendSlots* slot = nullptr;
@@ -345,6 +351,7 @@ class Worker {
     timers_[kConnect].timeout = ms(opts_.connect_timeout_ms);
     timers_[kHold].timeout = ms(opts_.hold_timeout_ms);
     timers_[kQueue].timeout = ms(opts_.hold_timeout_ms);
+    timers_[kRetry].timeout = kRetryEvery;
     timers_[kLinger].timeout = kLingerTime;
   }
 
@@ -507,8 +514,9 @@ class Worker {
         SetPhase(s, Phase::kReadHead);
         return Reply(s, 503, "The app is busy with other requests; try again in a moment.", false),
                Drive(s);
+      case Phase::kRetry: return (void)Retry(s), Drive(s);
       case Phase::kConnecting:
-        return Reply(s, 502, "The app's backend did not accept the connection in time.", false),
+        return (void)BackendDown(s, "The app's backend did not accept the connection in time."),
                Drive(s);
       case Phase::kProxying:
         if (s->resp_head_done || s->sent_1xx) return CloseSession(s);
@@ -560,7 +568,8 @@ class Worker {
   // True while the whole request is with the proxy or the backend and no
   // byte of an answer has gone to the client.
   static bool WaitingForAnswer(const Session& s) {
-    if (s.phase == Phase::kHeld || s.phase == Phase::kQueued) return true;
+    if (s.phase == Phase::kHeld || s.phase == Phase::kQueued || s.phase == Phase::kRetry)
+      return true;
     if (s.phase != Phase::kConnecting && s.phase != Phase::kProxying) return false;
     return s.req_scanned && s.req_ready == 0 && !s.resp_head_done && !s.sent_1xx;
   }
@@ -682,7 +691,8 @@ class Worker {
     switch (s->phase) {
       case Phase::kReadHead: return StepReadHead(s);
       case Phase::kHeld:
-      case Phase::kQueued: return Step::kStalled;
+      case Phase::kQueued:
+      case Phase::kRetry: return Step::kStalled;
       case Phase::kConnecting: return StepConnecting(s);
       case Phase::kProxying: return StepProxy(s);
       case Phase::kTunnel: return StepTunnel(s);
@@ -1014,7 +1024,49 @@ class Worker {
     s->retried = false;
     std::memcpy(&s->backend.addr, &route.addr, route.addr_len);
     s->backend.len = route.addr_len;
+    s->hop = route.hop;
+    if (s->hop) s->held_app = route.app;
     return Connect(s, true);
+  }
+
+  // The backend could not be reached, or failed before answering. A request
+  // to another node that it can send again (no body, nothing answered yet)
+  // waits and goes again with the routes current then, for up to the hold
+  // timeout: while a node dies and its apps fail over (its lease runs out
+  // first, seconds), clients wait instead of failing.
+  Step BackendDown(Session* s, const char* why) {
+    if (s->hop && s->req_framing == Framing::kNone && !s->sent_1xx && s->tx_up.has() &&
+        !s->held_app.empty() && now_ - s->started < timers_[kHold].timeout) {
+      CloseUpstream(s);
+      SetPhase(s, Phase::kRetry);
+      Arm(s, kRetry);
+      return Step::kStalled;
+    }
+    if (opts_.close_when_backend_down) return CloseSession(s), Step::kGone;
+    Reply(s, 502, why, false);
+    return Step::kProgress;
+  }
+
+  // kRetry's timer: the same request, to wherever the app is routed now.
+  Step Retry(Session* s) {
+    const Route* route = routes_ == nullptr ? nullptr : routes_->FindApp(s->held_app);
+    if (route == nullptr) {
+      SetPhase(s, Phase::kReadHead);
+      Reply(s, 502, "The app's server did not answer, and the app is no longer served here.",
+            false);
+      return Step::kProgress;
+    }
+    if (sh_.holds.Held(route->app) && now_ - s->started < timers_[kHold].timeout) {
+      Arm(s, kRetry);  // held while it starts elsewhere: look again after the release
+      return Step::kStalled;
+    }
+    std::memcpy(&s->backend.addr, &route->addr, route->addr_len);
+    s->backend.len = route->addr_len;
+    s->hop = route->hop;
+    s->tx_up_sent = 0;
+    s->retried = false;
+    SetPhase(s, Phase::kReadHead);
+    return Connect(s, false);
   }
 
   bool RewriteRequest(Session* s) {
@@ -1090,10 +1142,8 @@ class Worker {
     (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int rc = ::connect(fd.get(), reinterpret_cast<const struct sockaddr*>(&s->backend.addr),
                        s->backend.len);
-    if (rc != 0 && errno != EINPROGRESS) {
-      Reply(s, 502, "The app's backend refused the connection.", false);
-      return Step::kProgress;
-    }
+    if (rc != 0 && errno != EINPROGRESS)
+      return BackendDown(s, "The app's backend refused the connection.");
     uint64_t id = next_id_++;
     if (!Watch(fd.get(), id, kConnEvents).ok()) {
       Reply(s, 502, "The proxy could not watch the backend connection.", false);
@@ -1114,11 +1164,8 @@ class Worker {
     socklen_t len = sizeof err;
     if (::getsockopt(s->upstream.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     if (err != 0) {
-      Reply(s, 502,
-            err == ECONNREFUSED ? "The app's backend refused the connection."
-                                : "The app's backend could not be reached.",
-            false);
-      return Step::kProgress;
+      return BackendDown(s, err == ECONNREFUSED ? "The app's backend refused the connection."
+                                                : "The app's backend could not be reached.");
     }
     SetPhase(s, Phase::kProxying);
     Arm(s, kBody);
@@ -1137,8 +1184,7 @@ class Worker {
       return Connect(s, false);
     }
     if (s->sent_1xx) return CloseSession(s), Step::kGone;
-    Reply(s, 502, "The app's backend closed the connection without an answer.", false);
-    return Step::kProgress;
+    return BackendDown(s, "The app's backend closed the connection without an answer.");
   }
 
   Step StepProxy(Session* s) {

@@ -56,6 +56,12 @@ struct ProxyOptions {
   int max_connections = 100000;       // client connections, all workers; beyond: closed
   size_t hold_max = 1000;             // queued requests per held app; beyond -> 503
   int hold_timeout_ms = 10000;        // a queued request waits at most this -> 503
+  // A backend that refuses, cannot be reached or closes before answering:
+  // close the client connection instead of answering 502. For the internal
+  // engine, whose clients are other nodes' proxies: they send the request
+  // again with their routes of the moment (the app is moving or failing
+  // over) instead of passing a 502 on.
+  bool close_when_backend_down = false;
 };
 
 // Upper bounds (ms) of the latency buckets; the last bucket is "more".

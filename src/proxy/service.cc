@@ -124,11 +124,18 @@ struct ProxyService::Impl {
   std::set<std::pair<std::string, std::string>> open_tunnels;  // follower thread: (remote, alpn)
   std::vector<CertSpec> certs_in_use;                          // follower thread
 
+  // The internal engine's clients are other nodes' proxies: a local backend
+  // that is down is for them to retry elsewhere (see close_when_backend_down).
+  static ProxyOptions Internal(ProxyOptions o) {
+    o.close_when_backend_down = true;
+    return o;
+  }
+
   Impl(cluster::ClusterStore* c, ProxyServiceOptions o)
       : cs(c),
         opts(std::move(o)),
         pub(opts.public_proxy),
-        internal(opts.internal_proxy),
+        internal(Internal(opts.internal_proxy)),
         tls_public(TlsTerminatorOptions{.workers = 1},
                    [this](UniqueFd fd, const TlsConnInfo& info) {
                      pub.Adopt(std::move(fd), info.client.host, true);

@@ -669,6 +669,69 @@ TEST_F(ProxyTest, CappedBackendServesABurstWithoutErrors) {
   EXPECT_EQ(proxy_->InFlight("shop"), 0);
 }
 
+// A port nothing listens on (bound, then closed).
+uint16_t ClosedPort() {
+  auto fd = net::ListenTcp(net::HostPort{"127.0.0.1", 0});
+  EXPECT_TRUE(fd.ok());
+  return fd.ok() ? *net::LocalPort(fd->get()) : 9;
+}
+
+// A request to another node (a hop route) that does not answer waits and is
+// sent again with the routes of the moment: a dead node's app fails over and
+// the client gets its answer late instead of a 502.
+TEST_F(ProxyTest, RequestToADeadNodeWaitsForTheFailover) {
+  StartProxy();
+  net::HostPort dead{"127.0.0.1", ClosedPort()};
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, dead, true}}));
+  std::string out;
+  std::thread client([&] {
+    auto r = RunCommand({"curl", "-sS", "--max-time", "20", "-H", "Host: shop.test", Url("/x")});
+    if (r.ok()) out = r->out;
+  });
+  std::this_thread::sleep_for(700ms);  // a few attempts at the dead node
+  EXPECT_EQ(a_->requests(), 0);
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, a_->at(), true}}));  // failed over
+  client.join();
+  EXPECT_TRUE(Contains(out, "backend=A\nmethod=GET\ntarget=/x")) << out;
+  // A request with a body is not sent twice: it fails at once.
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, dead, true}}));
+  auto t0 = Clock::now();
+  auto r = Curl({"-H", "Host: shop.test", "--data-binary", "body", "-o", "/dev/null", "-w",
+                 "%{http_code}", Url("/post")});
+  EXPECT_EQ(r.out, "502");
+  EXPECT_LT(Clock::now() - t0, 2s);
+  // Nor is a request to an app on this node (its backend is down for real).
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, dead, false}}));
+  r = Curl({"-H", "Host: shop.test", "-o", "/dev/null", "-w", "%{http_code}", Url("/local")});
+  EXPECT_EQ(r.out, "502");
+}
+
+// The internal engine (close_when_backend_down): a local backend that is
+// down closes the connection, which the sending node's proxy retries.
+TEST_F(ProxyTest, InternalEngineClosesWhenItsBackendIsDown) {
+  ProxyOptions o;
+  o.close_when_backend_down = true;
+  StartProxy(o);
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, {"127.0.0.1", ClosedPort()}, false}}));
+  auto r = RunCommand({"curl", "-sS", "--max-time", "10", "-H", "Host: shop.test", Url("/x")});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 52) << r->out << r->err;  // curl: empty reply from server
+}
+
+TEST_F(ProxyTest, RequestToADeadNodeGivesUpAfterTheHoldTimeout) {
+  ProxyOptions o;
+  o.hold_timeout_ms = 800;
+  StartProxy(o);
+  net::HostPort dead{"127.0.0.1", ClosedPort()};
+  proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, dead, true}}));
+  auto t0 = Clock::now();
+  auto r = Curl({"-H", "Host: shop.test", "-w", "\n%{http_code}", Url("/x")});
+  auto took = Clock::now() - t0;
+  EXPECT_TRUE(r.out.ends_with("\n502")) << r.out;
+  EXPECT_GE(took, 700ms);
+  EXPECT_LT(took, 5s);
+}
+
 TEST_F(ProxyTest, UnknownHostGetsA404Page) {
   StartProxy();
   auto r = Curl({"-H", "Host: nope.test", "-w", "\n%{http_code}", Url("/")});
