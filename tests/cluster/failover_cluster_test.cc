@@ -161,6 +161,19 @@ class FailoverClusterTest : public testing::LocalClusterTest {
     if (!r.ok()) return {0, r.status().ToString()};
     return {r->status, r->body};
   }
+  // hc_replication_sent_bytes_total of node k (every stream it sent).
+  static uint64_t SentBytes(int k) {
+    auto hp = net::ParseHttpUrl(cluster_->ApiUrl(k));
+    net::HttpClient c(
+        *hp, {.connect_timeout = milliseconds(1000), .request_timeout = milliseconds(5000)});
+    auto r = c.Do("GET", "/metrics", "");
+    if (!r.ok()) return 0;
+    const std::string key = "\nhc_replication_sent_bytes_total ";
+    size_t p = r->body.find(key);
+    return p == std::string::npos ? 0
+                                  : std::strtoull(r->body.c_str() + p + key.size(), nullptr, 10);
+  }
+
   static int OtherThan(std::initializer_list<int> taken) {
     for (int k = 1; k <= cluster_->nodes(); k++)
       if (std::find(taken.begin(), taken.end(), k) == taken.end()) return k;
@@ -316,9 +329,14 @@ TEST_F(FailoverClusterTest, LiveMigrationUnderLoadFailsNoRequest) {
   int target = OtherThan({r.primary, r.replicas[0]});
   int client = r.replicas[0];  // requests enter at a node that is neither end
   Write(LiveDir(r.primary, "blog") + "/page.html", "hello");
+  // 4 MiB that a full resend would carry again.
+  Write(LiveDir(r.primary, "blog") + "/big.bin", std::string(4 << 20, 'b'));
   ASSERT_TRUE(WaitFor([&] { return Get(client, "blog.test", "/page.html").first == 200; }, 10000));
+  ASSERT_TRUE(
+      WaitFor([&] { return !NewestHas(r.replicas[0], "blog", "public/big.bin").empty(); }, 30000));
   Load load(cluster_->NodeAddress(client), "blog.test", "/page.html", 50);
   std::this_thread::sleep_for(milliseconds(1000));
+  const uint64_t target_sent_before = SentBytes(target);
   auto [st, m] =
       Call(1, "POST", "/v1/apps/blog/move", json{{"node", "node" + std::to_string(target)}}.dump());
   ASSERT_EQ(st, 202) << m.dump();
@@ -341,6 +359,11 @@ TEST_F(FailoverClusterTest, LiveMigrationUnderLoadFailsNoRequest) {
   EXPECT_TRUE(WaitFor(
       [&] { return NewestHas(r.primary, "blog", "public/moved.html") == "written on the target"; },
       30000));
+  // Incrementally: the source kept its copy, nothing was sent in full again.
+  const uint64_t sent = SentBytes(target) - target_sent_before;
+  std::printf("the target sent %llu bytes to the source after the move\n",
+              static_cast<unsigned long long>(sent));
+  EXPECT_LT(sent, 1u << 20) << "the source's copy was sent again in full";
   EXPECT_TRUE(HasEvent("blog", "move"));
   // A second move to where it runs is refused with a reason.
   auto [st2, m2] =
