@@ -242,7 +242,7 @@ class Move {
         }
       }
       if (ready) break;
-      std::this_thread::sleep_for(milliseconds(10));
+      std::this_thread::sleep_for(milliseconds(5));
     }
     if (!ready && Cancelled()) return m_;
     if (held_) (void)env_.cs->ReleaseHold(m_.app);

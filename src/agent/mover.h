@@ -32,8 +32,10 @@ struct MoveEnv {
   std::function<bool()> cancelled;  // leadership lost: stop between steps
   int hold_seconds = 30;            // the proxies' hold (released at the end)
   // hold -> stop: every proxy learns of the hold (an etcd watch: a few ms
-  // here) before the source stops; what they sent before is waited for.
-  int drain_ms = 50;
+  // here) before the source stops; what they sent before is waited for. A
+  // bodiless request that still arrives late is sent again by its proxy
+  // (it waits, it does not fail); one with a body would get a 502.
+  int drain_ms = 30;
   int handoff_max_ms = 120000;                // the source restarts the app after this
   int ready_timeout_ms = 60000;               // target start to ready
   uint64_t precopy_small_bytes = 8ull << 20;  // an increment this small ends pre-copy
