@@ -238,6 +238,11 @@ Status Agent::PrepareMove(const std::string& app, int64_t max_ms) {
     def = a->second.app;
   }
   // The replica's volume as it is; the last increment lands in it in place.
+  // On zfs a receive may need the dataset unmounted, which a container
+  // holding it would refuse: not prepared there (not tested yet).
+  if (volumes_->backend() == "zfs")
+    return Unavailable("apps on the " + volumes_->backend() +
+                       " store are not prepared ahead; the move starts it in full");
   HC_ASSIGN_OR_RETURN(std::string path, volumes_->LivePath(app));
   auto st = rt_->GetStatus(app);
   HC_ASSIGN_OR_RETURN(auto spec, SpecFor(def, st.ok() ? &*st : nullptr, path));

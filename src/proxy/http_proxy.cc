@@ -768,6 +768,8 @@ class Worker {
         auto it = sessions_.find(cid);
         if (it == sessions_.end()) continue;  // closed: CloseSession gave the place on
         Session* s = it->second.get();
+        // Timed out meanwhile (503): SetPhase gave the place on.
+        if (s->phase != Phase::kQueued || s->granted == nullptr) continue;
         Disarm(s);
         SetPhase(s, Phase::kReadHead);
         if (ParseRequestHead(s->cin.view(), limits_, &head_) != ParseResult::kComplete) {
@@ -1050,15 +1052,18 @@ class Worker {
   // kRetry's timer: the same request, to wherever the app is routed now.
   Step Retry(Session* s) {
     const Route* route = routes_ == nullptr ? nullptr : routes_->FindApp(s->held_app);
+    const bool in_time = now_ - s->started < timers_[kHold].timeout;
+    // No route: its node's lease expired and no replica is promoted yet.
+    // Held: it starts elsewhere. Either way, look again.
+    if (in_time && (route == nullptr || sh_.holds.Held(route->app))) {
+      Arm(s, kRetry);
+      return Step::kStalled;
+    }
     if (route == nullptr) {
       SetPhase(s, Phase::kReadHead);
-      Reply(s, 502, "The app's server did not answer, and the app is no longer served here.",
+      Reply(s, 502, "The app's server did not answer, and no other server took it over in time.",
             false);
       return Step::kProgress;
-    }
-    if (sh_.holds.Held(route->app) && now_ - s->started < timers_[kHold].timeout) {
-      Arm(s, kRetry);  // held while it starts elsewhere: look again after the release
-      return Step::kStalled;
     }
     std::memcpy(&s->backend.addr, &route->addr, route->addr_len);
     s->backend.len = route->addr_len;

@@ -690,6 +690,9 @@ TEST_F(ProxyTest, RequestToADeadNodeWaitsForTheFailover) {
   });
   std::this_thread::sleep_for(700ms);  // a few attempts at the dead node
   EXPECT_EQ(a_->requests(), 0);
+  // The node's lease expired: no route for a moment, until a replica is promoted.
+  proxy_->SetRoutes(Routes({{"blog", {"blog.test"}, b_->at()}}));
+  std::this_thread::sleep_for(600ms);
   proxy_->SetRoutes(Routes({{"shop", {"shop.test"}, a_->at(), true}}));  // failed over
   client.join();
   EXPECT_TRUE(Contains(out, "backend=A\nmethod=GET\ntarget=/x")) << out;
