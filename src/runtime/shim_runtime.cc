@@ -125,7 +125,7 @@ class ShimRuntime : public Runtime {
   // Start (prepare_only false) or Prepare.
   Status Launch(const AppSpec& spec, bool prepare_only) {
     HC_RETURN_IF_ERROR(ValidateAppSpec(spec));
-    std::unique_lock<std::mutex> lock(start_mu_);
+    std::lock_guard<std::mutex> lock(start_mu_);
     HC_ASSIGN_OR_RETURN(FileLock op, LockApp(spec.name));
     std::string dir = AppDir(spec.name);
     if (SupervisorAlive(dir)) {
@@ -139,9 +139,7 @@ class ShimRuntime : public Runtime {
         // Prepared for other settings (a new port, a changed app): remove it.
         auto reply = Call(dir, "stop", 15000);
         if (!reply.ok() && SupervisorAlive(dir)) return reply.status();
-        auto deadline = Clock::now() + std::chrono::seconds(5);
-        while (SupervisorAlive(dir) && Clock::now() < deadline)
-          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        HC_RETURN_IF_ERROR(WaitSupervisorGone(spec.name));
       }
     }
     if (SupervisorAlive(dir)) {
@@ -180,7 +178,12 @@ class ShimRuntime : public Runtime {
     if (!reply.ok() && SupervisorAlive(dir)) return reply.status();
     if (!reply.ok()) return CleanUpLost(name);  // the supervisor died meanwhile
     if (reply.ok()) HC_RETURN_IF_ERROR(StatusFromReply(*reply));
-    // The reply comes just before the supervisor exits; wait for it to be gone.
+    return WaitSupervisorGone(name);
+  }
+
+  // A stop's reply comes just before the supervisor exits; waits for it to be gone.
+  Status WaitSupervisorGone(const std::string& name) {
+    std::string dir = AppDir(name);
     auto deadline = Clock::now() + std::chrono::seconds(5);
     while (SupervisorAlive(dir)) {
       if (Clock::now() > deadline) {

@@ -1017,17 +1017,14 @@ class DirStore final : public Store {
   // (left as it is when the scan fails).
   void WarmUp(const std::string& v, const std::vector<Snap>& snaps, StatCache* cache) {
     ScanState st;
-    bool have = false;
     {
       std::lock_guard<std::mutex> l(scan_mu_);
-      if (auto it = scan_state_.find(v); it != scan_state_.end()) st = it->second, have = true;
+      if (auto it = scan_state_.find(v); it != scan_state_.end()) st = it->second;
     }
     auto changes = journal_.PeekChanges(v, LiveDir(v));
-    const bool incremental = changes.has_value() && have && !snaps.empty() &&
-                             cache->scan_start_ns != 0 && st.root == snaps.back().rec.tree &&
-                             st.multi_link_dirs.empty() &&
-                             NowNs() - st.last_full_ns < kFullScanEveryNs &&
-                             changes->size() * 2 <= cache->dirs.size() + 2;
+    // Multiply-linked directories are left to the frozen pass.
+    const bool incremental =
+        st.multi_link_dirs.empty() && Incremental(changes, st, snaps, *cache, NowNs());
     Result<dir::ScanResult> warm =
         incremental
             ? dir::ScanLiveIncremental(LiveDir(v), *cache, &chunks_,
@@ -1077,11 +1074,7 @@ class DirStore final : public Store {
       state = scan_state_[v];
       scan_state_.erase(v);  // restored only if this scan succeeds
     }
-    // When most directories changed, the parallel full scan is faster.
-    bool incremental = changes.has_value() && !snaps.empty() && old.scan_start_ns != 0 &&
-                       state.root == snaps.back().rec.tree &&
-                       created - state.last_full_ns < kFullScanEveryNs &&
-                       changes->size() * 2 <= old.dirs.size() + 2;
+    bool incremental = Incremental(changes, state, snaps, old, created);
     Result<dir::ScanResult> scan = Internal("no scan");
     if (incremental) {
       // A write through another link of a file does not show up in its
@@ -1292,6 +1285,16 @@ class DirStore final : public Store {
     std::optional<SnapshotInfo> newest;
     int64_t snapdir_ns = 0, meta_ns = 0;
   };
+
+  // Whether a scan may visit only the journal's `changes`: the last scan
+  // was of the newest snapshot's tree, no periodic full scan is due, and
+  // not most directories changed (then the parallel full scan is faster).
+  static bool Incremental(const std::optional<std::set<std::string>>& changes, const ScanState& st,
+                          const std::vector<Snap>& snaps, const StatCache& cache, int64_t now) {
+    return changes.has_value() && !snaps.empty() && cache.scan_start_ns != 0 &&
+           st.root == snaps.back().rec.tree && now - st.last_full_ns < kFullScanEveryNs &&
+           changes->size() * 2 <= cache.dirs.size() + 2;
+  }
   static int64_t MtimeNs(const std::string& path) {
     struct stat sb;
     if (::stat(path.c_str(), &sb) != 0) return -1;
