@@ -456,7 +456,8 @@ void Leader::Lead(cluster::Election* election) {
     }
   }
   term->over.store(true);
-  lost.store(true);  // ends loss_watch
+  lost.store(true);                          // ends loss_watch
+  for (auto& w : watches) w->RequestStop();  // all at once, then join
   loss_watch.join();
   watches.clear();
 }

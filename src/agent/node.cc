@@ -464,10 +464,12 @@ Status Node::Run() {
   leader.reset();
   agent.reset();
   // The apps keep running (a restart of hcd must not restart them), so the
-  // lease is not revoked: if hcd is not back before the fence deadline, the
+  // lease is not revoked but renewed once more, which moves the fence
+  // deadline a full window past the end of the shutdown: a restart that is
+  // back within it finds its apps untouched. If hcd is not back by then, the
   // supervisors stop the apps, and only then can the lease expire and
   // another node take over.
-  session.Abandon();
+  session.RenewAndAbandon();
   return Status::Ok();
 }
 

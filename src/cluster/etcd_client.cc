@@ -374,9 +374,13 @@ Watch::~Watch() {
 }
 
 void Watch::Stop() {
+  RequestStop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Watch::RequestStop() {
   stop_.store(true);
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
 }
 
 void Watch::Run() {
@@ -470,6 +474,13 @@ void LeaseSession::Abandon() {
   stop_.store(true);
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+void LeaseSession::RenewAndAbandon() {
+  Abandon();
+  auto sent = std::chrono::steady_clock::now();
+  if (lease_.load() != 0 && etcd_->KeepAliveOnce(lease_.load()).ok() && cb_.on_renewed)
+    cb_.on_renewed(lease_.load(), sent);
 }
 
 Status LeaseSession::Start(milliseconds deadline) {

@@ -169,6 +169,10 @@ class Watch {
         ResyncFn on_resync);
   ~Watch();  // stops and joins
   void Stop();
+  // Asks the thread to end without waiting for it (Stop or the destructor
+  // then joins): owners of several watches stop them all at once, since
+  // each may take a poll slice (~200 ms) to notice.
+  void RequestStop();
   // Connected and created on the server (for tests and status).
   bool connected() const { return connected_.load(); }
   int64_t reconnects() const { return reconnects_.load(); }
@@ -207,8 +211,12 @@ class LeaseSession {
   Status Start(std::chrono::milliseconds deadline);
   int64_t lease() const { return lease_.load(); }
   int64_t ttl_seconds() const { return ttl_; }
-  // Stop without revoking (simulates a crash in tests; the lease expires).
+  // Stop without revoking: the lease expires on its own (a crash in tests).
   void Abandon();
+  // The same after one last renewal, reported through on_renewed: whatever
+  // hangs on the lease (the self-fencing deadline) lives a full TTL from now,
+  // so that a process restarted within it finds everything still in place.
+  void RenewAndAbandon();
 
  private:
   void Run();

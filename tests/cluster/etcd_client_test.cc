@@ -605,6 +605,34 @@ TEST_F(LeaseSessionTest, KeepsTheLeaseAliveAndReplacesItAfterAnOutageLongerThanT
   EXPECT_TRUE(etcd_->RevokeLease(first).ok());
 }
 
+TEST_F(LeaseSessionTest, RenewAndAbandonLeavesTheLeaseAFullTtlAndReportsTheRenewal) {
+  constexpr int64_t kTtl = 3;
+  std::atomic<int> renewals{0};
+  std::atomic<int64_t> last_sent_ns{0};
+  Clock::time_point abandoned;
+  {
+    LeaseSession s(etcd_.get(), kTtl, {.on_renewed = [&](int64_t, Clock::time_point sent) {
+                     renewals++;
+                     last_sent_ns.store(sent.time_since_epoch().count());
+                   }});
+    ASSERT_TRUE(s.Start(milliseconds(5000)).ok());
+    ASSERT_TRUE(etcd_->Put(K("renewed"), "x", s.lease()).ok());
+    // The thread renews every TTL/3 (at 1 s): abandoned at 1.9 s, the lease
+    // would end at 4 s; renewed at 1.9 s, it ends at 4.9 s.
+    std::this_thread::sleep_for(milliseconds(1900));
+    int before = renewals.load();
+    abandoned = Clock::now();
+    s.RenewAndAbandon();
+    EXPECT_EQ(renewals.load(), before + 1);
+    EXPECT_GE(last_sent_ns.load(), abandoned.time_since_epoch().count());
+  }
+  // Not revoked by the destructor, and alive past the end it had before...
+  std::this_thread::sleep_until(abandoned + milliseconds(2600));
+  EXPECT_TRUE(Exists(K("renewed")));
+  // ...but nobody renews it any more.
+  EXPECT_TRUE(WaitUntil([&] { return !Exists(K("renewed")); }, milliseconds(kTtl * 1000 + 3000)));
+}
+
 // ---------------------------------------------------------------- Election
 
 // A node campaigning on its own thread with its own session.
