@@ -98,6 +98,14 @@ class AgentTest : public ::testing::Test {
     return all->front();
   }
 
+  // Waits until this node reports `app` as its replica.
+  bool WaitReplicaHere(const std::string& app) {
+    return WaitFor([&] {
+      auto o = Reported(app);
+      return o && o->role == "replica";
+    });
+  }
+
   bool Running(const std::string& app) {
     auto st = rt_.GetStatus(app);
     return st.ok() && st->state == runtime::AppState::kRunning;
@@ -134,10 +142,7 @@ TEST_F(AgentTest, StartsWhatItIsPrimaryForAndReportsIt) {
 TEST_F(AgentTest, NeverRunsWhatNamesAnotherNodeAsPrimary) {
   StartAgent();
   Place("theirs", "other", {"me"}, 1);
-  ASSERT_TRUE(WaitFor([&] {
-    auto o = Reported("theirs");
-    return o && o->role == "replica";
-  }));
+  ASSERT_TRUE(WaitReplicaHere("theirs"));
   // The replica's volume is made by its first replication stream, not here
   // (an empty one would make that full stream refuse to land).
   EXPECT_FALSE(store_->Has("theirs"));
@@ -165,10 +170,7 @@ TEST_F(AgentTest, StopsWhenThePlacementMovesThePrimaryAway) {
 TEST_F(AgentTest, PreparesAMoveHereAndStartsThePreparedAppAfterTheSwitch) {
   StartAgent();
   Place("coming", "other", {"me"}, 1);
-  ASSERT_TRUE(WaitFor([&] {
-    auto o = Reported("coming");
-    return o && o->role == "replica";
-  }));
+  ASSERT_TRUE(WaitReplicaHere("coming"));
   ASSERT_TRUE(store_->CreateVolume("coming").ok());  // made by its first stream
   Status s = agent_->PrepareMove("coming", 60000);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -194,10 +196,7 @@ TEST_F(AgentTest, PreparesAMoveHereAndStartsThePreparedAppAfterTheSwitch) {
 TEST_F(AgentTest, RemovesAPreparedAppWhoseMoveDidNotCome) {
   StartAgent();
   Place("stays", "other", {"me"}, 1);
-  ASSERT_TRUE(WaitFor([&] {
-    auto o = Reported("stays");
-    return o && o->role == "replica";
-  }));
+  ASSERT_TRUE(WaitReplicaHere("stays"));
   ASSERT_TRUE(store_->CreateVolume("stays").ok());
   ASSERT_TRUE(agent_->PrepareMove("stays", 1000).ok());
   ASSERT_TRUE(WaitFor([&] { return !rt_.GetStatus("stays").ok(); }, 5000));

@@ -124,13 +124,19 @@ void ChangeJournal::DrainLocked() {
   }
 }
 
-bool ChangeJournal::Quiet(const std::string& volume, const std::string& live_dir) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (fd_ < 0) return false;
+ChangeJournal::Volume* ChangeJournal::VouchedLocked(const std::string& volume,
+                                                    const std::string& live_dir) {
+  if (fd_ < 0) return nullptr;
   DrainLocked();
   auto it = volumes_.find(volume);
-  return it != volumes_.end() && it->second.valid && it->second.root == live_dir &&
-         it->second.dirty.empty();
+  if (it == volumes_.end() || !it->second.valid || it->second.root != live_dir) return nullptr;
+  return &it->second;
+}
+
+bool ChangeJournal::Quiet(const std::string& volume, const std::string& live_dir) {
+  std::lock_guard<std::mutex> l(mu_);
+  const Volume* v = VouchedLocked(volume, live_dir);
+  return v && v->dirty.empty();
 }
 
 // The scan descends from the root to every changed directory.
@@ -146,22 +152,18 @@ static std::set<std::string> ClosedUnderAncestors(const std::set<std::string>& d
 std::optional<std::set<std::string>> ChangeJournal::PeekChanges(const std::string& volume,
                                                                 const std::string& live_dir) {
   std::lock_guard<std::mutex> l(mu_);
-  if (fd_ < 0) return std::nullopt;
-  DrainLocked();
-  auto it = volumes_.find(volume);
-  if (it == volumes_.end() || !it->second.valid || it->second.root != live_dir) return std::nullopt;
-  return ClosedUnderAncestors(it->second.dirty);
+  const Volume* v = VouchedLocked(volume, live_dir);
+  if (!v) return std::nullopt;
+  return ClosedUnderAncestors(v->dirty);
 }
 
 std::optional<std::set<std::string>> ChangeJournal::TakeChanges(const std::string& volume,
                                                                 const std::string& live_dir) {
   std::lock_guard<std::mutex> l(mu_);
   if (fd_ < 0) return std::nullopt;
-  DrainLocked();
-  auto it = volumes_.find(volume);
-  if (it != volumes_.end() && it->second.valid && it->second.root == live_dir) {
-    std::set<std::string> out = ClosedUnderAncestors(it->second.dirty);
-    it->second.dirty.clear();
+  if (Volume* v = VouchedLocked(volume, live_dir)) {
+    std::set<std::string> out = ClosedUnderAncestors(v->dirty);
+    v->dirty.clear();
     return out;
   }
   ForgetLocked(volume);

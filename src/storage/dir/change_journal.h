@@ -65,6 +65,9 @@ class ChangeJournal {
 
   // REQUIRES: mu_ held.
   void DrainLocked();
+  // The volume's entry when the journal vouches for it (watched from
+  // `live_dir`, no overflow); nullptr otherwise. Drains pending events first.
+  Volume* VouchedLocked(const std::string& volume, const std::string& live_dir);
   bool AddTreeLocked(const std::string& volume, const std::string& rel);
   void ForgetLocked(const std::string& volume);
 
